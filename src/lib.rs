@@ -29,6 +29,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `nip04` | yes | the legacy NIP-04 module (`aes` + `cbc`) |
+//! | `test-util` | no | `testing`: a Lightning node signing real BOLT11 invoices and a zapper signing real receipts, for tests, fuzzing and benches |
 //!
 //! [NIP-90]: https://github.com/nostr-protocol/nips/blob/master/90.md
 #![forbid(unsafe_code)]
@@ -40,8 +41,15 @@ pub mod encryption;
 mod error;
 #[cfg(feature = "nip04")]
 pub mod nip04;
+pub mod nip13;
+pub mod nip40;
 pub mod nip44;
+pub mod nip57;
 pub mod nip59;
+pub mod nip89;
+pub mod nip90;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 pub use error::Error;
 
