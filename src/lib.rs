@@ -4,7 +4,8 @@
 //! the cryptography and events a DVM speaks, under a sans-IO design that a host application
 //! drives.
 //!
-//! This release holds the crypto layer:
+//! What is here so far: the wire, crypto and payment layer, pure functions over
+//! `nostr::Event` (the `Provider` and `Customer` state machines are being built on top):
 //!
 //! - [`nip44`]: NIP-44 v2 encryption, including the 6-byte extended length prefix for
 //!   plaintexts of 65536 bytes and more, a constant-time MAC check, a configurable decrypt
@@ -14,6 +15,14 @@
 //! - [`nip59`]: rumor / seal / gift wrap, with the checks other libraries skip (the seal's
 //!   author must be the rumor's author, seal tags must be empty, the rumor id is recomputed).
 //! - [`encryption`]: tells which scheme a ciphertext uses, so a reply can use the same one.
+//! - [`nip90`]: typed `JobRequest`, `JobResult`, `JobFeedback` (parse and build, plain or
+//!   encrypted with NIP-04 or NIP-44), and a registry of job kinds kept as data.
+//! - [`nip57`]: zap requests and [`nip57::verify_zap_receipt`], which checks every rule a
+//!   receipt must pass before it counts as payment.
+//! - [`nip89`]: handler announcements (kind 31990) and recommendations (kind 31989).
+//! - [`nip40`] expiration and [`nip13`] proof-of-work helpers.
+//! - [`task`]: the `Task` trait a provider implements, and the `Pricing` hook.
+//! - [`rng`]: a seedable, serializable CSPRNG for reproducible state machines.
 //!
 //! ## Guarantees
 //!
@@ -48,6 +57,8 @@ pub mod nip57;
 pub mod nip59;
 pub mod nip89;
 pub mod nip90;
+pub mod rng;
+pub mod task;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

@@ -784,12 +784,7 @@ fn parse_event_id(hex: &str, tag: &'static str) -> Result<EventId, ZapError> {
 
 /// A millisat amount: ASCII digits only (no sign, no `_`, no exponent), fitting in a `u64`.
 fn parse_msat(value: &str) -> Result<u64, ZapError> {
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ZapError::MalformedAmount(value.to_owned()));
-    }
-    value
-        .parse()
-        .map_err(|_| ZapError::MalformedAmount(value.to_owned()))
+    crate::nip90::parse_msat(value).ok_or_else(|| ZapError::MalformedAmount(value.to_owned()))
 }
 
 /// Decodes exactly 64 hex characters into `out`.

@@ -1,0 +1,82 @@
+//! NIP-90 request parsing next to the signature check every received event needs anyway.
+//!
+//! `cargo bench --bench nip90` prints, after criterion's own lines, the ratio the parsing issue
+//! sets: `JobRequest::from_verified_event` on a typical request (a few `i` and `param` tags,
+//! output, bid, relays, a provider) <= 0.10x the event's own `Event::verify` (id hash +
+//! Schnorr signature). Also measured: the full `from_event` (verify + parse), and a NIP-44
+//! encrypted request read by its provider (ECDH + decrypt + parse).
+
+use std::hint::black_box;
+
+use criterion::Criterion;
+use nostr_dvm::encryption::Scheme;
+use nostr_dvm::nip90::{JobInput, JobRequest};
+use nostr_dvm::nostr::{Event, Keys, Kind, Timestamp};
+use rand::SeedableRng;
+
+#[path = "support/mod.rs"]
+mod support;
+use support::{report, Goal};
+
+fn keys() -> (Keys, Keys) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(90);
+    (
+        Keys::generate_with_rng(&mut rng),
+        Keys::generate_with_rng(&mut rng),
+    )
+}
+
+fn typical_request(customer: &Keys, provider: &Keys, scheme: Option<Scheme>) -> Event {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let mut builder = JobRequest::builder(Kind::from(5050))
+        .input(JobInput::text(
+            "Summarise the following article in three sentences.",
+        ))
+        .input(JobInput::url("https://example.com/article.html"))
+        .param("model", "LLaMA-2")
+        .param("max_tokens", "512")
+        .param("temperature", "0.5")
+        .output("text/plain")
+        .bid(10_000)
+        .relays(["wss://relay.damus.io", "wss://nos.lol"])
+        .provider(provider.public_key());
+    if let Some(scheme) = scheme {
+        builder = builder.encrypt(scheme);
+    }
+    builder
+        .sign(customer, Timestamp::from(1_700_000_000), &mut rng)
+        .unwrap()
+}
+
+fn bench_request(c: &mut Criterion) {
+    let (customer, provider) = keys();
+    let plain = typical_request(&customer, &provider, None);
+    let encrypted = typical_request(&customer, &provider, Some(Scheme::Nip44));
+
+    let mut group = c.benchmark_group("nip90_request");
+    group.bench_function("verify", |b| b.iter(|| black_box(&plain).verify().unwrap()));
+    group.bench_function("parse_verified", |b| {
+        b.iter(|| JobRequest::from_verified_event(black_box(&plain), None).unwrap())
+    });
+    group.bench_function("from_event", |b| {
+        b.iter(|| JobRequest::from_event(black_box(&plain), None).unwrap())
+    });
+    group.bench_function("parse_verified_nip44_provider", |b| {
+        b.iter(|| JobRequest::from_verified_event(black_box(&encrypted), Some(&provider)).unwrap())
+    });
+    group.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    bench_request(&mut c);
+    c.final_summary();
+
+    println!();
+    report(
+        "nip90 JobRequest::from_verified_event / Event::verify",
+        "nip90_request/parse_verified",
+        "nip90_request/verify",
+        Goal::AtMost(0.10),
+    );
+}

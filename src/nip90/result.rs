@@ -1,0 +1,317 @@
+//! Job results (`kind:6000-6999`, or any registered result kind).
+
+use nostr::{Event, EventId, JsonUtil, Keys, Kind, PublicKey, Tag, Timestamp};
+use rand_core::{CryptoRng, RngCore};
+
+use super::crypt::{self, Encryption};
+use super::error::{BuildError, ParseError};
+use super::kinds::{KindRegistry, KindRole, KindTriple};
+use super::request::JobRequest;
+use super::tags::{make_tag, Amount, JobInput};
+use super::{limits, ReplyTags};
+use crate::encryption::detect_scheme;
+
+/// A parsed job result.
+///
+/// Only the `e` tag (the request's id) is required: real providers leave out `request`
+/// (always, for encrypted results), `p` and `i`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobResult {
+    /// The result's event id.
+    pub id: EventId,
+    /// The provider who published it.
+    pub author: PublicKey,
+    /// When it was published.
+    pub created_at: Timestamp,
+    /// The result kind.
+    pub kind: Kind,
+    /// The triple this result kind belongs to, from the [`KindRegistry`] it was parsed with.
+    pub kinds: KindTriple,
+    /// The request it answers (the first `e` tag).
+    pub request_id: EventId,
+    /// The relay hint of the `e` tag.
+    pub request_relay: Option<String>,
+    /// The customer (the first `p` tag that is not the author).
+    pub customer: Option<PublicKey>,
+    /// The `request` tag's value as sent. NIP-90 puts the request event's JSON there, but real
+    /// providers also send a bare id or a Python dict, so it is not parsed eagerly: see
+    /// [`request_event`](Self::request_event).
+    pub request_json: Option<String>,
+    /// The `i` tags echoed from the request.
+    pub inputs: Vec<JobInput>,
+    /// The `amount` tag: what the provider asks to be paid.
+    pub amount: Option<Amount>,
+    /// The output. For an encrypted result, the decrypted output, or empty when it was not
+    /// decrypted (the ciphertext is still in [`event`](Self::event)).
+    pub content: String,
+    /// How the output is encrypted, for an encrypted result.
+    pub encrypted: Option<Encryption>,
+    /// Every tag this parser does not read (`alt`, `status`, `t`, ...), and repeats of
+    /// single-valued tags after the first.
+    pub unknown_tags: Vec<Tag>,
+    /// The event as received.
+    pub event: Event,
+}
+
+impl JobResult {
+    /// Parses a job result, after checking its id and signature.
+    ///
+    /// `keys` are the reader's own keys, used only to decrypt an encrypted result: the
+    /// customer's (the result is encrypted to it) or the provider's (reading back its own).
+    /// With `None`, or keys of neither party, an encrypted result parses with
+    /// [`Encryption::decrypted`] `false` and an empty `content`.
+    pub fn from_event(event: &Event, keys: Option<&Keys>) -> Result<Self, ParseError> {
+        Self::parse(event, keys, &KindRegistry::nip90(), true)
+    }
+
+    /// Like [`from_event`](Self::from_event), without checking the id and signature.
+    pub fn from_verified_event(event: &Event, keys: Option<&Keys>) -> Result<Self, ParseError> {
+        Self::parse(event, keys, &KindRegistry::nip90(), false)
+    }
+
+    /// Like [`from_event`](Self::from_event), with the result kinds of `registry`.
+    pub fn from_event_with(
+        event: &Event,
+        keys: Option<&Keys>,
+        registry: &KindRegistry,
+    ) -> Result<Self, ParseError> {
+        Self::parse(event, keys, registry, true)
+    }
+
+    /// Like [`from_verified_event`](Self::from_verified_event), with the result kinds of
+    /// `registry`.
+    pub fn from_verified_event_with(
+        event: &Event,
+        keys: Option<&Keys>,
+        registry: &KindRegistry,
+    ) -> Result<Self, ParseError> {
+        Self::parse(event, keys, registry, false)
+    }
+
+    fn parse(
+        event: &Event,
+        keys: Option<&Keys>,
+        registry: &KindRegistry,
+        verify: bool,
+    ) -> Result<Self, ParseError> {
+        let kinds = registry
+            .for_result(event.kind)
+            .ok_or_else(|| registry.refuse(event.kind, KindRole::Result))?;
+        if verify {
+            super::verify(event)?;
+        }
+
+        let mut reply = ReplyTags::new();
+        let mut inputs = Vec::new();
+        let mut request_json = None;
+        for tag in event.tags.iter() {
+            let Some((name, values)) = tag.as_slice().split_first() else {
+                continue;
+            };
+            let taken = match name.as_str() {
+                "i" => {
+                    if inputs.len() >= limits::MAX_INPUTS {
+                        return Err(ParseError::TooMany {
+                            tag: "i",
+                            count: inputs.len() + 1,
+                            max: limits::MAX_INPUTS,
+                        });
+                    }
+                    inputs.push(JobInput::from_values(values)?);
+                    true
+                }
+                "request" if request_json.is_none() => {
+                    request_json = Some(values.first().cloned().unwrap_or_default());
+                    true
+                }
+                _ => reply.take(name, values)?,
+            };
+            if !taken {
+                reply.unknown_tags.push(tag.clone());
+            }
+        }
+        let (request_id, request_relay) =
+            reply.request.ok_or(ParseError::MissingTag { tag: "e" })?;
+        let customer = crypt::target_of(&event.pubkey, &reply.p_tags);
+
+        let mut encrypted = None;
+        let content = match reply.encrypted {
+            None => event.content.clone(),
+            Some(declared) => {
+                let scheme = detect_scheme(&event.content).ok_or(ParseError::UnknownCiphertext)?;
+                let target = customer.ok_or(ParseError::MissingTag { tag: "p" })?;
+                let mut content = String::new();
+                let mut decrypted = false;
+                if let Some(keys) = keys {
+                    let me = keys.public_key();
+                    if let Some(peer) = crypt::peer_for(&me, &event.pubkey, &target, &reply.p_tags)
+                    {
+                        content = crypt::decrypt(
+                            scheme,
+                            keys,
+                            &peer,
+                            &event.content,
+                            limits::MAX_ENCRYPTED_CONTENT_LEN,
+                        )?;
+                        decrypted = true;
+                    }
+                }
+                encrypted = Some(Encryption {
+                    scheme,
+                    declared,
+                    target,
+                    decrypted,
+                });
+                content
+            }
+        };
+
+        Ok(Self {
+            id: event.id,
+            author: event.pubkey,
+            created_at: event.created_at,
+            kind: event.kind,
+            kinds,
+            request_id,
+            request_relay,
+            customer,
+            request_json,
+            inputs,
+            amount: reply.amount,
+            content,
+            encrypted,
+            unknown_tags: reply.unknown_tags,
+            event: event.clone(),
+        })
+    }
+
+    /// Starts a result answering `request`, with `content` as the output.
+    ///
+    /// The result takes the request's result kind, tags it (`request`, `e`, `p`, and the
+    /// inputs unless the request was encrypted) and, when the request was encrypted, encrypts
+    /// `content` to the customer in the request's own scheme.
+    pub fn builder<'a>(
+        request: &'a JobRequest,
+        content: impl Into<String>,
+    ) -> JobResultBuilder<'a> {
+        JobResultBuilder {
+            request,
+            content: content.into(),
+            amount: None,
+            relay_hint: None,
+            kind: None,
+            tags: Vec::new(),
+        }
+    }
+
+    /// The provider: the result's author.
+    pub fn provider(&self) -> PublicKey {
+        self.author
+    }
+
+    /// The request event carried in the `request` tag: `Ok(None)` without one,
+    /// [`ParseError::MalformedTag`] when its value is not an event's JSON.
+    ///
+    /// The event is parsed, not verified: pass it to [`JobRequest::from_event`] to check it.
+    pub fn request_event(&self) -> Result<Option<Event>, ParseError> {
+        match &self.request_json {
+            None => Ok(None),
+            Some(json) => Event::from_json(json)
+                .map(Some)
+                .map_err(|_| ParseError::MalformedTag {
+                    tag: "request",
+                    reason: "not the JSON of an event",
+                }),
+        }
+    }
+
+    /// Whether this result answers `request`: it names the request's id, has the request's
+    /// result kind, and (when it names a customer) names the request's author.
+    pub fn answers(&self, request: &JobRequest) -> bool {
+        self.request_id == request.id
+            && self.kind == request.kinds.result
+            && self.customer.is_none_or(|c| c == request.author)
+    }
+}
+
+/// Builds a signed job result. Start with [`JobResult::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct JobResultBuilder<'a> {
+    request: &'a JobRequest,
+    content: String,
+    amount: Option<Amount>,
+    relay_hint: Option<String>,
+    kind: Option<Kind>,
+    tags: Vec<Tag>,
+}
+
+impl JobResultBuilder<'_> {
+    /// Asks to be paid `msat` millisats, with an optional BOLT11 invoice (`None`,
+    /// `Some(invoice)` or the invoice `String` itself).
+    pub fn amount(mut self, msat: u64, bolt11: impl Into<Option<String>>) -> Self {
+        self.amount = Some(Amount::new(msat, bolt11.into()));
+        self
+    }
+
+    /// Sets the `e` tag's relay hint (by default the first relay the request lists).
+    pub fn relay_hint(mut self, relay: impl Into<String>) -> Self {
+        self.relay_hint = Some(relay.into());
+        self
+    }
+
+    /// Overrides the result kind (by default the request's [`JobRequest::result_kind`]).
+    pub fn kind(mut self, kind: impl Into<Kind>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    /// Adds any other tag (`alt`, `t`, ...), written after the others.
+    pub fn tag(mut self, tag: Tag) -> Self {
+        self.tags.push(tag);
+        self
+    }
+
+    /// Signs the result with the provider's `keys` at `now`, drawing the signature's auxiliary
+    /// randomness (and the encryption's nonce or IV) from `rng`.
+    ///
+    /// An encrypted request's result must have a non-empty content under NIP-44, which cannot
+    /// encrypt an empty message ([`BuildError::Nip44`]).
+    pub fn sign(
+        self,
+        keys: &Keys,
+        now: Timestamp,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Event, BuildError> {
+        let request = self.request;
+        let mut tags = vec![
+            make_tag("request", [request.event.as_json()]),
+            super::e_tag(
+                request.id,
+                self.relay_hint.or_else(|| request.relays.first().cloned()),
+            ),
+            make_tag("p", [request.author.to_hex()]),
+        ];
+        let content = match request.encrypted {
+            None => {
+                tags.extend(request.inputs.iter().map(JobInput::to_tag));
+                self.content
+            }
+            Some(enc) => {
+                if !crypt::scheme_available(enc.scheme) {
+                    return Err(BuildError::SchemeUnavailable(enc.scheme));
+                }
+                crypt::encrypt(enc.scheme, keys, &request.author, &self.content, rng)?
+            }
+        };
+        if let Some(amount) = &self.amount {
+            tags.push(amount.to_tag());
+        }
+        if let Some(enc) = request.encrypted {
+            tags.push(make_tag("encrypted", [enc.scheme.as_str()]));
+        }
+        tags.extend(self.tags);
+        let kind = self.kind.unwrap_or(request.kinds.result);
+        super::sign_event(keys, now, kind, tags, content, rng)
+    }
+}
