@@ -48,6 +48,7 @@
 mod ecdh;
 pub mod encryption;
 mod error;
+pub mod job;
 #[cfg(feature = "nip04")]
 pub mod nip04;
 pub mod nip13;
@@ -57,6 +58,7 @@ pub mod nip57;
 pub mod nip59;
 pub mod nip89;
 pub mod nip90;
+pub mod provider;
 pub mod rng;
 pub mod task;
 #[cfg(feature = "test-util")]

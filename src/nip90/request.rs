@@ -1,6 +1,6 @@
 //! Job requests (`kind:5000-5999`, or any registered request kind).
 
-use nostr::{Event, EventId, Keys, Kind, PublicKey, Tag, Timestamp};
+use nostr::{Event, EventId, JsonUtil, Keys, Kind, PublicKey, Tag, Timestamp};
 use rand_core::{CryptoRng, RngCore};
 
 use super::crypt::{self, Encryption};
@@ -55,8 +55,13 @@ pub struct JobRequest {
     /// Every tag this parser does not read (`t`, `alt`, `client`, `a`, ...), and repeats of
     /// single-valued tags (`output`, `bid`, `expiration`) after the first, in order.
     pub unknown_tags: Vec<Tag>,
-    /// The event as received; a result's `request` tag carries its JSON.
+    /// The event as received; a result's `request` tag carries its JSON. For a request that
+    /// arrived as a gift-wrapped rumor ([`from_rumor`](Self::from_rumor)) its signature is
+    /// all zeros and [`unsigned`](Self::unsigned) is `true`.
     pub event: Event,
+    /// Whether the request is an unsigned rumor from a NIP-59 gift wrap: its authorship was
+    /// proven by the seal, and replies go back gift-wrapped.
+    pub unsigned: bool,
 }
 
 /// Collects the tags of a request, public and private alike.
@@ -266,7 +271,47 @@ impl JobRequest {
             content,
             unknown_tags: fields.unknown_tags,
             event: event.clone(),
+            unsigned: false,
         })
+    }
+
+    /// Parses a job request that arrived as the rumor of a NIP-59 gift wrap (already opened
+    /// and checked by [`crate::nip59::unwrap`], which proves its author and its id).
+    ///
+    /// The rumor has no signature; [`event`](Self::event) carries it with an all-zero one and
+    /// [`unsigned`](Self::unsigned) is set, so a result's `request` tag holds the rumor's
+    /// JSON without a signature.
+    pub fn from_rumor(
+        rumor: &nostr::UnsignedEvent,
+        keys: Option<&Keys>,
+        registry: &KindRegistry,
+    ) -> Result<Self, ParseError> {
+        let mut rumor = rumor.clone();
+        let id = rumor.id();
+        let sig = nostr::secp256k1::schnorr::Signature::from_slice(&[0u8; 64])
+            .map_err(|_| ParseError::InvalidSignature)?;
+        let event = Event::new(
+            id,
+            rumor.pubkey,
+            rumor.created_at,
+            rumor.kind,
+            rumor.tags.to_vec(),
+            rumor.content,
+            sig,
+        );
+        let mut request = Self::parse(&event, keys, registry, false)?;
+        request.unsigned = true;
+        Ok(request)
+    }
+
+    /// The JSON a result's `request` tag carries: the request event, or for a gift-wrapped
+    /// request the rumor without a signature.
+    pub fn request_json(&self) -> String {
+        if self.unsigned {
+            nostr::UnsignedEvent::from(self.event.clone()).as_json()
+        } else {
+            self.event.as_json()
+        }
     }
 
     /// Starts a request of `kind`.

@@ -285,7 +285,7 @@ impl JobResultBuilder<'_> {
     ) -> Result<Event, BuildError> {
         let request = self.request;
         let mut tags = vec![
-            make_tag("request", [request.event.as_json()]),
+            make_tag("request", [request.request_json()]),
             super::e_tag(
                 request.id,
                 self.relay_hint.or_else(|| request.relays.first().cloned()),

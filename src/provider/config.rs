@@ -1,0 +1,222 @@
+//! How a provider runs: kinds, payment policy, admission limits, timers.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use lightning_invoice::Currency;
+use nostr::{Kind, PublicKey};
+
+use crate::nip89::HandlerMetadata;
+use crate::nip90::KindRegistry;
+use crate::task::{FreePricing, Pricing};
+
+/// When the customer pays, relative to the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PaymentPolicy {
+    /// Priced jobs send `payment-required` with an invoice first; work starts only after a
+    /// verified zap receipt or a wallet proof for that invoice.
+    PayFirst,
+    /// Work starts at once; the result is published with an `amount` and an invoice, and a
+    /// later payment is recorded. For trusted or low-value work.
+    PayAfterResult,
+    /// Work starts at once; when done, a `partial` sample and `payment-required` go out, and
+    /// the full result is released after a verified payment.
+    PartialThenPay,
+}
+
+/// Who may submit jobs and how much, so memory stays bounded under a flood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// When set, only these customers are served.
+    pub allow: Option<BTreeSet<PublicKey>>,
+    /// These customers are never served.
+    pub deny: BTreeSet<PublicKey>,
+    /// Per customer: at most `max_requests` admitted in any `window_secs` (`None`: no limit).
+    pub rate_limit: Option<RateLimit>,
+    /// The most jobs that are not terminal at once; requests beyond it are dropped.
+    pub max_live_jobs: usize,
+    /// The most jobs kept in total, terminal ones included (kept for deduplication and
+    /// late payments until they age out); the oldest terminal jobs are dropped first.
+    pub max_jobs: usize,
+    /// The largest request accepted: content plus tag values, in bytes.
+    pub max_request_bytes: usize,
+    /// The NIP-13 difficulty (leading zero bits of the id) a request must have; 0 for none.
+    pub min_pow: u8,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self {
+            allow: None,
+            deny: BTreeSet::new(),
+            rate_limit: Some(RateLimit {
+                max_requests: 30,
+                window_secs: 60,
+            }),
+            max_live_jobs: 1_000,
+            max_jobs: 10_000,
+            max_request_bytes: 64 * 1024,
+            min_pow: 0,
+        }
+    }
+}
+
+/// A per-customer rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests admitted per window.
+    pub max_requests: u32,
+    /// The window, in seconds.
+    pub window_secs: u64,
+}
+
+/// A periodic liveness event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Seconds between heartbeats.
+    pub interval_secs: u64,
+    /// The event kind (nothing standard exists; 11998 is what some DVMs use).
+    pub kind: Kind,
+}
+
+/// Everything a [`Provider`](super::Provider) needs to know besides its keys.
+#[derive(Clone)]
+pub struct ProviderConfig {
+    /// The job request kinds served.
+    pub kinds: Vec<Kind>,
+    /// The request/result/feedback kind triples (NIP-90's `+1000` by default).
+    pub registry: KindRegistry,
+    /// Decides each job's price.
+    pub pricing: Arc<dyn Pricing>,
+    /// When priced jobs are paid.
+    pub payment: PaymentPolicy,
+    /// The zappers (LNURL servers' `nostrPubkey`) whose receipts count as payment. With none,
+    /// only wallet proofs through `handle_payment` pay for jobs.
+    pub zappers: Vec<PublicKey>,
+    /// The provider's LNURL (bech32), checked against zap requests when set.
+    pub lnurl: Option<String>,
+    /// The Lightning network invoices must be on.
+    pub network: Currency,
+    /// Accept receipts whose invoice has no matching description hash (NIP-57 SHOULD).
+    pub lenient_description_hash: bool,
+    /// Relays to publish on besides the ones a request names.
+    pub relays: Vec<String>,
+    /// Admission limits.
+    pub admission: Admission,
+    /// Start admitted jobs at once (`true`), or wait for the host's `accept`.
+    pub auto_accept: bool,
+    /// Send `processing` feedback when a task starts.
+    pub processing_feedback: bool,
+    /// Send `success` feedback after the result.
+    pub success_feedback: bool,
+    /// Seconds a `payment-required` job waits for payment.
+    pub payment_window_secs: u64,
+    /// Seconds a task may run before it is cancelled.
+    pub run_timeout_secs: u64,
+    /// Seconds a job waits for the result of a job it takes as input.
+    pub input_wait_secs: u64,
+    /// Seconds the host's Lightning backend has to answer an invoice request.
+    pub invoice_timeout_secs: u64,
+    /// Seconds a terminal job is kept (for deduplication and late payments).
+    pub retention_secs: u64,
+    /// How far back, in seconds, the request subscription reaches on start.
+    pub lookback_secs: u64,
+    /// NIP-89 handler information to announce (`announce`), if any.
+    pub announcement: Option<HandlerMetadata>,
+    /// The NIP-89 `d` identifier of the announcement.
+    pub announcement_id: String,
+    /// A periodic liveness event, if any.
+    pub heartbeat: Option<Heartbeat>,
+    /// Seed for the provider's CSPRNG (nonces, one-time keys, signatures). Seed it from the
+    /// operating system in production; a constant gives reproducible tests.
+    pub rng_seed: [u8; 32],
+}
+
+impl ProviderConfig {
+    /// A free provider of `kinds`, pay-first when priced, with default limits and timers.
+    pub fn new(kinds: impl IntoIterator<Item = Kind>) -> Self {
+        Self {
+            kinds: kinds.into_iter().collect(),
+            registry: KindRegistry::nip90(),
+            pricing: Arc::new(FreePricing),
+            payment: PaymentPolicy::PayFirst,
+            zappers: Vec::new(),
+            lnurl: None,
+            network: Currency::Bitcoin,
+            lenient_description_hash: false,
+            relays: Vec::new(),
+            admission: Admission::default(),
+            auto_accept: true,
+            processing_feedback: true,
+            success_feedback: false,
+            payment_window_secs: 600,
+            run_timeout_secs: 300,
+            input_wait_secs: 600,
+            invoice_timeout_secs: 60,
+            retention_secs: 3_600,
+            lookback_secs: 60,
+            announcement: None,
+            announcement_id: "nostr-dvm".into(),
+            heartbeat: None,
+            rng_seed: [0; 32],
+        }
+    }
+
+    /// Sets the pricing hook.
+    pub fn pricing(mut self, pricing: impl Pricing + 'static) -> Self {
+        self.pricing = Arc::new(pricing);
+        self
+    }
+
+    /// Sets the payment policy.
+    pub fn payment(mut self, policy: PaymentPolicy) -> Self {
+        self.payment = policy;
+        self
+    }
+
+    /// Trusts these zappers' receipts.
+    pub fn zappers(mut self, zappers: impl IntoIterator<Item = PublicKey>) -> Self {
+        self.zappers = zappers.into_iter().collect();
+        self
+    }
+
+    /// Sets the relays to publish on.
+    pub fn relays<S: Into<String>>(mut self, relays: impl IntoIterator<Item = S>) -> Self {
+        self.relays = relays.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the admission limits.
+    pub fn admission(mut self, admission: Admission) -> Self {
+        self.admission = admission;
+        self
+    }
+
+    /// Sets the RNG seed.
+    pub fn rng_seed(mut self, seed: [u8; 32]) -> Self {
+        self.rng_seed = seed;
+        self
+    }
+
+    /// Sets the NIP-89 announcement.
+    pub fn announcement(mut self, metadata: HandlerMetadata) -> Self {
+        self.announcement = Some(metadata);
+        self
+    }
+
+    /// Whether `kind` is one of the request kinds served.
+    pub fn serves(&self, kind: Kind) -> bool {
+        self.kinds.contains(&kind)
+    }
+}
+
+impl core::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("kinds", &self.kinds)
+            .field("payment", &self.payment)
+            .field("zappers", &self.zappers)
+            .field("admission", &self.admission)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,599 @@
+//! The provider's internal steps: admission, payments, replies, timers, cancellation.
+
+use nostr::{Event, EventId, Filter, Kind, PublicKey, Tag, Timestamp, UnsignedEvent};
+
+use super::{
+    tags_size, Error, Job, Notification, Output, PaymentVia, Provider, RejectReason, Reply,
+    SUB_DELETIONS, SUB_INPUTS_PREFIX,
+};
+use crate::job::JobState;
+use crate::nip57::{verify_zap_receipt, ZapExpectation};
+use crate::nip59;
+use crate::nip90::{FeedbackStatus, JobFeedback, JobResult};
+
+impl Provider {
+    // ---- bookkeeping ---------------------------------------------------------------------
+
+    pub(super) fn notify(&mut self, note: Notification) {
+        self.outbox.push_back(Output::Notify(note));
+    }
+
+    pub(super) fn refuse_event(&mut self, event: EventId, reason: &str) {
+        self.notify(Notification::EventRefused {
+            event,
+            reason: reason.to_owned(),
+        });
+    }
+
+    pub(super) fn state_name(&self, job: &EventId) -> Result<&'static str, Error> {
+        self.jobs
+            .get(job)
+            .map(|j| j.state.name())
+            .ok_or(Error::UnknownJob(*job))
+    }
+
+    /// Whether this request id is already a job.
+    pub(super) fn known(&self, id: &EventId) -> bool {
+        self.jobs.contains_key(id)
+    }
+
+    /// Requests naming providers in `p` tags are for them; untargeted ones are for anyone.
+    pub(super) fn addressed_to_us(&self, event: &Event) -> bool {
+        let me = self.keys.public_key();
+        let mut targeted = false;
+        for tag in event.tags.iter() {
+            if let [name, value, ..] = tag.as_slice() {
+                if name == "p" {
+                    targeted = true;
+                    if PublicKey::from_hex(value).is_ok_and(|p| p == me) {
+                        return true;
+                    }
+                }
+            }
+        }
+        !targeted
+    }
+
+    pub(super) fn set_state(
+        &mut self,
+        now: Timestamp,
+        id: EventId,
+        state: JobState,
+        timeout_secs: Option<u64>,
+    ) {
+        if let Some(job) = self.jobs.get_mut(&id) {
+            if job.state.is_terminal() {
+                return;
+            }
+            job.state = state;
+            job.deadline = timeout_secs.map(|t| Timestamp::from(now.as_secs().saturating_add(t)));
+            job.updated_at = now;
+            self.dirty = true;
+        }
+    }
+
+    /// Ends a job in a terminal state and drops what it no longer needs.
+    pub(super) fn finish(&mut self, now: Timestamp, id: EventId, state: JobState) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if job.state.is_terminal() {
+            return;
+        }
+        let was_waiting = job.state == JobState::WaitingForInputs;
+        job.state = state;
+        job.deadline = None;
+        job.updated_at = now;
+        job.output = None;
+        let deps = std::mem::take(&mut job.waiting_for);
+        if was_waiting {
+            self.outbox.push_back(Output::Unsubscribe(format!(
+                "{SUB_INPUTS_PREFIX}{}",
+                id.to_hex()
+            )));
+        }
+        for dep in deps {
+            if let Some(list) = self.dependents.get_mut(&dep) {
+                list.retain(|j| *j != id);
+                if list.is_empty() {
+                    self.dependents.remove(&dep);
+                }
+            }
+        }
+        self.dirty = true;
+        self.deletion_filter_dirty = true;
+    }
+
+    pub(super) fn fail(&mut self, now: Timestamp, id: EventId, reason: String) {
+        let _ = self.send_feedback(
+            now,
+            id,
+            FeedbackStatus::Error,
+            Some(reason.clone()),
+            None,
+            false,
+        );
+        self.finish(
+            now,
+            id,
+            JobState::Failed {
+                reason: reason.clone(),
+            },
+        );
+        self.notify(Notification::JobFailed { job: id, reason });
+    }
+
+    pub(super) fn cancel_job(&mut self, now: Timestamp, id: EventId) {
+        if self
+            .jobs
+            .get(&id)
+            .is_some_and(|j| j.state == JobState::Running)
+        {
+            self.outbox.push_back(Output::CancelTask(id));
+        }
+        self.finish(now, id, JobState::Cancelled);
+        self.notify(Notification::JobCancelled { job: id });
+    }
+
+    // ---- admission -----------------------------------------------------------------------
+
+    /// Admission checks that need no signature verification, cheapest first.
+    pub(super) fn admit(&mut self, now: Timestamp, event: &Event) -> Result<(), RejectReason> {
+        let size = event.content.len() + tags_size(event.tags.iter());
+        let min_pow = self.config.admission.min_pow;
+        if min_pow > 0 {
+            let difficulty = crate::nip13::difficulty(&event.id);
+            if !crate::nip13::meets_pow(event, min_pow) {
+                return Err(RejectReason::InsufficientPow { difficulty });
+            }
+        }
+        self.admit_parts(now, &event.pubkey, size, None)
+    }
+
+    pub(super) fn admit_parts(
+        &mut self,
+        now: Timestamp,
+        author: &PublicKey,
+        size: usize,
+        _pow: Option<u8>,
+    ) -> Result<(), RejectReason> {
+        let admission = &self.config.admission;
+        if admission.deny.contains(author)
+            || admission
+                .allow
+                .as_ref()
+                .is_some_and(|a| !a.contains(author))
+        {
+            return Err(RejectReason::NotAllowed);
+        }
+        if size > admission.max_request_bytes {
+            return Err(RejectReason::TooLarge { bytes: size });
+        }
+        if self.live_jobs() >= admission.max_live_jobs {
+            return Err(RejectReason::AtCapacity);
+        }
+        if let Some(limit) = admission.rate_limit {
+            let window_start = now.as_secs().saturating_sub(limit.window_secs);
+            let times = self.rate.entry(*author).or_default();
+            while times.front().is_some_and(|t| t.as_secs() <= window_start) {
+                times.pop_front();
+            }
+            if times.len() >= limit.max_requests as usize {
+                return Err(RejectReason::RateLimited);
+            }
+            times.push_back(now);
+        }
+        Ok(())
+    }
+
+    pub(super) fn prune_rate(&mut self, now: Timestamp) {
+        let Some(limit) = self.config.admission.rate_limit else {
+            return;
+        };
+        let window_start = now.as_secs().saturating_sub(limit.window_secs);
+        self.rate.retain(|_, times| {
+            while times.front().is_some_and(|t| t.as_secs() <= window_start) {
+                times.pop_front();
+            }
+            !times.is_empty()
+        });
+    }
+
+    /// Keeps the job table within `max_jobs` by dropping the oldest terminal jobs.
+    pub(super) fn make_room(&mut self) {
+        let max = self.config.admission.max_jobs.max(1);
+        if self.jobs.len() < max {
+            return;
+        }
+        let mut terminal: Vec<(Timestamp, u64, EventId)> = self
+            .jobs
+            .values()
+            .filter(|j| j.state.is_terminal())
+            .map(|j| (j.updated_at, j.seq, j.id()))
+            .collect();
+        terminal.sort();
+        let excess = self.jobs.len() + 1 - max;
+        for (_, _, id) in terminal.into_iter().take(excess) {
+            self.forget_job(&id);
+        }
+    }
+
+    pub(super) fn forget_job(&mut self, id: &EventId) {
+        if let Some(job) = self.jobs.remove(id) {
+            if let Some(fid) = job.payment_feedback {
+                self.bindings.remove(&fid);
+            }
+            self.ledger.forget(id);
+            self.dirty = true;
+        }
+    }
+
+    // ---- replies -------------------------------------------------------------------------
+
+    /// Builds, signs and publishes feedback on a job in its reply scheme; returns the id the
+    /// customer sees (for a gift-wrapped job, the rumor's).
+    pub(super) fn send_feedback(
+        &mut self,
+        now: Timestamp,
+        id: EventId,
+        status: FeedbackStatus,
+        extra: Option<String>,
+        content: Option<String>,
+        with_amount: bool,
+    ) -> Result<EventId, Error> {
+        let job = self.jobs.get(&id).ok_or(Error::UnknownJob(id))?;
+        let mut builder = JobFeedback::builder(&job.request, status);
+        if let Some(extra) = extra {
+            builder = builder.extra_info(extra);
+        }
+        if let Some(content) = content {
+            builder = builder.content(content);
+        }
+        if with_amount {
+            builder = builder.amount(job.price_msat, job.bolt11.clone());
+        }
+        let event = builder
+            .sign(&self.keys, now, &mut self.rng)
+            .map_err(|e| Error::Build(e.to_string()))?;
+        self.publish_reply(now, id, event)
+    }
+
+    /// Publishes a signed reply: as it is, or gift-wrapped to the customer.
+    pub(super) fn publish_reply(
+        &mut self,
+        now: Timestamp,
+        id: EventId,
+        event: Event,
+    ) -> Result<EventId, Error> {
+        let job = self.jobs.get(&id).ok_or(Error::UnknownJob(id))?;
+        let relays = self.reply_relays(job);
+        let seen_id = event.id;
+        let event = match job.reply {
+            Reply::Direct => event,
+            Reply::GiftWrap => {
+                let customer = job.customer();
+                let rumor = UnsignedEvent::from(event);
+                nip59::gift_wrap(&self.keys, &customer, rumor, now, &mut self.rng)
+                    .map_err(|e| Error::Build(e.to_string()))?
+            }
+        };
+        self.outbox.push_back(Output::Publish { event, relays });
+        self.dirty = true;
+        Ok(seen_id)
+    }
+
+    fn reply_relays(&self, job: &Job) -> Vec<String> {
+        let mut relays = job.request.relays.clone();
+        for r in &self.config.relays {
+            if !relays.contains(r) {
+                relays.push(r.clone());
+            }
+        }
+        relays
+    }
+
+    // ---- payments ------------------------------------------------------------------------
+
+    pub(super) fn on_zap_receipt(&mut self, now: Timestamp, receipt: Event) {
+        // Which job does it claim to pay? Its `e` tag names the request or our feedback.
+        let mut job = None;
+        for tag in receipt.tags.iter() {
+            if let [name, value, ..] = tag.as_slice() {
+                if name == "e" {
+                    if let Ok(e) = EventId::from_hex(value) {
+                        job = self
+                            .bindings
+                            .get(&e)
+                            .copied()
+                            .or_else(|| self.jobs.contains_key(&e).then_some(e));
+                    }
+                }
+            }
+        }
+        let Some(id) = job else {
+            // Not a zap for any job of ours: ordinary zaps to the provider's key are normal.
+            return;
+        };
+        let Some(j) = self.jobs.get(&id) else { return };
+        let bind_to: Vec<EventId> = std::iter::once(id).chain(j.payment_feedback).collect();
+        let mut expect = ZapExpectation::new(
+            self.keys.public_key(),
+            self.config.zappers.iter().copied(),
+            bind_to,
+            j.price_msat,
+            now,
+        )
+        .network(self.config.network.clone());
+        if let Some(lnurl) = &self.config.lnurl {
+            expect = expect.lnurl(lnurl);
+        }
+        if self.config.lenient_description_hash {
+            expect = expect.lenient_description_hash();
+        }
+        let zap = match verify_zap_receipt(&receipt, &expect) {
+            Ok(zap) => zap,
+            Err(e) => {
+                self.notify(Notification::PaymentRefused {
+                    job: Some(id),
+                    reason: e.to_string(),
+                });
+                return;
+            }
+        };
+        if !self.ledger.record_zap(id, zap.receipt_id, zap.payment_hash) {
+            self.notify(Notification::PaymentRefused {
+                job: Some(id),
+                reason: "receipt or payment hash already used".into(),
+            });
+            return;
+        }
+        self.dirty = true;
+        self.on_paid(
+            now,
+            id,
+            zap.amount_msat,
+            PaymentVia::Zap {
+                receipt: zap.receipt_id,
+            },
+        );
+    }
+
+    /// A verified payment was recorded for `id`: move the job on.
+    pub(super) fn on_paid(
+        &mut self,
+        now: Timestamp,
+        id: EventId,
+        amount_msat: u64,
+        via: PaymentVia,
+    ) {
+        self.notify(Notification::PaymentReceived {
+            job: id,
+            amount_msat,
+            via,
+        });
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        match job.state {
+            // A zap on the request itself can arrive before our invoice does.
+            JobState::AwaitingPayment | JobState::Invoicing => self.start_task(now, id),
+            JobState::AwaitingPaymentForResult => {
+                let _ = self.deliver(now, id, None, true);
+            }
+            JobState::Delivered { paid: false } => {
+                job.state = JobState::Delivered { paid: true };
+                job.updated_at = now;
+                self.dirty = true;
+            }
+            _ => {}
+        }
+    }
+
+    // ---- cancellation and chaining ---------------------------------------------------------
+
+    pub(super) fn on_deletion(&mut self, now: Timestamp, deletion: Event) {
+        if deletion.verify().is_err() {
+            self.refuse_event(deletion.id, "invalid id or signature");
+            return;
+        }
+        for tag in deletion.tags.iter() {
+            let [name, value, ..] = tag.as_slice() else {
+                continue;
+            };
+            if name != "e" {
+                continue;
+            }
+            let Ok(target) = EventId::from_hex(value) else {
+                continue;
+            };
+            match self.jobs.get(&target) {
+                Some(job) if job.customer() == deletion.pubkey => {
+                    if !job.state.is_terminal() {
+                        self.cancel_job(now, target);
+                    }
+                }
+                Some(_) => {
+                    self.refuse_event(deletion.id, "deletion by someone else than the author")
+                }
+                None => {
+                    // The request may come later (relays do not order): remember, bounded.
+                    const MAX_TOMBSTONES: usize = 10_000;
+                    if self.tombstones.len() >= MAX_TOMBSTONES {
+                        if let Some(oldest) = self
+                            .tombstones
+                            .iter()
+                            .min_by_key(|(_, (_, at))| *at)
+                            .map(|(id, _)| *id)
+                        {
+                            self.tombstones.remove(&oldest);
+                        }
+                    }
+                    self.tombstones.insert(target, (deletion.pubkey, now));
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+
+    /// A result event: it may be the input a chained job waits for.
+    pub(super) fn on_result_event(&mut self, now: Timestamp, event: Event) {
+        let mut dep = None;
+        for tag in event.tags.iter() {
+            if let [name, value, ..] = tag.as_slice() {
+                if name == "e" {
+                    dep = EventId::from_hex(value)
+                        .ok()
+                        .filter(|e| self.dependents.contains_key(e));
+                    if dep.is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        let Some(dep) = dep else { return };
+        let result = match JobResult::from_event_with(&event, None, &self.config.registry) {
+            Ok(r) => r,
+            Err(e) => {
+                self.refuse_event(event.id, &format!("input result: {e}"));
+                return;
+            }
+        };
+        if result.encrypted.is_some() {
+            self.refuse_event(event.id, "input result is encrypted to its customer");
+            return;
+        }
+        let waiting = self.dependents.get(&dep).cloned().unwrap_or_default();
+        for id in waiting {
+            let ready = {
+                let Some(job) = self.jobs.get_mut(&id) else {
+                    continue;
+                };
+                if job.state != JobState::WaitingForInputs
+                    || job.resolved.iter().any(|(d, _)| *d == dep)
+                {
+                    continue;
+                }
+                job.resolved.push((dep, result.content.clone()));
+                job.waiting_for
+                    .iter()
+                    .all(|d| job.resolved.iter().any(|(r, _)| r == d))
+            };
+            self.dirty = true;
+            if ready {
+                if let Some(list) = self.dependents.get_mut(&dep) {
+                    list.retain(|j| *j != id);
+                }
+                self.outbox.push_back(Output::Unsubscribe(format!(
+                    "{SUB_INPUTS_PREFIX}{}",
+                    id.to_hex()
+                )));
+                self.proceed(now, id);
+            }
+        }
+        if self.dependents.get(&dep).is_some_and(|l| l.is_empty()) {
+            self.dependents.remove(&dep);
+        }
+    }
+
+    pub(super) fn subscribe_inputs(&mut self, id: EventId) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let missing: Vec<EventId> = job
+            .waiting_for
+            .iter()
+            .filter(|d| !job.resolved.iter().any(|(r, _)| r == *d))
+            .copied()
+            .collect();
+        self.outbox.push_back(Output::Subscribe {
+            id: format!("{SUB_INPUTS_PREFIX}{}", id.to_hex()),
+            filter: Filter::new().events(missing),
+        });
+    }
+
+    pub(super) fn push_deletion_filter(&mut self) {
+        let mut live: Vec<(u64, EventId)> = self
+            .jobs
+            .values()
+            .filter(|j| !j.state.is_terminal())
+            .map(|j| (j.seq, j.id()))
+            .collect();
+        live.sort();
+        if live.is_empty() {
+            self.outbox
+                .push_back(Output::Unsubscribe(SUB_DELETIONS.into()));
+        } else {
+            self.outbox.push_back(Output::Subscribe {
+                id: SUB_DELETIONS.into(),
+                filter: Filter::new()
+                    .kind(Kind::EventDeletion)
+                    .events(live.into_iter().map(|(_, id)| id)),
+            });
+        }
+    }
+
+    // ---- timers ----------------------------------------------------------------------------
+
+    pub(super) fn on_job_timer(&mut self, now: Timestamp, id: EventId) {
+        let retention = self.config.retention_secs;
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        if job.state.is_terminal() {
+            if job.updated_at.as_secs().saturating_add(retention) <= now.as_secs() {
+                self.forget_job(&id);
+            }
+            return;
+        }
+        if job.request.expiration.is_some_and(|e| e <= now) {
+            if job.state == JobState::Running {
+                self.outbox.push_back(Output::CancelTask(id));
+            }
+            self.finish(now, id, JobState::Expired);
+            self.notify(Notification::JobExpired { job: id });
+            return;
+        }
+        if job.deadline.is_none_or(|d| d > now) {
+            return;
+        }
+        match job.state {
+            JobState::AwaitingPayment | JobState::AwaitingPaymentForResult => {
+                self.finish(now, id, JobState::Expired);
+                self.notify(Notification::JobExpired { job: id });
+            }
+            JobState::Running => {
+                self.outbox.push_back(Output::CancelTask(id));
+                self.fail(now, id, "the task ran out of time".into());
+            }
+            JobState::WaitingForInputs => {
+                self.fail(now, id, "an input job produced no result in time".into());
+            }
+            JobState::Invoicing | JobState::InvoicingResult => {
+                self.fail(now, id, "no invoice could be made".into());
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn publish_heartbeat(&mut self, now: Timestamp) {
+        let Some(heartbeat) = self.config.heartbeat.clone() else {
+            self.next_heartbeat = None;
+            return;
+        };
+        let tags: Vec<Tag> = self
+            .config
+            .kinds
+            .iter()
+            .filter_map(|k| Tag::parse(["k".to_owned(), k.as_u16().to_string()]).ok())
+            .collect();
+        let unsigned = UnsignedEvent::new(self.keys.public_key(), now, heartbeat.kind, tags, "");
+        if let Ok(event) = unsigned.sign_with_ctx(nostr::SECP256K1, &mut self.rng, &self.keys) {
+            let relays = self.config.relays.clone();
+            self.outbox.push_back(Output::Publish { event, relays });
+        }
+        self.next_heartbeat = Some(Timestamp::from(
+            now.as_secs().saturating_add(heartbeat.interval_secs.max(1)),
+        ));
+        self.dirty = true;
+    }
+}

@@ -1,0 +1,972 @@
+//! The provider: a sans-IO state machine that owns jobs, timers, the replay ledger and the
+//! outbox of a Data Vending Machine.
+//!
+//! The host feeds it events from relays, task results, invoices, payment proofs and the time,
+//! and drains what it must do from [`Provider::poll_output`]:
+//!
+//! ```
+//! use nostr_dvm::provider::{Output, Provider, ProviderConfig};
+//! use nostr_dvm::nostr::{Keys, Kind, Timestamp};
+//!
+//! let keys = Keys::parse("0000000000000000000000000000000000000000000000000000000000000003")?;
+//! let now = Timestamp::from(1_700_000_000);
+//! let mut provider = Provider::new(keys, ProviderConfig::new([Kind::from(5050)]), now);
+//! // ... provider.handle_event(now, event) for each event from the relays ...
+//! while let Some(output) = provider.poll_output() {
+//!     match output {
+//!         Output::Publish { event, relays } => { /* send to relays */ }
+//!         Output::Subscribe { id, filter } => { /* REQ */ }
+//!         Output::Unsubscribe(id) => { /* CLOSE */ }
+//!         Output::RunTask(request) => { /* run the Task, then handle_task_result */ }
+//!         Output::CancelTask(job) => { /* abort it */ }
+//!         Output::RequestInvoice { job, amount_msat, .. } => { /* ask the wallet, then handle_invoice */ }
+//!         Output::Notify(note) => { /* log */ }
+//!     }
+//! }
+//! let _wake_at = provider.poll_timeout(); // call handle_timeout then
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Guarantees
+//!
+//! - **No internal clock**: every input takes `now`.
+//! - **Remote input never panics or errors**: a malformed, forged or replayed event is dropped
+//!   or refused with a typed reason ([`Notification::EventRefused`],
+//!   [`Notification::JobRejected`], [`Notification::PaymentRefused`]). `Err` is only for the
+//!   host's own misuse (a result for an unknown job, an invoice for the wrong amount).
+//! - **Pay-first means pay first**: under [`PaymentPolicy::PayFirst`] no [`Output::RunTask`]
+//!   is emitted for a priced job before a zap receipt passes
+//!   [`verify_zap_receipt`](crate::nip57::verify_zap_receipt) (bound to the job's request or
+//!   its `payment-required` feedback, paying at least the price, signed by a trusted zapper),
+//!   or the host's wallet proves the job's own invoice paid.
+//! - **A payment pays once**: receipt ids and payment hashes go into a replay ledger that is
+//!   part of the snapshot.
+//! - **Idempotent**: the same request from five relays is one job; the job id is the request
+//!   id (for a gift-wrapped request, the rumor's id).
+//! - **Replies use the request's scheme**: plain, NIP-04, NIP-44, or a NIP-59 gift wrap to the
+//!   sender.
+//! - **Nothing is lost on restart**: [`Provider::snapshot`] captures jobs, ledger, RNG and the
+//!   undrained outbox; [`Provider::restore`] continues exactly; [`Provider::resume`] re-issues
+//!   the work that was in flight when the host stopped.
+
+mod config;
+mod flow;
+mod ledger;
+mod output;
+mod snapshot;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use lightning_invoice::Bolt11Invoice;
+use nostr::hashes::Hash as _;
+use nostr::{Event, EventId, Filter, Keys, Kind, PublicKey, Tag, Timestamp};
+use sha2::{Digest, Sha256};
+
+pub use config::{Admission, Heartbeat, PaymentPolicy, ProviderConfig, RateLimit};
+pub use ledger::ReplayLedger;
+pub use output::{Notification, Output, PaymentProof, PaymentVia, RejectReason};
+pub use snapshot::ProviderSnapshot;
+
+use crate::job::JobState;
+use crate::nip57::ZAP_RECEIPT_KIND;
+use crate::nip59;
+use crate::nip89::HandlerInfo;
+use crate::nip90::{FeedbackStatus, InputType, JobInput, JobRequest, JobResult};
+use crate::rng::DvmRng;
+use crate::task::{Quote, TaskError, TaskOutput, TaskRequest};
+
+/// Subscription id for job requests.
+pub const SUB_REQUESTS: &str = "dvm-requests";
+/// Subscription id for gift wraps and zap receipts addressed to the provider.
+pub const SUB_INBOX: &str = "dvm-inbox";
+/// Subscription id for kind-5 deletions of live jobs.
+pub const SUB_DELETIONS: &str = "dvm-deletions";
+/// Subscription id prefix for the results a chained job waits for.
+pub const SUB_INPUTS_PREFIX: &str = "dvm-inputs-";
+
+/// What a provider's host did wrong. Remote input never produces one of these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No job has this id.
+    #[error("no job {0}")]
+    UnknownJob(EventId),
+    /// The job is not in a state where this input makes sense.
+    #[error("job {job} is {state}, which does not take this input")]
+    WrongState {
+        /// The job.
+        job: EventId,
+        /// Its state's name.
+        state: &'static str,
+    },
+    /// The invoice the host returned is not a valid BOLT11 invoice, or not for the price.
+    #[error("invalid invoice for job {job}: {reason}")]
+    InvalidInvoice {
+        /// The job.
+        job: EventId,
+        /// Why.
+        reason: String,
+    },
+    /// The wallet's proof is for another invoice than the job's.
+    #[error("payment proof does not match job {0}'s invoice")]
+    ProofMismatch(EventId),
+    /// An event could not be built or signed.
+    #[error("cannot build an event: {0}")]
+    Build(String),
+    /// A snapshot could not be restored.
+    #[error("cannot restore snapshot: {0}")]
+    Restore(String),
+    /// No announcement is configured.
+    #[error("no NIP-89 announcement is configured")]
+    NoAnnouncement,
+}
+
+/// How replies reach the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+enum Reply {
+    /// Published as they are (encrypted inside when the request was).
+    Direct,
+    /// Gift-wrapped to the customer, who sent the request gift-wrapped.
+    GiftWrap,
+}
+
+/// One job and everything the provider keeps about it.
+#[derive(Debug, Clone)]
+struct Job {
+    request: JobRequest,
+    reply: Reply,
+    state: JobState,
+    price_msat: u64,
+    bolt11: Option<String>,
+    payment_hash: Option<[u8; 32]>,
+    payment_feedback: Option<EventId>,
+    output: Option<TaskOutput>,
+    waiting_for: Vec<EventId>,
+    resolved: Vec<(EventId, String)>,
+    deadline: Option<Timestamp>,
+    updated_at: Timestamp,
+    seq: u64,
+}
+
+impl Job {
+    fn id(&self) -> EventId {
+        self.request.id
+    }
+
+    fn customer(&self) -> PublicKey {
+        self.request.author
+    }
+
+    /// The next moment something happens to this job on its own.
+    fn wake_at(&self, retention: u64) -> Option<Timestamp> {
+        if self.state.is_terminal() {
+            return Some(Timestamp::from(
+                self.updated_at.as_secs().saturating_add(retention),
+            ));
+        }
+        match (self.deadline, self.request.expiration) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A Data Vending Machine's provider side, sans IO. See the [module docs](self).
+pub struct Provider {
+    keys: Keys,
+    config: ProviderConfig,
+    rng: DvmRng,
+    jobs: HashMap<EventId, Job>,
+    /// Payment-required feedback id -> job id.
+    bindings: HashMap<EventId, EventId>,
+    /// Dependency job id -> jobs waiting for its result.
+    dependents: HashMap<EventId, Vec<EventId>>,
+    ledger: ReplayLedger,
+    /// Deleted request ids (with their author) seen before the request itself.
+    tombstones: BTreeMap<EventId, (PublicKey, Timestamp)>,
+    /// Per-customer admission times within the rate window.
+    rate: HashMap<PublicKey, VecDeque<Timestamp>>,
+    outbox: VecDeque<Output>,
+    next_heartbeat: Option<Timestamp>,
+    deletion_filter_dirty: bool,
+    seq: u64,
+    dirty: bool,
+}
+
+impl Provider {
+    /// A provider with `keys` and `config`, started at `now`. Its first outputs are the
+    /// subscriptions it needs.
+    pub fn new(keys: Keys, config: ProviderConfig, now: Timestamp) -> Self {
+        let rng = DvmRng::from_seed(config.rng_seed);
+        let next_heartbeat = config
+            .heartbeat
+            .as_ref()
+            .map(|h| Timestamp::from(now.as_secs().saturating_add(h.interval_secs)));
+        let mut provider = Self {
+            keys,
+            config,
+            rng,
+            jobs: HashMap::new(),
+            bindings: HashMap::new(),
+            dependents: HashMap::new(),
+            ledger: ReplayLedger::default(),
+            tombstones: BTreeMap::new(),
+            rate: HashMap::new(),
+            outbox: VecDeque::new(),
+            next_heartbeat,
+            deletion_filter_dirty: false,
+            seq: 0,
+            dirty: true,
+        };
+        provider.subscribe_base(now);
+        provider
+    }
+
+    fn subscribe_base(&mut self, now: Timestamp) {
+        let since = Timestamp::from(now.as_secs().saturating_sub(self.config.lookback_secs));
+        self.outbox.push_back(Output::Subscribe {
+            id: SUB_REQUESTS.into(),
+            filter: Filter::new().kinds(self.config.kinds.clone()).since(since),
+        });
+        self.outbox.push_back(Output::Subscribe {
+            id: SUB_INBOX.into(),
+            filter: Filter::new()
+                .kinds([
+                    Kind::from(nip59::GIFT_WRAP_KIND),
+                    Kind::from(nip59::EPHEMERAL_GIFT_WRAP_KIND),
+                    Kind::from(ZAP_RECEIPT_KIND),
+                ])
+                .pubkey(self.keys.public_key())
+                // gift wraps are back-dated up to two days
+                .since(Timestamp::from(
+                    since.as_secs().saturating_sub(nip59::MAX_TIMESTAMP_TWEAK),
+                )),
+        });
+    }
+
+    // ---- getters ------------------------------------------------------------------------
+
+    /// The provider's public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.keys.public_key()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProviderConfig {
+        &self.config
+    }
+
+    /// The state of a job, if the provider knows it.
+    pub fn job_state(&self, job: &EventId) -> Option<&JobState> {
+        self.jobs.get(job).map(|j| &j.state)
+    }
+
+    /// The parsed request of a job.
+    pub fn job_request(&self, job: &EventId) -> Option<&JobRequest> {
+        self.jobs.get(job).map(|j| &j.request)
+    }
+
+    /// Every job the provider keeps, with its state.
+    pub fn jobs(&self) -> impl Iterator<Item = (&EventId, &JobState)> {
+        self.jobs.iter().map(|(id, job)| (id, &job.state))
+    }
+
+    /// How many jobs are not terminal.
+    pub fn live_jobs(&self) -> usize {
+        self.jobs
+            .values()
+            .filter(|j| !j.state.is_terminal())
+            .count()
+    }
+
+    /// The replay ledger: every receipt and payment hash that has paid for a job.
+    pub fn ledger(&self) -> &ReplayLedger {
+        &self.ledger
+    }
+
+    // ---- outputs ------------------------------------------------------------------------
+
+    /// The next thing for the host to do. Drain until `None` after every input or command.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if self.deletion_filter_dirty {
+            self.deletion_filter_dirty = false;
+            self.push_deletion_filter();
+        }
+        self.outbox.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next, if anything is scheduled.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let retention = self.config.retention_secs;
+        self.jobs
+            .values()
+            .filter_map(|j| j.wake_at(retention))
+            .chain(self.next_heartbeat)
+            .min()
+    }
+
+    /// Whether the state changed since the last [`snapshot`](Self::snapshot).
+    pub fn needs_persistence(&self) -> bool {
+        self.dirty
+    }
+
+    // ---- inputs -------------------------------------------------------------------------
+
+    /// Feeds an event from a relay: a job request, a gift wrap, a zap receipt, a kind-5
+    /// deletion, or the result of a job another job waits for. Anything else is ignored.
+    pub fn handle_event(&mut self, now: Timestamp, event: Event) {
+        let kind = event.kind;
+        if self.config.serves(kind) {
+            self.on_request_event(now, event);
+        } else if kind.as_u16() == nip59::GIFT_WRAP_KIND
+            || kind.as_u16() == nip59::EPHEMERAL_GIFT_WRAP_KIND
+        {
+            self.on_gift_wrap(now, event);
+        } else if kind.as_u16() == ZAP_RECEIPT_KIND {
+            self.on_zap_receipt(now, event);
+        } else if kind == Kind::EventDeletion {
+            self.on_deletion(now, event);
+        } else if self.config.registry.for_result(kind).is_some() {
+            self.on_result_event(now, event);
+        }
+    }
+
+    /// Runs the timers due at `now`: payment windows, run deadlines, input waits, request
+    /// expirations, heartbeats, and the pruning of old terminal jobs.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        let retention = self.config.retention_secs;
+        let mut due: Vec<(u64, EventId)> = self
+            .jobs
+            .values()
+            .filter(|j| j.wake_at(retention).is_some_and(|t| t <= now))
+            .map(|j| (j.seq, j.id()))
+            .collect();
+        due.sort();
+        for (_, id) in due {
+            self.on_job_timer(now, id);
+        }
+        if let Some(at) = self.next_heartbeat {
+            if at <= now {
+                self.publish_heartbeat(now);
+            }
+        }
+        self.prune_rate(now);
+    }
+
+    /// Reports partial output of a running task: sent as `partial` feedback.
+    pub fn handle_task_progress(
+        &mut self,
+        now: Timestamp,
+        job: EventId,
+        partial: impl Into<String>,
+    ) -> Result<(), Error> {
+        let state = self.state_name(&job)?;
+        if state != "running" {
+            return Err(Error::WrongState { job, state });
+        }
+        let content = partial.into();
+        self.send_feedback(
+            now,
+            job,
+            FeedbackStatus::Partial,
+            None,
+            Some(content),
+            false,
+        )?;
+        Ok(())
+    }
+
+    /// Reports a task's outcome.
+    pub fn handle_task_result(
+        &mut self,
+        now: Timestamp,
+        job: EventId,
+        result: Result<TaskOutput, TaskError>,
+    ) -> Result<(), Error> {
+        let state = self.state_name(&job)?;
+        if state != "running" {
+            return Err(Error::WrongState { job, state });
+        }
+        match result {
+            Err(err) => {
+                self.fail(now, job, err.message);
+                Ok(())
+            }
+            Ok(output) => self.on_task_output(now, job, output),
+        }
+    }
+
+    /// Reports the Lightning backend's answer to [`Output::RequestInvoice`]: a BOLT11
+    /// invoice for the job's price, or why there is none (the job then fails). An answer for
+    /// a job that no longer waits for an invoice (it was paid by a zap on the request in the
+    /// meantime, cancelled, or expired) is ignored.
+    pub fn handle_invoice(
+        &mut self,
+        now: Timestamp,
+        job: EventId,
+        invoice: Result<String, String>,
+    ) -> Result<(), Error> {
+        let state = self.state_name(&job)?;
+        if state != "invoicing" && state != "invoicing-result" {
+            return Ok(());
+        }
+        let bolt11 = match invoice {
+            Ok(bolt11) => bolt11,
+            Err(reason) => {
+                self.fail(now, job, format!("no invoice: {reason}"));
+                return Ok(());
+            }
+        };
+        let price = self.jobs.get(&job).map(|j| j.price_msat).unwrap_or(0);
+        let parsed: Bolt11Invoice = bolt11.trim().parse().map_err(|e| Error::InvalidInvoice {
+            job,
+            reason: format!("{e}"),
+        })?;
+        if parsed.amount_milli_satoshis() != Some(price) {
+            return Err(Error::InvalidInvoice {
+                job,
+                reason: format!(
+                    "amount {:?} msat, price {price} msat",
+                    parsed.amount_milli_satoshis()
+                ),
+            });
+        }
+        let payment_hash = parsed.payment_hash().to_byte_array();
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.bolt11 = Some(bolt11.clone());
+            j.payment_hash = Some(payment_hash);
+        }
+        self.dirty = true;
+        if state == "invoicing" {
+            self.request_payment(now, job, price, bolt11, JobState::AwaitingPayment)
+        } else {
+            match self.config.payment {
+                PaymentPolicy::PartialThenPay => {
+                    let sample = self
+                        .jobs
+                        .get(&job)
+                        .and_then(|j| j.output.as_ref())
+                        .and_then(|o| o.sample.clone());
+                    if let Some(sample) = sample {
+                        self.send_feedback(
+                            now,
+                            job,
+                            FeedbackStatus::Partial,
+                            None,
+                            Some(sample),
+                            false,
+                        )?;
+                    }
+                    self.request_payment(
+                        now,
+                        job,
+                        price,
+                        bolt11,
+                        JobState::AwaitingPaymentForResult,
+                    )
+                }
+                _ => self.deliver(now, job, Some((price, bolt11)), false),
+            }
+        }
+    }
+
+    /// Reports a payment the host's own wallet saw: the preimage, or the payment hash of a
+    /// settled invoice. It must be the job's invoice.
+    pub fn handle_payment(
+        &mut self,
+        now: Timestamp,
+        job: EventId,
+        proof: PaymentProof,
+    ) -> Result<(), Error> {
+        let j = self.jobs.get(&job).ok_or(Error::UnknownJob(job))?;
+        let hash = match proof {
+            PaymentProof::Preimage(preimage) => Sha256::digest(preimage).into(),
+            PaymentProof::SettledPaymentHash(hash) => hash,
+        };
+        if j.payment_hash != Some(hash) {
+            return Err(Error::ProofMismatch(job));
+        }
+        if !self.ledger.record_wallet(hash) {
+            self.notify(Notification::PaymentRefused {
+                job: Some(job),
+                reason: "payment hash already used".into(),
+            });
+            return Ok(());
+        }
+        let amount = j.price_msat;
+        self.ledger.assign(job, hash);
+        self.dirty = true;
+        self.on_paid(now, job, amount, PaymentVia::Wallet);
+        Ok(())
+    }
+
+    // ---- commands -----------------------------------------------------------------------
+
+    /// Starts a job that waits in [`JobState::Received`] (automatic acceptance off).
+    pub fn accept(&mut self, now: Timestamp, job: EventId) -> Result<(), Error> {
+        let state = self.state_name(&job)?;
+        if state != "received" {
+            return Err(Error::WrongState { job, state });
+        }
+        self.proceed(now, job);
+        Ok(())
+    }
+
+    /// Refuses a job that is not terminal: `error` feedback with `reason`.
+    pub fn reject(&mut self, now: Timestamp, job: EventId, reason: &str) -> Result<(), Error> {
+        let j = self.jobs.get(&job).ok_or(Error::UnknownJob(job))?;
+        if j.state.is_terminal() {
+            return Err(Error::WrongState {
+                job,
+                state: j.state.name(),
+            });
+        }
+        let running = j.state == JobState::Running;
+        if running {
+            self.outbox.push_back(Output::CancelTask(job));
+        }
+        self.send_feedback(
+            now,
+            job,
+            FeedbackStatus::Error,
+            Some(reason.to_owned()),
+            None,
+            false,
+        )?;
+        self.finish(
+            now,
+            job,
+            JobState::Rejected {
+                reason: reason.to_owned(),
+            },
+        );
+        self.notify(Notification::JobRejected {
+            job,
+            reason: RejectReason::ByHost(reason.to_owned()),
+        });
+        Ok(())
+    }
+
+    /// Cancels a job that is not terminal (its task too, if running). No feedback is sent.
+    pub fn cancel(&mut self, now: Timestamp, job: EventId) -> Result<(), Error> {
+        let j = self.jobs.get(&job).ok_or(Error::UnknownJob(job))?;
+        if j.state.is_terminal() {
+            return Err(Error::WrongState {
+                job,
+                state: j.state.name(),
+            });
+        }
+        self.cancel_job(now, job);
+        Ok(())
+    }
+
+    /// Publishes the NIP-89 announcement (kind 31990) of the configured handler metadata.
+    pub fn announce(&mut self, now: Timestamp) -> Result<(), Error> {
+        let metadata = self
+            .config
+            .announcement
+            .clone()
+            .ok_or(Error::NoAnnouncement)?;
+        let event = HandlerInfo::builder(self.config.announcement_id.clone())
+            .kinds(self.config.kinds.clone())
+            .metadata(metadata)
+            .sign(&self.keys, now, &mut self.rng)
+            .map_err(|e| Error::Build(e.to_string()))?;
+        let relays = self.config.relays.clone();
+        self.outbox.push_back(Output::Publish { event, relays });
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// After [`restore`](Self::restore) from a host that stopped: re-issues the work that was
+    /// in flight (tasks that were running, invoices that were requested) and the
+    /// subscriptions, since none of them survived the host.
+    pub fn resume(&mut self, now: Timestamp) {
+        self.subscribe_base(now);
+        let mut ids: Vec<(u64, EventId)> = self.jobs.values().map(|j| (j.seq, j.id())).collect();
+        ids.sort();
+        for (_, id) in ids {
+            let Some(job) = self.jobs.get(&id) else {
+                continue;
+            };
+            match job.state {
+                JobState::Running => {
+                    let request = self.task_request(id);
+                    if let Some(request) = request {
+                        self.outbox.push_back(Output::RunTask(Box::new(request)));
+                    }
+                }
+                JobState::Invoicing | JobState::InvoicingResult => {
+                    let price = job.price_msat;
+                    self.push_invoice_request(id, price);
+                }
+                JobState::WaitingForInputs => self.subscribe_inputs(id),
+                _ => {}
+            }
+        }
+        self.deletion_filter_dirty = true;
+    }
+
+    // ---- requests -----------------------------------------------------------------------
+
+    fn on_request_event(&mut self, now: Timestamp, event: Event) {
+        if self.known(&event.id) {
+            return;
+        }
+        if !self.addressed_to_us(&event) {
+            return;
+        }
+        if let Err(reason) = self.admit(now, &event) {
+            self.notify(Notification::JobRejected {
+                job: event.id,
+                reason,
+            });
+            return;
+        }
+        if event.verify().is_err() {
+            self.refuse_event(event.id, "invalid id or signature");
+            return;
+        }
+        let parsed =
+            JobRequest::from_verified_event_with(&event, Some(&self.keys), &self.config.registry);
+        self.on_request(now, parsed, event.id, event.pubkey, Reply::Direct);
+    }
+
+    fn on_gift_wrap(&mut self, now: Timestamp, wrap: Event) {
+        let gift = match nip59::unwrap(&self.keys, &wrap) {
+            Ok(gift) => gift,
+            Err(e) => {
+                self.refuse_event(wrap.id, &format!("gift wrap: {e}"));
+                return;
+            }
+        };
+        let rumor = gift.rumor;
+        let Some(id) = rumor.id else { return };
+        if !self.config.serves(rumor.kind) || self.known(&id) {
+            return;
+        }
+        let size = rumor.content.len() + tags_size(rumor.tags.iter());
+        if let Err(reason) = self.admit_parts(now, &rumor.pubkey, size, None) {
+            self.notify(Notification::JobRejected { job: id, reason });
+            return;
+        }
+        let parsed = JobRequest::from_rumor(&rumor, Some(&self.keys), &self.config.registry);
+        self.on_request(now, parsed, id, rumor.pubkey, Reply::GiftWrap);
+    }
+
+    fn on_request(
+        &mut self,
+        now: Timestamp,
+        parsed: Result<JobRequest, crate::nip90::ParseError>,
+        id: EventId,
+        author: PublicKey,
+        reply: Reply,
+    ) {
+        let request = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                self.notify(Notification::JobRejected {
+                    job: id,
+                    reason: RejectReason::Malformed(e.to_string()),
+                });
+                return;
+            }
+        };
+        if let Some((deleter, _)) = self.tombstones.get(&id) {
+            if *deleter == author {
+                return;
+            }
+        }
+        if request.encrypted.is_some_and(|e| !e.decrypted) {
+            self.notify(Notification::JobRejected {
+                job: id,
+                reason: RejectReason::Malformed("encrypted to another key".into()),
+            });
+            return;
+        }
+        if request.is_expired(now) {
+            self.notify(Notification::JobRejected {
+                job: id,
+                reason: RejectReason::Expired,
+            });
+            return;
+        }
+        self.make_room();
+        self.seq += 1;
+        let waiting_for: Vec<EventId> = request
+            .inputs
+            .iter()
+            .filter(|i| i.input_type == InputType::Job)
+            .filter_map(|i| EventId::from_hex(&i.data).ok())
+            .collect();
+        let job = Job {
+            request,
+            reply,
+            state: JobState::Received,
+            price_msat: 0,
+            bolt11: None,
+            payment_hash: None,
+            payment_feedback: None,
+            output: None,
+            waiting_for,
+            resolved: Vec::new(),
+            deadline: None,
+            updated_at: now,
+            seq: self.seq,
+        };
+        self.jobs.insert(id, job);
+        self.dirty = true;
+        self.deletion_filter_dirty = true;
+        self.notify(Notification::JobReceived {
+            job: id,
+            customer: author,
+        });
+
+        // Price it now: the customer gets an explicit answer whatever happens next.
+        let quote = match self.jobs.get(&id) {
+            Some(job) => self.config.pricing.quote(&job.request),
+            None => return,
+        };
+        let bid = self.jobs.get(&id).and_then(|j| j.request.bid);
+        match quote {
+            Quote::Reject { reason } => {
+                self.refuse_job(now, id, reason.clone(), RejectReason::Refused(reason));
+            }
+            Quote::Price { amount_msat } if bid.is_some_and(|b| b.amount_msat < amount_msat) => {
+                let bid_msat = bid.map(|b| b.amount_msat).unwrap_or(0);
+                self.refuse_job(
+                    now,
+                    id,
+                    format!("price {amount_msat} msat is above the bid of {bid_msat} msat"),
+                    RejectReason::BidTooLow {
+                        price_msat: amount_msat,
+                        bid_msat,
+                    },
+                );
+            }
+            quote => {
+                if let (Quote::Price { amount_msat }, Some(job)) = (&quote, self.jobs.get_mut(&id))
+                {
+                    job.price_msat = *amount_msat;
+                }
+                if self.config.auto_accept {
+                    self.proceed(now, id);
+                }
+            }
+        }
+    }
+
+    /// Refuses a job with `error` feedback.
+    fn refuse_job(&mut self, now: Timestamp, id: EventId, message: String, reason: RejectReason) {
+        let _ = self.send_feedback(
+            now,
+            id,
+            FeedbackStatus::Error,
+            Some(message.clone()),
+            None,
+            false,
+        );
+        self.finish(now, id, JobState::Rejected { reason: message });
+        self.notify(Notification::JobRejected { job: id, reason });
+    }
+
+    /// Moves an admitted, priced job forward: wait for inputs, ask for payment, or run.
+    fn proceed(&mut self, now: Timestamp, id: EventId) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let unresolved = job
+            .waiting_for
+            .iter()
+            .any(|dep| !job.resolved.iter().any(|(d, _)| d == dep));
+        if unresolved {
+            self.set_state(
+                now,
+                id,
+                JobState::WaitingForInputs,
+                Some(self.config.input_wait_secs),
+            );
+            let deps = self
+                .jobs
+                .get(&id)
+                .map(|j| j.waiting_for.clone())
+                .unwrap_or_default();
+            for dep in deps {
+                let list = self.dependents.entry(dep).or_default();
+                if !list.contains(&id) {
+                    list.push(id);
+                }
+            }
+            self.subscribe_inputs(id);
+            return;
+        }
+        let price = job.price_msat;
+        if price > 0 && self.config.payment == PaymentPolicy::PayFirst {
+            self.set_state(
+                now,
+                id,
+                JobState::Invoicing,
+                Some(self.config.invoice_timeout_secs),
+            );
+            self.push_invoice_request(id, price);
+        } else {
+            self.start_task(now, id);
+        }
+    }
+
+    fn push_invoice_request(&mut self, id: EventId, amount_msat: u64) {
+        let kind = self
+            .jobs
+            .get(&id)
+            .map(|j| j.request.kind.as_u16())
+            .unwrap_or_default();
+        self.outbox.push_back(Output::RequestInvoice {
+            job: id,
+            amount_msat,
+            description: format!("DVM job {} (kind {kind})", id.to_hex()),
+            expiry_secs: self.config.payment_window_secs,
+        });
+    }
+
+    fn start_task(&mut self, now: Timestamp, id: EventId) {
+        self.set_state(
+            now,
+            id,
+            JobState::Running,
+            Some(self.config.run_timeout_secs),
+        );
+        if self.config.processing_feedback {
+            let _ = self.send_feedback(now, id, FeedbackStatus::Processing, None, None, false);
+        }
+        if let Some(request) = self.task_request(id) {
+            self.outbox.push_back(Output::RunTask(Box::new(request)));
+        }
+        self.notify(Notification::JobStarted { job: id });
+    }
+
+    fn task_request(&self, id: EventId) -> Option<TaskRequest> {
+        let job = self.jobs.get(&id)?;
+        let inputs = job
+            .request
+            .inputs
+            .iter()
+            .map(|input| {
+                if input.input_type == InputType::Job {
+                    let resolved = EventId::from_hex(&input.data).ok().and_then(|dep| {
+                        job.resolved.iter().find(|(d, _)| *d == dep).map(|(_, c)| c)
+                    });
+                    if let Some(content) = resolved {
+                        return JobInput {
+                            data: content.clone(),
+                            input_type: InputType::Text,
+                            relay: input.relay.clone(),
+                            marker: input.marker.clone(),
+                        };
+                    }
+                }
+                input.clone()
+            })
+            .collect();
+        Some(TaskRequest {
+            job: id,
+            request: job.request.clone(),
+            inputs,
+            deadline: job.deadline,
+        })
+    }
+
+    fn on_task_output(
+        &mut self,
+        now: Timestamp,
+        id: EventId,
+        output: TaskOutput,
+    ) -> Result<(), Error> {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return Err(Error::UnknownJob(id));
+        };
+        let price = job.price_msat;
+        let paid = self.ledger.paid_job(&id);
+        if price > 0 && !paid && self.config.payment != PaymentPolicy::PayFirst {
+            job.output = Some(output);
+            self.set_state(
+                now,
+                id,
+                JobState::InvoicingResult,
+                Some(self.config.invoice_timeout_secs),
+            );
+            self.push_invoice_request(id, price);
+            return Ok(());
+        }
+        job.output = Some(output);
+        self.deliver(now, id, None, price > 0)
+    }
+
+    /// Publishes the result (with `amount` when given) and ends the job as delivered.
+    fn deliver(
+        &mut self,
+        now: Timestamp,
+        id: EventId,
+        amount: Option<(u64, String)>,
+        paid: bool,
+    ) -> Result<(), Error> {
+        let Some(job) = self.jobs.get(&id) else {
+            return Err(Error::UnknownJob(id));
+        };
+        let content = job
+            .output
+            .as_ref()
+            .map(|o| o.content.clone())
+            .unwrap_or_default();
+        let mut builder = JobResult::builder(&job.request, content);
+        if let Some((msat, bolt11)) = amount {
+            builder = builder.amount(msat, Some(bolt11));
+        }
+        let event = builder
+            .sign(&self.keys, now, &mut self.rng)
+            .map_err(|e| Error::Build(e.to_string()))?;
+        self.publish_reply(now, id, event)?;
+        if self.config.success_feedback {
+            self.send_feedback(now, id, FeedbackStatus::Success, None, None, false)?;
+        }
+        if let Some(job) = self.jobs.get_mut(&id) {
+            // the content has been published; keep no copy
+            job.output = None;
+        }
+        self.finish(now, id, JobState::Delivered { paid });
+        self.notify(Notification::JobCompleted { job: id });
+        Ok(())
+    }
+
+    fn request_payment(
+        &mut self,
+        now: Timestamp,
+        id: EventId,
+        price: u64,
+        bolt11: String,
+        next: JobState,
+    ) -> Result<(), Error> {
+        debug_assert_eq!(
+            self.jobs.get(&id).and_then(|j| j.bolt11.as_deref()),
+            Some(bolt11.as_str())
+        );
+        let fid = self.send_feedback(now, id, FeedbackStatus::PaymentRequired, None, None, true)?;
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.payment_feedback = Some(fid);
+        }
+        self.bindings.insert(fid, id);
+        self.set_state(now, id, next, Some(self.config.payment_window_secs));
+        self.notify(Notification::PaymentRequired {
+            job: id,
+            amount_msat: price,
+        });
+        Ok(())
+    }
+}
+
+/// The size of a request for admission: content plus tag values.
+fn tags_size<'a>(tags: impl Iterator<Item = &'a Tag>) -> usize {
+    tags.map(|t| t.as_slice().iter().map(String::len).sum::<usize>())
+        .sum()
+}

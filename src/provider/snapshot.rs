@@ -1,0 +1,260 @@
+//! Persistence: everything a provider knows, as serde data.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use nostr::{Event, EventId, Filter, Keys, PublicKey, Timestamp, UnsignedEvent};
+use serde::{Deserialize, Serialize};
+
+use super::{Error, Job, Notification, Output, Provider, ProviderConfig, ReplayLedger, Reply};
+use crate::job::JobState;
+use crate::nip90::JobRequest;
+use crate::rng::RngState;
+use crate::task::TaskOutput;
+
+/// A provider's whole state: jobs, replay ledger, RNG position, tombstones, rate windows and
+/// the outputs not yet drained. Serialize it with any serde format; it holds the RNG seed, so
+/// keep it as private as the keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderSnapshot {
+    version: u32,
+    jobs: Vec<SavedJob>,
+    ledger: ReplayLedger,
+    rng: RngState,
+    tombstones: Vec<(EventId, PublicKey, Timestamp)>,
+    rate: Vec<(PublicKey, Vec<Timestamp>)>,
+    outbox: Vec<SavedOutput>,
+    next_heartbeat: Option<Timestamp>,
+    deletion_filter_dirty: bool,
+    seq: u64,
+}
+
+const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SavedJob {
+    request: Event,
+    unsigned: bool,
+    reply: Reply,
+    state: JobState,
+    price_msat: u64,
+    bolt11: Option<String>,
+    payment_hash: Option<[u8; 32]>,
+    payment_feedback: Option<EventId>,
+    output: Option<TaskOutput>,
+    waiting_for: Vec<EventId>,
+    resolved: Vec<(EventId, String)>,
+    deadline: Option<Timestamp>,
+    updated_at: Timestamp,
+    seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum SavedOutput {
+    Publish {
+        event: Event,
+        relays: Vec<String>,
+    },
+    Subscribe {
+        id: String,
+        filter: Filter,
+    },
+    Unsubscribe(String),
+    /// Rebuilt from the job on restore.
+    RunTask(EventId),
+    CancelTask(EventId),
+    RequestInvoice {
+        job: EventId,
+        amount_msat: u64,
+        description: String,
+        expiry_secs: u64,
+    },
+    Notify(Notification),
+}
+
+impl Provider {
+    /// The provider's whole state. Clears [`needs_persistence`](Self::needs_persistence).
+    pub fn snapshot(&mut self) -> ProviderSnapshot {
+        self.dirty = false;
+        let mut jobs: Vec<SavedJob> = self
+            .jobs
+            .values()
+            .map(|j| SavedJob {
+                request: j.request.event.clone(),
+                unsigned: j.request.unsigned,
+                reply: j.reply,
+                state: j.state.clone(),
+                price_msat: j.price_msat,
+                bolt11: j.bolt11.clone(),
+                payment_hash: j.payment_hash,
+                payment_feedback: j.payment_feedback,
+                output: j.output.clone(),
+                waiting_for: j.waiting_for.clone(),
+                resolved: j.resolved.clone(),
+                deadline: j.deadline,
+                updated_at: j.updated_at,
+                seq: j.seq,
+            })
+            .collect();
+        jobs.sort_by_key(|j| j.seq);
+        let mut rate: Vec<(PublicKey, Vec<Timestamp>)> = self
+            .rate
+            .iter()
+            .map(|(k, v)| (*k, v.iter().copied().collect()))
+            .collect();
+        rate.sort_by_key(|(k, _)| *k);
+        ProviderSnapshot {
+            version: VERSION,
+            jobs,
+            ledger: self.ledger.clone(),
+            rng: self.rng.state(),
+            tombstones: self
+                .tombstones
+                .iter()
+                .map(|(id, (who, at))| (*id, *who, *at))
+                .collect(),
+            rate,
+            outbox: self.outbox.iter().map(save_output).collect(),
+            next_heartbeat: self.next_heartbeat,
+            deletion_filter_dirty: self.deletion_filter_dirty,
+            seq: self.seq,
+        }
+    }
+
+    /// A provider that continues exactly where the one that made `snapshot` was: the same
+    /// later inputs give the same outputs, byte for byte. Give it the same keys and an
+    /// equivalent config. After a host crash, call [`resume`](Self::resume) too.
+    pub fn restore(
+        keys: Keys,
+        config: ProviderConfig,
+        snapshot: ProviderSnapshot,
+    ) -> Result<Self, Error> {
+        if snapshot.version != VERSION {
+            return Err(Error::Restore(format!(
+                "snapshot version {} (this build reads {VERSION})",
+                snapshot.version
+            )));
+        }
+        let mut jobs = HashMap::new();
+        let mut bindings = HashMap::new();
+        let mut dependents: HashMap<EventId, Vec<EventId>> = HashMap::new();
+        for saved in snapshot.jobs {
+            let request = if saved.unsigned {
+                JobRequest::from_rumor(
+                    &UnsignedEvent::from(saved.request),
+                    Some(&keys),
+                    &config.registry,
+                )
+            } else {
+                JobRequest::from_verified_event_with(&saved.request, Some(&keys), &config.registry)
+            }
+            .map_err(|e| Error::Restore(format!("job request: {e}")))?;
+            let id = request.id;
+            if let Some(fid) = saved.payment_feedback {
+                bindings.insert(fid, id);
+            }
+            if saved.state == JobState::WaitingForInputs {
+                for dep in &saved.waiting_for {
+                    if !saved.resolved.iter().any(|(d, _)| d == dep) {
+                        dependents.entry(*dep).or_default().push(id);
+                    }
+                }
+            }
+            jobs.insert(
+                id,
+                Job {
+                    request,
+                    reply: saved.reply,
+                    state: saved.state,
+                    price_msat: saved.price_msat,
+                    bolt11: saved.bolt11,
+                    payment_hash: saved.payment_hash,
+                    payment_feedback: saved.payment_feedback,
+                    output: saved.output,
+                    waiting_for: saved.waiting_for,
+                    resolved: saved.resolved,
+                    deadline: saved.deadline,
+                    updated_at: saved.updated_at,
+                    seq: saved.seq,
+                },
+            );
+        }
+        let mut provider = Self {
+            keys,
+            config,
+            rng: snapshot.rng.into_rng(),
+            jobs,
+            bindings,
+            dependents,
+            ledger: snapshot.ledger,
+            tombstones: snapshot
+                .tombstones
+                .into_iter()
+                .map(|(id, who, at)| (id, (who, at)))
+                .collect::<BTreeMap<_, _>>(),
+            rate: snapshot
+                .rate
+                .into_iter()
+                .map(|(k, v)| (k, v.into_iter().collect::<VecDeque<_>>()))
+                .collect(),
+            outbox: VecDeque::new(),
+            next_heartbeat: snapshot.next_heartbeat,
+            deletion_filter_dirty: snapshot.deletion_filter_dirty,
+            seq: snapshot.seq,
+            dirty: false,
+        };
+        for saved in snapshot.outbox {
+            let output = match saved {
+                SavedOutput::Publish { event, relays } => Output::Publish { event, relays },
+                SavedOutput::Subscribe { id, filter } => Output::Subscribe { id, filter },
+                SavedOutput::Unsubscribe(id) => Output::Unsubscribe(id),
+                SavedOutput::RunTask(job) => match provider.task_request(job) {
+                    Some(request) => Output::RunTask(Box::new(request)),
+                    None => continue,
+                },
+                SavedOutput::CancelTask(job) => Output::CancelTask(job),
+                SavedOutput::RequestInvoice {
+                    job,
+                    amount_msat,
+                    description,
+                    expiry_secs,
+                } => Output::RequestInvoice {
+                    job,
+                    amount_msat,
+                    description,
+                    expiry_secs,
+                },
+                SavedOutput::Notify(n) => Output::Notify(n),
+            };
+            provider.outbox.push_back(output);
+        }
+        Ok(provider)
+    }
+}
+
+fn save_output(output: &Output) -> SavedOutput {
+    match output {
+        Output::Publish { event, relays } => SavedOutput::Publish {
+            event: event.clone(),
+            relays: relays.clone(),
+        },
+        Output::Subscribe { id, filter } => SavedOutput::Subscribe {
+            id: id.clone(),
+            filter: filter.clone(),
+        },
+        Output::Unsubscribe(id) => SavedOutput::Unsubscribe(id.clone()),
+        Output::RunTask(request) => SavedOutput::RunTask(request.job),
+        Output::CancelTask(job) => SavedOutput::CancelTask(*job),
+        Output::RequestInvoice {
+            job,
+            amount_msat,
+            description,
+            expiry_secs,
+        } => SavedOutput::RequestInvoice {
+            job: *job,
+            amount_msat: *amount_msat,
+            description: description.clone(),
+            expiry_secs: *expiry_secs,
+        },
+        Output::Notify(n) => SavedOutput::Notify(n.clone()),
+    }
+}
