@@ -10,7 +10,7 @@ use nostr_dvm::nip90::{FeedbackStatus, JobFeedback, JobInput, JobRequest, JobRes
 use nostr_dvm::nostr::{Event, EventId, Keys, Kind, Tag, Timestamp};
 use nostr_dvm::provider::{
     Admission, Notification, Output, PaymentPolicy, PaymentProof, Provider, ProviderConfig,
-    RateLimit, RejectReason,
+    RateLimit, RejectReason, DELETION_REFRESH_SECS,
 };
 use nostr_dvm::task::{FixedPrice, Quote, TaskError, TaskOutput};
 use nostr_dvm::testing::{
@@ -595,11 +595,20 @@ fn timers_expire_payment_windows_and_time_out_tasks() {
     let out = h.send(request.clone());
     h.answer_invoices(&out);
     let window = h.provider.config().payment_window_secs;
+    // The first wake-up refreshes the deletion subscription to cover the new job.
     assert_eq!(
         h.provider.poll_timeout(),
-        Some(Timestamp::from(h.now + window))
+        Some(Timestamp::from(T0 + DELETION_REFRESH_SECS))
     );
-    h.advance(window - 1);
+    let out = h.advance(DELETION_REFRESH_SECS);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Subscribe { id, .. } if id == "dvm-deletions")));
+    assert_eq!(
+        h.provider.poll_timeout(),
+        Some(Timestamp::from(T0 + window))
+    );
+    h.advance(window - 1 - DELETION_REFRESH_SECS);
     assert_eq!(h.state(&request.id), JobState::AwaitingPayment);
     let out = h.advance(1);
     assert_eq!(h.state(&request.id), JobState::Expired);
@@ -624,8 +633,9 @@ fn request_expiration_is_honoured() {
     assert_eq!(rejected(&h.send(expired)), [RejectReason::Expired]);
     let request = h.request(|b| b.expiration(Timestamp::from(T0 + 30)));
     h.send(request.clone());
+    h.advance(DELETION_REFRESH_SECS);
     assert_eq!(h.provider.poll_timeout(), Some(Timestamp::from(T0 + 30)));
-    let out = h.advance(30);
+    let out = h.advance(30 - DELETION_REFRESH_SECS);
     assert!(out.contains(&Output::CancelTask(request.id)));
     assert_eq!(h.state(&request.id), JobState::Expired);
 }

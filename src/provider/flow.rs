@@ -70,6 +70,35 @@ impl Provider {
             job.updated_at = now;
             self.dirty = true;
         }
+        self.schedule(id);
+    }
+
+    /// Puts a job in the timer index at its next wake-up (or takes it out).
+    pub(super) fn schedule(&mut self, id: EventId) {
+        let retention = self.config.retention_secs;
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let next = job.wake_at(retention);
+        if job.wake == next {
+            return;
+        }
+        if let Some(t) = job.wake {
+            self.timers.remove(&(t, job.seq, id));
+        }
+        if let Some(t) = next {
+            self.timers.insert((t, job.seq, id));
+        }
+        job.wake = next;
+    }
+
+    /// The set of live jobs changed: refresh the deletion subscription soon.
+    pub(super) fn live_set_changed(&mut self, now: Timestamp) {
+        if self.deletion_refresh_at.is_none() {
+            self.deletion_refresh_at = Some(Timestamp::from(
+                now.as_secs().saturating_add(super::DELETION_REFRESH_SECS),
+            ));
+        }
     }
 
     /// Ends a job in a terminal state and drops what it no longer needs.
@@ -85,7 +114,11 @@ impl Provider {
         job.deadline = None;
         job.updated_at = now;
         job.output = None;
+        let seq = job.seq;
         let deps = std::mem::take(&mut job.waiting_for);
+        self.live = self.live.saturating_sub(1);
+        self.terminal.insert((now, seq, id));
+        self.schedule(id);
         if was_waiting {
             self.outbox.push_back(Output::Unsubscribe(format!(
                 "{SUB_INPUTS_PREFIX}{}",
@@ -101,7 +134,7 @@ impl Provider {
             }
         }
         self.dirty = true;
-        self.deletion_filter_dirty = true;
+        self.live_set_changed(now);
     }
 
     pub(super) fn fail(&mut self, now: Timestamp, id: EventId, reason: String) {
@@ -169,7 +202,7 @@ impl Provider {
         if size > admission.max_request_bytes {
             return Err(RejectReason::TooLarge { bytes: size });
         }
-        if self.live_jobs() >= admission.max_live_jobs {
+        if self.live >= admission.max_live_jobs {
             return Err(RejectReason::AtCapacity);
         }
         if let Some(limit) = admission.rate_limit {
@@ -202,19 +235,11 @@ impl Provider {
     /// Keeps the job table within `max_jobs` by dropping the oldest terminal jobs.
     pub(super) fn make_room(&mut self) {
         let max = self.config.admission.max_jobs.max(1);
-        if self.jobs.len() < max {
-            return;
-        }
-        let mut terminal: Vec<(Timestamp, u64, EventId)> = self
-            .jobs
-            .values()
-            .filter(|j| j.state.is_terminal())
-            .map(|j| (j.updated_at, j.seq, j.id()))
-            .collect();
-        terminal.sort();
-        let excess = self.jobs.len() + 1 - max;
-        for (_, _, id) in terminal.into_iter().take(excess) {
-            self.forget_job(&id);
+        while self.jobs.len() >= max {
+            let Some(&(_, _, oldest)) = self.terminal.first() else {
+                return;
+            };
+            self.forget_job(&oldest);
         }
     }
 
@@ -222,6 +247,14 @@ impl Provider {
         if let Some(job) = self.jobs.remove(id) {
             if let Some(fid) = job.payment_feedback {
                 self.bindings.remove(&fid);
+            }
+            if let Some(t) = job.wake {
+                self.timers.remove(&(t, job.seq, *id));
+            }
+            if job.state.is_terminal() {
+                self.terminal.remove(&(job.updated_at, job.seq, *id));
+            } else {
+                self.live = self.live.saturating_sub(1);
             }
             self.ledger.forget(id);
             self.dirty = true;
@@ -381,8 +414,8 @@ impl Provider {
                 let _ = self.deliver(now, id, None, true);
             }
             JobState::Delivered { paid: false } => {
+                // Retention still counts from delivery.
                 job.state = JobState::Delivered { paid: true };
-                job.updated_at = now;
                 self.dirty = true;
             }
             _ => {}

@@ -55,7 +55,7 @@ mod ledger;
 mod output;
 mod snapshot;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use lightning_invoice::Bolt11Invoice;
 use nostr::hashes::Hash as _;
@@ -146,6 +146,8 @@ struct Job {
     deadline: Option<Timestamp>,
     updated_at: Timestamp,
     seq: u64,
+    /// When the job is in the timer index, if it is (derived from the fields above).
+    wake: Option<Timestamp>,
 }
 
 impl Job {
@@ -188,10 +190,21 @@ pub struct Provider {
     rate: HashMap<PublicKey, VecDeque<Timestamp>>,
     outbox: VecDeque<Output>,
     next_heartbeat: Option<Timestamp>,
-    deletion_filter_dirty: bool,
+    /// When to re-send the deletion subscription after the set of live jobs changed.
+    deletion_refresh_at: Option<Timestamp>,
+    /// Every job's next wake-up, ordered: `(when, seq, job)`.
+    timers: BTreeSet<(Timestamp, u64, EventId)>,
+    /// Terminal jobs, oldest first: `(ended at, seq, job)`.
+    terminal: BTreeSet<(Timestamp, u64, EventId)>,
+    /// How many jobs are not terminal.
+    live: usize,
     seq: u64,
     dirty: bool,
 }
+
+/// Seconds between a change in the set of live jobs and the refresh of the deletion
+/// subscription: refreshing on every request would cost O(live jobs) per request.
+pub const DELETION_REFRESH_SECS: u64 = 5;
 
 impl Provider {
     /// A provider with `keys` and `config`, started at `now`. Its first outputs are the
@@ -214,7 +227,10 @@ impl Provider {
             rate: HashMap::new(),
             outbox: VecDeque::new(),
             next_heartbeat,
-            deletion_filter_dirty: false,
+            deletion_refresh_at: None,
+            timers: BTreeSet::new(),
+            terminal: BTreeSet::new(),
+            live: 0,
             seq: 0,
             dirty: true,
         };
@@ -273,10 +289,7 @@ impl Provider {
 
     /// How many jobs are not terminal.
     pub fn live_jobs(&self) -> usize {
-        self.jobs
-            .values()
-            .filter(|j| !j.state.is_terminal())
-            .count()
+        self.live
     }
 
     /// The replay ledger: every receipt and payment hash that has paid for a job.
@@ -289,21 +302,18 @@ impl Provider {
     /// The next thing for the host to do. Drain until `None` after every input or command.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
-        if self.deletion_filter_dirty {
-            self.deletion_filter_dirty = false;
-            self.push_deletion_filter();
-        }
         self.outbox.pop_front()
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next, if anything is scheduled.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        let retention = self.config.retention_secs;
-        self.jobs
-            .values()
-            .filter_map(|j| j.wake_at(retention))
+        self.timers
+            .first()
+            .map(|(t, _, _)| *t)
+            .into_iter()
             .chain(self.next_heartbeat)
+            .chain(self.deletion_refresh_at)
             .min()
     }
 
@@ -336,16 +346,24 @@ impl Provider {
     /// Runs the timers due at `now`: payment windows, run deadlines, input waits, request
     /// expirations, heartbeats, and the pruning of old terminal jobs.
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        let retention = self.config.retention_secs;
-        let mut due: Vec<(u64, EventId)> = self
-            .jobs
-            .values()
-            .filter(|j| j.wake_at(retention).is_some_and(|t| t <= now))
-            .map(|j| (j.seq, j.id()))
-            .collect();
-        due.sort();
-        for (_, id) in due {
+        let mut due = Vec::new();
+        while let Some(&(t, seq, id)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.remove(&(t, seq, id));
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.wake = None;
+            }
+            due.push(id);
+        }
+        for id in due {
             self.on_job_timer(now, id);
+            self.schedule(id);
+        }
+        if self.deletion_refresh_at.is_some_and(|t| t <= now) {
+            self.deletion_refresh_at = None;
+            self.push_deletion_filter();
         }
         if let Some(at) = self.next_heartbeat {
             if at <= now {
@@ -606,7 +624,8 @@ impl Provider {
                 _ => {}
             }
         }
-        self.deletion_filter_dirty = true;
+        self.deletion_refresh_at = None;
+        self.push_deletion_filter();
     }
 
     // ---- requests -----------------------------------------------------------------------
@@ -715,10 +734,13 @@ impl Provider {
             deadline: None,
             updated_at: now,
             seq: self.seq,
+            wake: None,
         };
         self.jobs.insert(id, job);
+        self.live += 1;
+        self.schedule(id);
         self.dirty = true;
-        self.deletion_filter_dirty = true;
+        self.live_set_changed(now);
         self.notify(Notification::JobReceived {
             job: id,
             customer: author,

@@ -1,6 +1,6 @@
 //! Persistence: everything a provider knows, as serde data.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use nostr::{Event, EventId, Filter, Keys, PublicKey, Timestamp, UnsignedEvent};
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,7 @@ pub struct ProviderSnapshot {
     rate: Vec<(PublicKey, Vec<Timestamp>)>,
     outbox: Vec<SavedOutput>,
     next_heartbeat: Option<Timestamp>,
-    deletion_filter_dirty: bool,
+    deletion_refresh_at: Option<Timestamp>,
     seq: u64,
 }
 
@@ -115,7 +115,7 @@ impl Provider {
             rate,
             outbox: self.outbox.iter().map(save_output).collect(),
             next_heartbeat: self.next_heartbeat,
-            deletion_filter_dirty: self.deletion_filter_dirty,
+            deletion_refresh_at: self.deletion_refresh_at,
             seq: self.seq,
         }
     }
@@ -175,6 +175,7 @@ impl Provider {
                     deadline: saved.deadline,
                     updated_at: saved.updated_at,
                     seq: saved.seq,
+                    wake: None,
                 },
             );
         }
@@ -198,10 +199,26 @@ impl Provider {
                 .collect(),
             outbox: VecDeque::new(),
             next_heartbeat: snapshot.next_heartbeat,
-            deletion_filter_dirty: snapshot.deletion_filter_dirty,
+            deletion_refresh_at: snapshot.deletion_refresh_at,
+            timers: BTreeSet::new(),
+            terminal: BTreeSet::new(),
+            live: 0,
             seq: snapshot.seq,
             dirty: false,
         };
+        let mut ids: Vec<(u64, EventId)> =
+            provider.jobs.values().map(|j| (j.seq, j.id())).collect();
+        ids.sort();
+        for (seq, id) in ids {
+            if let Some(job) = provider.jobs.get(&id) {
+                if job.state.is_terminal() {
+                    provider.terminal.insert((job.updated_at, seq, id));
+                } else {
+                    provider.live += 1;
+                }
+            }
+            provider.schedule(id);
+        }
         for saved in snapshot.outbox {
             let output = match saved {
                 SavedOutput::Publish { event, relays } => Output::Publish { event, relays },
