@@ -835,6 +835,36 @@ fn admission_limits_refuse_without_replying() {
 }
 
 #[test]
+fn forged_requests_do_not_use_up_a_customers_rate_limit() {
+    let mut h = Harness::new(|c| {
+        c.admission(Admission {
+            rate_limit: Some(RateLimit {
+                max_requests: 2,
+                window_secs: 60,
+            }),
+            ..Default::default()
+        })
+    });
+    for n in 0..5 {
+        let good = h.request(|b| b.param("forged", n.to_string()));
+        let forged = Event::new(
+            good.id,
+            good.pubkey,
+            good.created_at,
+            good.kind,
+            good.tags.clone().to_vec(),
+            "tampered",
+            good.sig,
+        );
+        assert!(run_tasks(&h.send(forged)).is_empty());
+    }
+    for n in 0..2 {
+        let real = h.request(|b| b.param("real", n.to_string()));
+        assert_eq!(run_tasks(&h.send(real)).len(), 1);
+    }
+}
+
+#[test]
 fn live_job_cap_and_pow_minimum() {
     let mut h = Harness::new(|c| {
         c.admission(Admission {

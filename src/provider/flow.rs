@@ -170,26 +170,23 @@ impl Provider {
 
     // ---- admission -----------------------------------------------------------------------
 
-    /// Admission checks that need no signature verification, cheapest first.
-    pub(super) fn admit(&mut self, now: Timestamp, event: &Event) -> Result<(), RejectReason> {
+    /// Admission checks on what the event claims, cheapest first, before its signature is
+    /// verified. They change no state: a forged event claiming someone's key must not use up
+    /// that customer's rate limit ([`admit_rate`](Self::admit_rate) runs after verification).
+    pub(super) fn admit(&self, event: &Event) -> Result<(), RejectReason> {
         let size = event.content.len() + tags_size(event.tags.iter());
+        self.admit_static(&event.pubkey, size)?;
         let min_pow = self.config.admission.min_pow;
-        if min_pow > 0 {
-            let difficulty = crate::nip13::difficulty(&event.id);
-            if !crate::nip13::meets_pow(event, min_pow) {
-                return Err(RejectReason::InsufficientPow { difficulty });
-            }
+        if min_pow > 0 && !crate::nip13::meets_pow(event, min_pow) {
+            return Err(RejectReason::InsufficientPow {
+                difficulty: crate::nip13::difficulty(&event.id),
+            });
         }
-        self.admit_parts(now, &event.pubkey, size, None)
+        Ok(())
     }
 
-    pub(super) fn admit_parts(
-        &mut self,
-        now: Timestamp,
-        author: &PublicKey,
-        size: usize,
-        _pow: Option<u8>,
-    ) -> Result<(), RejectReason> {
+    /// Allow and deny lists, size, and the live-job cap.
+    pub(super) fn admit_static(&self, author: &PublicKey, size: usize) -> Result<(), RejectReason> {
         let admission = &self.config.admission;
         if admission.deny.contains(author)
             || admission
@@ -205,7 +202,16 @@ impl Provider {
         if self.live >= admission.max_live_jobs {
             return Err(RejectReason::AtCapacity);
         }
-        if let Some(limit) = admission.rate_limit {
+        Ok(())
+    }
+
+    /// The per-customer rate limit, for a request whose author is proven; counts it.
+    pub(super) fn admit_rate(
+        &mut self,
+        now: Timestamp,
+        author: &PublicKey,
+    ) -> Result<(), RejectReason> {
+        if let Some(limit) = self.config.admission.rate_limit {
             let window_start = now.as_secs().saturating_sub(limit.window_secs);
             let times = self.rate.entry(*author).or_default();
             while times.front().is_some_and(|t| t.as_secs() <= window_start) {

@@ -637,7 +637,7 @@ impl Provider {
         if !self.addressed_to_us(&event) {
             return;
         }
-        if let Err(reason) = self.admit(now, &event) {
+        if let Err(reason) = self.admit(&event) {
             self.notify(Notification::JobRejected {
                 job: event.id,
                 reason,
@@ -646,6 +646,13 @@ impl Provider {
         }
         if event.verify().is_err() {
             self.refuse_event(event.id, "invalid id or signature");
+            return;
+        }
+        if let Err(reason) = self.admit_rate(now, &event.pubkey) {
+            self.notify(Notification::JobRejected {
+                job: event.id,
+                reason,
+            });
             return;
         }
         let parsed =
@@ -667,7 +674,10 @@ impl Provider {
             return;
         }
         let size = rumor.content.len() + tags_size(rumor.tags.iter());
-        if let Err(reason) = self.admit_parts(now, &rumor.pubkey, size, None) {
+        let admitted = self
+            .admit_static(&rumor.pubkey, size)
+            .and_then(|()| self.admit_rate(now, &rumor.pubkey));
+        if let Err(reason) = admitted {
             self.notify(Notification::JobRejected { job: id, reason });
             return;
         }
