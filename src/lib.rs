@@ -1,12 +1,59 @@
 //! # nostr-dvm
 //!
 //! The SDK for Nostr Data Vending Machines ([NIP-90]): typed, transport-agnostic modules for
-//! the cryptography and events a DVM speaks, under a sans-IO design that a host application
-//! drives.
+//! the cryptography and events a DVM speaks, and a sans-IO [`provider::Provider`] state
+//! machine that a host application drives.
 //!
-//! What is here so far: the wire, crypto and payment layer, pure functions over
-//! `nostr::Event` (the `Provider` and `Customer` state machines are being built on top):
+//! ## The host loop
 //!
+//! The provider never touches the network, the disk or the clock. The host feeds it inputs
+//! and does what it asks, until it asks for nothing:
+//!
+//! ```
+//! use nostr_dvm::provider::{Output, PaymentPolicy, Provider, ProviderConfig};
+//! use nostr_dvm::task::{FixedPrice, TaskOutput};
+//! use nostr_dvm::nostr::{Keys, Kind, Timestamp};
+//!
+//! let keys = Keys::parse("0000000000000000000000000000000000000000000000000000000000000003")?;
+//! let config = ProviderConfig::new([Kind::from(5050)])
+//!     .pricing(FixedPrice(21_000))
+//!     .payment(PaymentPolicy::PayFirst);
+//! let now = Timestamp::from(1_700_000_000);
+//! let mut provider = Provider::new(keys, config, now);
+//!
+//! // for every input: provider.handle_event(now, event) (from relays),
+//! // handle_task_result, handle_invoice, handle_payment, handle_timeout ... then:
+//! while let Some(output) = provider.poll_output() {
+//!     match output {
+//!         Output::Publish { event, relays } => { /* send `event` to `relays` */ }
+//!         Output::Subscribe { id, filter } => { /* REQ `id` with `filter` */ }
+//!         Output::Unsubscribe(id) => { /* CLOSE `id` */ }
+//!         Output::RunTask(request) => {
+//!             // run your Task, then:
+//!             provider.handle_task_result(now, request.job, Ok(TaskOutput::new("...")))?;
+//!         }
+//!         Output::CancelTask(job) => { /* abort the task of `job` */ }
+//!         Output::RequestInvoice { job, amount_msat, .. } => { /* wallet, then handle_invoice */ }
+//!         Output::Notify(event) => { /* log it */ }
+//!     }
+//! }
+//! // sleep until provider.poll_timeout(), then provider.handle_timeout(now)
+//! if provider.needs_persistence() {
+//!     let _snapshot = provider.snapshot(); // serde: store it, Provider::restore after a restart
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Modules
+//!
+//! - [`provider`]: the provider state machine: jobs, payments (pay-first, pay-after-result,
+//!   partial-then-pay), the replay ledger, timers, admission limits, persistence.
+//! - [`task`]: the [`task::Task`] trait a provider implements, and the sync
+//!   [`task::Pricing`] hook.
+//! - [`nip90`]: typed `JobRequest`, `JobResult`, `JobFeedback` (parse and build, plain or
+//!   encrypted with NIP-04 or NIP-44), and a registry of job kinds kept as data.
+//! - [`nip57`]: zap requests and [`nip57::verify_zap_receipt`], which checks every rule a
+//!   receipt must pass before it counts as payment.
 //! - [`nip44`]: NIP-44 v2 encryption, including the 6-byte extended length prefix for
 //!   plaintexts of 65536 bytes and more, a constant-time MAC check, a configurable decrypt
 //!   limit, and a bounded [`nip44::ConversationKeyCache`].
@@ -15,14 +62,9 @@
 //! - [`nip59`]: rumor / seal / gift wrap, with the checks other libraries skip (the seal's
 //!   author must be the rumor's author, seal tags must be empty, the rumor id is recomputed).
 //! - [`encryption`]: tells which scheme a ciphertext uses, so a reply can use the same one.
-//! - [`nip90`]: typed `JobRequest`, `JobResult`, `JobFeedback` (parse and build, plain or
-//!   encrypted with NIP-04 or NIP-44), and a registry of job kinds kept as data.
-//! - [`nip57`]: zap requests and [`nip57::verify_zap_receipt`], which checks every rule a
-//!   receipt must pass before it counts as payment.
 //! - [`nip89`]: handler announcements (kind 31990) and recommendations (kind 31989).
-//! - [`nip40`] expiration and [`nip13`] proof-of-work helpers.
-//! - [`task`]: the `Task` trait a provider implements, and the `Pricing` hook.
-//! - [`rng`]: a seedable, serializable CSPRNG for reproducible state machines.
+//! - [`nip40`] expiration and [`nip13`] proof-of-work helpers; [`job`] the job states;
+//!   [`rng`] a seedable, serializable CSPRNG for reproducible state machines.
 //!
 //! ## Guarantees
 //!
@@ -30,7 +72,8 @@
 //!   as a parameter, and every function that needs randomness takes a caller-supplied
 //!   [`rand_core`] RNG, so tests are reproducible byte for byte.
 //! - **Remote input never panics.** Anything that could come from a relay is refused with a
-//!   typed error naming what was wrong.
+//!   typed error naming what was wrong, and never poisons the state machine.
+//! - **A forged, replayed or underpaid zap never starts work** under pay-first.
 //! - `#![forbid(unsafe_code)]`.
 //!
 //! ## Features
