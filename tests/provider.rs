@@ -1027,3 +1027,78 @@ fn resume_reissues_in_flight_work_after_a_crash() {
     assert_eq!(run_tasks(&out), [request.id]);
     assert_eq!(p.job_state(&request.id), Some(&JobState::Running));
 }
+
+#[test]
+fn heartbeat_is_published_on_its_timer() {
+    let mut h = Harness::new(|mut c| {
+        c.heartbeat = Some(nostr_dvm::provider::Heartbeat {
+            interval_secs: 60,
+            kind: Kind::from(11998),
+        });
+        c
+    });
+    assert_eq!(h.provider.poll_timeout(), Some(Timestamp::from(T0 + 60)));
+    assert!(h.advance(59).is_empty());
+    let out = h.advance(1);
+    let beats: Vec<_> = published(&out)
+        .into_iter()
+        .filter(|e| e.kind.as_u16() == 11998)
+        .collect();
+    assert_eq!(beats.len(), 1);
+    assert_eq!(beats[0].pubkey, h.keys.public_key());
+    assert_eq!(h.provider.poll_timeout(), Some(Timestamp::from(T0 + 120)));
+}
+
+#[test]
+fn a_flood_stays_within_the_job_caps() {
+    let mut h = Harness::new(|c| {
+        c.admission(Admission {
+            rate_limit: None,
+            max_live_jobs: 50,
+            max_jobs: 80,
+            ..Default::default()
+        })
+    });
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut refused = 0;
+    for n in 0..300u32 {
+        let who = Keys::generate_with_rng(&mut rng);
+        let request = JobRequest::builder(KIND)
+            .input(JobInput::text(format!("flood {n}")))
+            .sign(&who, h.now(), &mut rng)
+            .unwrap();
+        let out = h.send(request.clone());
+        refused += rejected(&out).len();
+        // finish every other job so terminal ones pile up too
+        if n % 2 == 0 && run_tasks(&out).len() == 1 {
+            h.provider
+                .handle_task_result(h.now(), request.id, Ok(TaskOutput::new("ok")))
+                .unwrap();
+            h.drain();
+        }
+        assert!(h.provider.live_jobs() <= 50);
+        assert!(h.provider.jobs().count() <= 80);
+    }
+    assert!(refused > 0);
+}
+
+#[test]
+fn undecryptable_requests_are_refused_with_a_reason() {
+    let mut h = Harness::new(|c| c);
+    let me = h.keys.public_key().to_hex();
+    let tags = vec![
+        Tag::parse(["p".to_owned(), me]).unwrap(),
+        Tag::parse(["encrypted"]).unwrap(),
+    ];
+    let garbage = sign(
+        &h.customer,
+        Kind::from(KIND),
+        tags,
+        "bm90IGEgY2lwaGVydGV4dA==?iv=AAAAAAAAAAAAAAAAAAAAAA==",
+        h.now(),
+        &mut h.rng,
+    );
+    let out = h.send(garbage);
+    assert!(matches!(rejected(&out)[..], [RejectReason::Malformed(_)]));
+    assert!(run_tasks(&out).is_empty());
+}
