@@ -88,6 +88,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod customer;
 mod ecdh;
 pub mod encryption;
 mod error;

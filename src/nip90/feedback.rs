@@ -14,7 +14,7 @@ use super::{limits, ReplyTags};
 use crate::encryption::detect_scheme;
 
 /// The `status` of a feedback event.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum FeedbackStatus {
     /// `payment-required`: the provider wants to be paid before going on.
     PaymentRequired,

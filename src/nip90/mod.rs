@@ -210,3 +210,27 @@ impl ReplyTags {
         Ok(true)
     }
 }
+
+/// An unsigned rumor (from a NIP-59 gift wrap, whose seal proved its author) as an [`Event`]
+/// with an all-zero signature, so the event parsers can read it. Its id is recomputed when it
+/// carries none.
+pub fn rumor_event(rumor: &nostr::UnsignedEvent) -> Event {
+    let mut rumor = rumor.clone();
+    let id = rumor.id();
+    Event::new(
+        id,
+        rumor.pubkey,
+        rumor.created_at,
+        rumor.kind,
+        rumor.tags.to_vec(),
+        rumor.content,
+        zero_signature(),
+    )
+}
+
+fn zero_signature() -> nostr::secp256k1::schnorr::Signature {
+    match nostr::secp256k1::schnorr::Signature::from_slice(&[0u8; 64]) {
+        Ok(sig) => sig,
+        Err(_) => unreachable!("any 64 bytes form a schnorr::Signature value"),
+    }
+}

@@ -286,19 +286,7 @@ impl JobRequest {
         keys: Option<&Keys>,
         registry: &KindRegistry,
     ) -> Result<Self, ParseError> {
-        let mut rumor = rumor.clone();
-        let id = rumor.id();
-        let sig = nostr::secp256k1::schnorr::Signature::from_slice(&[0u8; 64])
-            .map_err(|_| ParseError::InvalidSignature)?;
-        let event = Event::new(
-            id,
-            rumor.pubkey,
-            rumor.created_at,
-            rumor.kind,
-            rumor.tags.to_vec(),
-            rumor.content,
-            sig,
-        );
+        let event = super::rumor_event(rumor);
         let mut request = Self::parse(&event, keys, registry, false)?;
         request.unsigned = true;
         Ok(request)
