@@ -63,6 +63,9 @@
 //!   author must be the rumor's author, seal tags must be empty, the rumor id is recomputed).
 //! - [`encryption`]: tells which scheme a ciphertext uses, so a reply can use the same one.
 //! - [`nip89`]: handler announcements (kind 31990) and recommendations (kind 31989).
+//! - `runtime` (feature `runtime`): a tokio + nostr-sdk driver, `ProviderRuntime` (tasks on
+//!   tokio, a Lightning backend, a snapshot store) and `CustomerRuntime`; the one place with
+//!   a clock and a network.
 //! - [`nip40`] expiration and [`nip13`] proof-of-work helpers; [`job`] the job states;
 //!   [`rng`] a seedable, serializable CSPRNG for reproducible state machines.
 //!
@@ -82,6 +85,7 @@
 //! |---|---|---|
 //! | `nip04` | yes | the legacy NIP-04 module (`aes` + `cbc`) |
 //! | `test-util` | no | `testing`: a Lightning node signing real BOLT11 invoices and a zapper signing real receipts, for tests, fuzzing and benches |
+//! | `runtime` | no | `runtime`: a tokio + nostr-sdk driver that runs a `Provider` with `Task`s over real relays (and a `Customer` helper); the only place with a clock and a network |
 //!
 //! [NIP-90]: https://github.com/nostr-protocol/nips/blob/master/90.md
 #![forbid(unsafe_code)]
@@ -104,6 +108,8 @@ pub mod nip89;
 pub mod nip90;
 pub mod provider;
 pub mod rng;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 pub mod task;
 #[cfg(feature = "test-util")]
 pub mod testing;

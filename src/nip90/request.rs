@@ -254,6 +254,11 @@ impl JobRequest {
             }
         };
 
+        fields.inputs.shrink_to_fit();
+        fields.params.shrink_to_fit();
+        fields.relays.shrink_to_fit();
+        fields.providers.shrink_to_fit();
+        fields.unknown_tags.shrink_to_fit();
         Ok(Self {
             id: event.id,
             author: event.pubkey,

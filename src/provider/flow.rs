@@ -251,7 +251,7 @@ impl Provider {
 
     pub(super) fn forget_job(&mut self, id: &EventId) {
         if let Some(job) = self.jobs.remove(id) {
-            if let Some(fid) = job.payment_feedback {
+            if let Some(fid) = job.payment_feedback() {
                 self.bindings.remove(&fid);
             }
             if let Some(t) = job.wake {
@@ -289,7 +289,7 @@ impl Provider {
             builder = builder.content(content);
         }
         if with_amount {
-            builder = builder.amount(job.price_msat, job.bolt11.clone());
+            builder = builder.amount(job.price_msat, job.bolt11().map(str::to_owned));
         }
         let event = builder
             .sign(&self.keys, now, &mut self.rng)
@@ -354,7 +354,7 @@ impl Provider {
             return;
         };
         let Some(j) = self.jobs.get(&id) else { return };
-        let bind_to: Vec<EventId> = std::iter::once(id).chain(j.payment_feedback).collect();
+        let bind_to: Vec<EventId> = std::iter::once(id).chain(j.payment_feedback()).collect();
         let mut expect = ZapExpectation::new(
             self.keys.public_key(),
             self.config.zappers.iter().copied(),

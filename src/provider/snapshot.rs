@@ -84,10 +84,10 @@ impl Provider {
                 reply: j.reply,
                 state: j.state.clone(),
                 price_msat: j.price_msat,
-                bolt11: j.bolt11.clone(),
-                payment_hash: j.payment_hash,
-                payment_feedback: j.payment_feedback,
-                output: j.output.clone(),
+                bolt11: j.bolt11().map(str::to_owned),
+                payment_hash: j.payment_hash(),
+                payment_feedback: j.payment_feedback(),
+                output: j.output.as_deref().cloned(),
                 waiting_for: j.waiting_for.clone(),
                 resolved: j.resolved.clone(),
                 deadline: j.deadline,
@@ -161,22 +161,27 @@ impl Provider {
             }
             jobs.insert(
                 id,
-                Job {
+                Box::new(Job {
                     request,
                     reply: saved.reply,
                     state: saved.state,
                     price_msat: saved.price_msat,
-                    bolt11: saved.bolt11,
-                    payment_hash: saved.payment_hash,
-                    payment_feedback: saved.payment_feedback,
-                    output: saved.output,
+                    invoice: match (saved.bolt11, saved.payment_hash) {
+                        (Some(bolt11), Some(payment_hash)) => Some(Box::new(super::JobInvoice {
+                            bolt11,
+                            payment_hash,
+                            feedback: saved.payment_feedback,
+                        })),
+                        _ => None,
+                    },
+                    output: saved.output.map(Box::new),
                     waiting_for: saved.waiting_for,
                     resolved: saved.resolved,
                     deadline: saved.deadline,
                     updated_at: saved.updated_at,
                     seq: saved.seq,
                     wake: None,
-                },
+                }),
             );
         }
         let mut provider = Self {

@@ -1,0 +1,185 @@
+//! [`CustomerRuntime`]: a [`Customer`] on tokio and nostr-sdk.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use nostr::{Event, EventId, Keys, PublicKey};
+use nostr_sdk::{Client, RelayPoolNotification, SubscriptionId};
+use tokio::sync::broadcast;
+
+use super::{now, until, RuntimeError};
+use crate::customer::{Customer, CustomerConfig, Delivery, Output};
+use crate::nip90::JobRequestBuilder;
+
+/// Drives a [`Customer`] over real relays, pull-style.
+///
+/// [`submit`](Self::submit) a job, then call [`next`](Self::next) (under a
+/// `tokio::time::timeout` of your choice): it feeds relay events to the customer, does the
+/// publishing and subscribing itself, and returns what the application must act on:
+/// [`Output::Notify`], [`Output::PayInvoice`] and [`Output::SendZap`]. Pay with your wallet,
+/// or, for [`Output::SendZap`], through the provider's LNURL server.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use nostr_dvm::customer::{CustomerConfig, Delivery, Notification, Output};
+/// use nostr_dvm::nip90::{JobInput, JobRequest};
+/// use nostr_dvm::nostr::{Keys, Kind};
+/// use nostr_dvm::runtime::CustomerRuntime;
+///
+/// let config = CustomerConfig::new(["wss://relay.example"]);
+/// let mut customer = CustomerRuntime::connect(Keys::generate(), config).await?;
+/// let request = JobRequest::builder(Kind::from(5050)).input(JobInput::text("Hello?"));
+/// customer.submit(request, Delivery::Public).await?;
+/// while let Some(output) = customer.next().await {
+///     if let Output::Notify(Notification::Result { content, .. }) = output {
+///         println!("{content}");
+///         break;
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct CustomerRuntime {
+    customer: Customer,
+    client: Client,
+    notifications: broadcast::Receiver<RelayPoolNotification>,
+    pending: VecDeque<Output>,
+}
+
+impl CustomerRuntime {
+    /// Connects to `config.relays` (waiting up to 10 s for them) with a customer of `keys`.
+    pub async fn connect(keys: Keys, config: CustomerConfig) -> Result<Self, RuntimeError> {
+        let client = Client::default();
+        for relay in &config.relays {
+            client
+                .add_relay(relay.as_str())
+                .await
+                .map_err(|e| RuntimeError::Client(format!("{relay}: {e}")))?;
+        }
+        let notifications = client.notifications();
+        client.connect().await;
+        client.wait_for_connection(Duration::from_secs(10)).await;
+        let customer = Customer::new(keys, config, now());
+        let mut runtime = Self {
+            customer,
+            client,
+            notifications,
+            pending: VecDeque::new(),
+        };
+        runtime.drain().await;
+        Ok(runtime)
+    }
+
+    /// The customer state machine, for its getters.
+    pub fn customer(&self) -> &Customer {
+        &self.customer
+    }
+
+    /// The nostr-sdk client, to publish or fetch other events.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Signs and publishes a job request (after subscribing to its answers). Returns the job
+    /// id.
+    pub async fn submit(
+        &mut self,
+        request: JobRequestBuilder,
+        delivery: Delivery,
+    ) -> Result<EventId, RuntimeError> {
+        let job = self.customer.submit(now(), request, delivery)?;
+        self.drain().await;
+        Ok(job)
+    }
+
+    /// Asks to pay `provider`'s invoice for `job`: the next [`next`](Self::next) returns
+    /// [`Output::PayInvoice`].
+    pub async fn pay(&mut self, job: EventId, provider: PublicKey) -> Result<(), RuntimeError> {
+        self.customer.pay(job, provider)?;
+        self.drain().await;
+        Ok(())
+    }
+
+    /// Asks to zap `provider`'s payment request for `job`: the next [`next`](Self::next)
+    /// returns [`Output::SendZap`] with the signed zap request.
+    pub async fn zap(&mut self, job: EventId, provider: PublicKey) -> Result<(), RuntimeError> {
+        self.customer.zap(now(), job, provider)?;
+        self.drain().await;
+        Ok(())
+    }
+
+    /// Cancels a job (a kind-5 deletion of the request).
+    pub async fn cancel(&mut self, job: EventId) -> Result<(), RuntimeError> {
+        self.customer.cancel(now(), job)?;
+        self.drain().await;
+        Ok(())
+    }
+
+    /// Publishes any event on the customer's relays (a zap receipt, for instance).
+    pub async fn publish(&self, event: &Event) -> Result<(), RuntimeError> {
+        self.client
+            .send_event(event)
+            .await
+            .map(|_| ())
+            .map_err(|e| RuntimeError::Client(e.to_string()))
+    }
+
+    /// The next thing for the application: a notification or a payment to make. Waits for
+    /// relay events and the customer's timeouts; `None` once the relay pool has shut down.
+    pub async fn next(&mut self) -> Option<Output> {
+        loop {
+            if let Some(output) = self.pending.pop_front() {
+                return Some(output);
+            }
+            let wake = self.customer.poll_timeout();
+            let sleep = tokio::time::sleep(wake.map(until).unwrap_or(Duration::from_secs(3600)));
+            tokio::select! {
+                note = self.notifications.recv() => match note {
+                    Ok(RelayPoolNotification::Event { event, .. }) => {
+                        self.customer.handle_event(now(), *event);
+                    }
+                    Ok(RelayPoolNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => {
+                        return None;
+                    }
+                    Ok(RelayPoolNotification::Message { .. }) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("missed {n} relay notifications");
+                    }
+                },
+                () = sleep, if wake.is_some() => self.customer.handle_timeout(now()),
+            }
+            self.drain().await;
+        }
+    }
+
+    /// Disconnects from the relays.
+    pub async fn disconnect(self) {
+        self.client.disconnect().await;
+    }
+
+    async fn drain(&mut self) {
+        while let Some(output) = self.customer.poll_output() {
+            match output {
+                Output::Publish { event, relays } => {
+                    let sent = if relays.is_empty() {
+                        self.client.send_event(&event).await
+                    } else {
+                        self.client.send_event_to(relays.iter(), &event).await
+                    };
+                    if let Err(e) = sent {
+                        tracing::warn!(id = %event.id, "cannot publish: {e}");
+                    }
+                }
+                Output::Subscribe { id, filter } => {
+                    let sub = SubscriptionId::new(id.clone());
+                    if let Err(e) = self.client.subscribe_with_id(sub, filter, None).await {
+                        tracing::warn!(%id, "cannot subscribe: {e}");
+                    }
+                }
+                Output::Unsubscribe(id) => {
+                    self.client.unsubscribe(&SubscriptionId::new(id)).await;
+                }
+                other => self.pending.push_back(other),
+            }
+        }
+    }
+}

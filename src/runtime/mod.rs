@@ -1,0 +1,150 @@
+//! A tokio + nostr-sdk driver for the sans-IO state machines (feature `runtime`).
+//!
+//! The core ([`Provider`](crate::provider::Provider), [`Customer`](crate::customer::Customer))
+//! never reads the clock or touches the network; this module is where both live. It is the
+//! "quinn over quinn-proto" half of the crate:
+//!
+//! - [`ProviderRuntime`] connects a nostr-sdk `Client` to the provider's relays, feeds every
+//!   relay event to the provider, runs each [`Task`](crate::task::Task) on tokio (progress and
+//!   results come back through a channel), asks a [`LightningBackend`] for invoices and takes
+//!   its settlements, sleeps until [`Provider::poll_timeout`](crate::provider::Provider::poll_timeout),
+//!   and saves a [`ProviderSnapshot`](crate::provider::ProviderSnapshot) to a [`SnapshotStore`] after every turn that changed
+//!   something. On start it restores the stored snapshot and resumes the jobs in flight.
+//! - [`CustomerRuntime`] drives a [`Customer`](crate::customer::Customer) the same way,
+//!   pull-style: the application calls [`CustomerRuntime::next`] and gets the notifications and
+//!   payment requests it must act on.
+//!
+//! The clock here is the real one (`Timestamp::now()`), with the core's one-second resolution.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use nostr_dvm::nostr::{Keys, Kind};
+//! use nostr_dvm::provider::ProviderConfig;
+//! use nostr_dvm::runtime::{FileStore, ProviderRuntime};
+//! use nostr_dvm::task::{Progress, Task, TaskError, TaskOutput, TaskRequest};
+//!
+//! struct Echo;
+//! #[async_trait::async_trait]
+//! impl Task for Echo {
+//!     fn kinds(&self) -> Vec<Kind> { vec![Kind::from(5050)] }
+//!     async fn run(&self, r: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {
+//!         Ok(TaskOutput::new(r.texts().collect::<Vec<_>>().join(" ")))
+//!     }
+//! }
+//!
+//! let config = ProviderConfig::new([Kind::from(5050)]).relays(["wss://relay.example"]);
+//! let runtime = ProviderRuntime::new(Keys::generate(), config)
+//!     .task(Arc::new(Echo))
+//!     .store(FileStore::new("provider.json"));
+//! runtime.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+mod customer;
+mod provider;
+mod store;
+#[cfg(feature = "test-util")]
+mod test_backend;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nostr::{EventId, Timestamp};
+use tokio::sync::mpsc;
+
+pub use customer::CustomerRuntime;
+pub use provider::ProviderRuntime;
+pub use store::{FileStore, MemoryStore, SnapshotStore};
+#[cfg(feature = "test-util")]
+pub use test_backend::TestLightningBackend;
+
+use crate::provider::PaymentProof;
+
+/// Re-export of the `nostr-sdk` version the runtime is built on.
+pub use nostr_sdk;
+
+/// What can go wrong in a runtime. Remote garbage is never one of these: the core drops it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The relay client failed (a bad relay URL, for instance).
+    #[error("relay client: {0}")]
+    Client(String),
+    /// The snapshot store failed.
+    #[error("snapshot store: {0}")]
+    Store(String),
+    /// The stored snapshot could not be restored.
+    #[error(transparent)]
+    Provider(#[from] crate::provider::Error),
+    /// The customer state machine refused a command.
+    #[error(transparent)]
+    Customer(#[from] crate::customer::Error),
+}
+
+/// An invoice the provider asks its Lightning backend for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceRequest {
+    /// The job it pays for: report its settlement with this id.
+    pub job: EventId,
+    /// The amount, in millisats.
+    pub amount_msat: u64,
+    /// A description for the invoice.
+    pub description: String,
+    /// How long it should be valid, in seconds.
+    pub expiry_secs: u64,
+}
+
+/// The provider's Lightning node or wallet service.
+///
+/// It issues invoices for jobs and reports the ones that get paid through the [`Settlements`]
+/// handle the runtime gives it with [`attach`](Self::attach).
+#[async_trait::async_trait]
+pub trait LightningBackend: Send + Sync {
+    /// Issues a BOLT11 invoice for `request.amount_msat`, or says why it cannot.
+    async fn create_invoice(&self, request: InvoiceRequest) -> Result<String, String>;
+
+    /// Called by [`ProviderRuntime::run`] when it starts (again after a restart): report
+    /// settled invoices to `settlements`. The default ignores it (zap-only providers).
+    fn attach(&self, settlements: Settlements) {
+        let _ = settlements;
+    }
+}
+
+/// A backend that issues no invoices: priced pay-first jobs then fail with `error` feedback.
+/// The default of [`ProviderRuntime`]; fine for free providers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLightning;
+
+#[async_trait::async_trait]
+impl LightningBackend for NoLightning {
+    async fn create_invoice(&self, _request: InvoiceRequest) -> Result<String, String> {
+        Err("this provider has no Lightning backend".into())
+    }
+}
+
+/// Where a [`LightningBackend`] reports settled invoices. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Settlements {
+    tx: mpsc::UnboundedSender<(EventId, PaymentProof)>,
+}
+
+impl Settlements {
+    /// Reports that the invoice of `job` was paid. Returns `false` when the runtime that made
+    /// this handle has stopped.
+    pub fn settle(&self, job: EventId, proof: PaymentProof) -> bool {
+        self.tx.send((job, proof)).is_ok()
+    }
+}
+
+/// The current time, at the core's one-second resolution.
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+/// How long from now until the wall clock reaches `at` (zero when it has).
+fn until(at: Timestamp) -> Duration {
+    let target = UNIX_EPOCH + Duration::from_secs(at.as_secs());
+    target
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}

@@ -1,0 +1,391 @@
+//! [`ProviderRuntime`]: a [`Provider`] on tokio and nostr-sdk.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nostr::{Event, EventId, Filter, Keys};
+use nostr_sdk::{Client, RelayPoolNotification, RelayUrl, SubscriptionId};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::{AbortHandle, JoinHandle};
+
+use super::{
+    now, until, InvoiceRequest, LightningBackend, NoLightning, RuntimeError, Settlements,
+    SnapshotStore,
+};
+use crate::provider::{Notification, Output, PaymentProof, Provider, ProviderConfig};
+use crate::task::{Progress, Task, TaskError, TaskOutput};
+
+type NotifyHook = Arc<dyn Fn(&Notification) + Send + Sync>;
+
+/// Runs a [`Provider`] over real relays. See the [module docs](super).
+///
+/// Built from the provider's keys and config (whose `relays` are the relays it connects
+/// to), one or more [`Task`]s, a [`LightningBackend`] and a [`SnapshotStore`]; then
+/// [`run`](Self::run) until a shutdown signal.
+///
+/// Published events go to the relays an output names that the client is connected to, or to
+/// all connected relays when it names none of them: the runtime does not connect to relays a
+/// request names on its own.
+pub struct ProviderRuntime {
+    keys: Keys,
+    config: ProviderConfig,
+    tasks: Vec<Arc<dyn Task>>,
+    backend: Arc<dyn LightningBackend>,
+    store: Option<Arc<dyn SnapshotStore>>,
+    on_notify: Option<NotifyHook>,
+    connect_timeout: Duration,
+    settlements_tx: mpsc::UnboundedSender<(EventId, PaymentProof)>,
+    settlements_rx: mpsc::UnboundedReceiver<(EventId, PaymentProof)>,
+}
+
+/// What the spawned work reports back to the loop.
+enum Report {
+    Progress(EventId, String),
+    Done(EventId, Result<TaskOutput, TaskError>),
+    Invoice(EventId, Result<String, String>),
+}
+
+/// What the relay worker does, in order.
+enum Command {
+    Publish(Event, Vec<String>),
+    Subscribe(String, Filter),
+    Unsubscribe(String),
+}
+
+impl ProviderRuntime {
+    /// A runtime for a provider with `keys` and `config`; it connects to `config.relays`.
+    /// Without [`task`](Self::task) it serves nothing; without
+    /// [`lightning`](Self::lightning) priced pay-first jobs fail; without
+    /// [`store`](Self::store) nothing survives a restart.
+    pub fn new(keys: Keys, config: ProviderConfig) -> Self {
+        let (settlements_tx, settlements_rx) = mpsc::unbounded_channel();
+        Self {
+            keys,
+            config,
+            tasks: Vec::new(),
+            backend: Arc::new(NoLightning),
+            store: None,
+            on_notify: None,
+            connect_timeout: Duration::from_secs(10),
+            settlements_tx,
+            settlements_rx,
+        }
+    }
+
+    /// Adds a task. A job runs on the first task whose [`Task::kinds`] has its request kind.
+    pub fn task(mut self, task: Arc<dyn Task>) -> Self {
+        self.tasks.push(task);
+        self
+    }
+
+    /// Sets the Lightning backend that issues invoices and reports settlements.
+    pub fn lightning(mut self, backend: impl LightningBackend + 'static) -> Self {
+        self.backend = Arc::new(backend);
+        self
+    }
+
+    /// Sets the Lightning backend, shared.
+    pub fn lightning_shared(mut self, backend: Arc<dyn LightningBackend>) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Sets where the provider's snapshot is kept.
+    pub fn store(mut self, store: impl SnapshotStore + 'static) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Sets where the provider's snapshot is kept, shared.
+    pub fn store_shared(mut self, store: Arc<dyn SnapshotStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Calls `hook` with every [`Notification`] of the provider (they are also logged with
+    /// `tracing` at `info`).
+    pub fn on_notification(mut self, hook: impl Fn(&Notification) + Send + Sync + 'static) -> Self {
+        self.on_notify = Some(Arc::new(hook));
+        self
+    }
+
+    /// How long [`run`](Self::run) waits for the relays to connect before it goes on anyway
+    /// (nostr-sdk keeps reconnecting in the background). Default: 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Where a Lightning backend reports settled invoices (also given to it through
+    /// [`LightningBackend::attach`] when the runtime starts).
+    pub fn settlements(&self) -> Settlements {
+        Settlements {
+            tx: self.settlements_tx.clone(),
+        }
+    }
+
+    /// Connects, restores the stored snapshot (if any) and resumes its jobs, then serves jobs
+    /// until `shutdown` completes. On shutdown it stops taking events, aborts running tasks
+    /// (a restart re-runs them), flushes what is queued for the relays, saves a last
+    /// snapshot and disconnects.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
+        let ProviderRuntime {
+            keys,
+            config,
+            tasks,
+            backend,
+            store,
+            on_notify,
+            connect_timeout,
+            settlements_tx,
+            mut settlements_rx,
+        } = self;
+
+        let client = Client::default();
+        for relay in &config.relays {
+            client
+                .add_relay(relay.as_str())
+                .await
+                .map_err(|e| RuntimeError::Client(format!("{relay}: {e}")))?;
+        }
+        let mut notifications = client.notifications();
+        client.connect().await;
+        client.wait_for_connection(connect_timeout).await;
+        let pool: HashSet<RelayUrl> = client.relays().await.into_keys().collect();
+
+        let mut provider = match store.as_ref().map(|s| s.load()).transpose()?.flatten() {
+            Some(snapshot) => {
+                let mut provider = Provider::restore(keys, config, snapshot)?;
+                provider.resume(now());
+                tracing::info!(jobs = provider.jobs().count(), "provider restored");
+                provider
+            }
+            None => Provider::new(keys, config, now()),
+        };
+        backend.attach(Settlements {
+            tx: settlements_tx.clone(),
+        });
+        drop(settlements_tx);
+
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let worker = tokio::spawn(relay_worker(client.clone(), pool, commands_rx));
+        let (reports_tx, mut reports_rx) = mpsc::unbounded_channel();
+        let mut host = Host {
+            tasks,
+            backend,
+            on_notify,
+            commands: commands_tx,
+            reports: reports_tx,
+            running: HashMap::new(),
+        };
+
+        tokio::pin!(shutdown);
+        loop {
+            host.drain(&mut provider);
+            if provider.needs_persistence() {
+                if let Some(store) = &store {
+                    if let Err(e) = store.save(&provider.snapshot()) {
+                        tracing::error!("cannot save the provider snapshot: {e}");
+                    }
+                }
+            }
+            let wake = provider.poll_timeout();
+            let sleep = tokio::time::sleep(wake.map(until).unwrap_or(Duration::from_secs(3600)));
+            tokio::select! {
+                () = &mut shutdown => break,
+                note = notifications.recv() => match note {
+                    Ok(RelayPoolNotification::Event { event, .. }) => {
+                        provider.handle_event(now(), *event);
+                    }
+                    Ok(RelayPoolNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => {
+                        tracing::warn!("relay pool shut down");
+                        break;
+                    }
+                    Ok(RelayPoolNotification::Message { .. }) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("missed {n} relay notifications");
+                    }
+                },
+                Some(report) = reports_rx.recv() => host.report(&mut provider, report),
+                Some((job, proof)) = settlements_rx.recv() => {
+                    if let Err(e) = provider.handle_payment(now(), job, proof) {
+                        tracing::warn!(%job, "settlement refused: {e}");
+                    }
+                }
+                () = sleep, if wake.is_some() => provider.handle_timeout(now()),
+            }
+        }
+
+        for (_, task) in host.running.drain() {
+            task.abort();
+        }
+        host.drain(&mut provider);
+        drop(host);
+        if tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .is_err()
+        {
+            tracing::warn!("relay worker did not finish in time");
+        }
+        let saved = match &store {
+            Some(store) => store.save(&provider.snapshot()),
+            None => Ok(()),
+        };
+        client.disconnect().await;
+        saved
+    }
+}
+
+/// The runtime's side of the provider's outputs.
+struct Host {
+    tasks: Vec<Arc<dyn Task>>,
+    backend: Arc<dyn LightningBackend>,
+    on_notify: Option<NotifyHook>,
+    commands: mpsc::UnboundedSender<Command>,
+    reports: mpsc::UnboundedSender<Report>,
+    running: HashMap<EventId, AbortHandle>,
+}
+
+impl Host {
+    /// Does everything the provider asks until it asks for nothing.
+    fn drain(&mut self, provider: &mut Provider) {
+        while let Some(output) = provider.poll_output() {
+            match output {
+                Output::Publish { event, relays } => self.send(Command::Publish(event, relays)),
+                Output::Subscribe { id, filter } => self.send(Command::Subscribe(id, filter)),
+                Output::Unsubscribe(id) => self.send(Command::Unsubscribe(id)),
+                Output::RunTask(request) => {
+                    let job = request.job;
+                    let kind = request.request.kind;
+                    match self.tasks.iter().find(|t| t.kinds().contains(&kind)) {
+                        Some(task) => {
+                            let handle = self.spawn_task(task.clone(), *request);
+                            if let Some(old) = self.running.insert(job, handle) {
+                                old.abort();
+                            }
+                        }
+                        None => {
+                            let error = TaskError::new(format!("no task serves kind {kind}"));
+                            let _ = self.reports.send(Report::Done(job, Err(error)));
+                        }
+                    }
+                }
+                Output::CancelTask(job) => {
+                    if let Some(task) = self.running.remove(&job) {
+                        task.abort();
+                    }
+                }
+                Output::RequestInvoice {
+                    job,
+                    amount_msat,
+                    description,
+                    expiry_secs,
+                } => {
+                    let backend = self.backend.clone();
+                    let reports = self.reports.clone();
+                    let request = InvoiceRequest {
+                        job,
+                        amount_msat,
+                        description,
+                        expiry_secs,
+                    };
+                    tokio::spawn(async move {
+                        let invoice = backend.create_invoice(request).await;
+                        let _ = reports.send(Report::Invoice(job, invoice));
+                    });
+                }
+                Output::Notify(note) => {
+                    tracing::info!("{note:?}");
+                    if let Some(hook) = &self.on_notify {
+                        hook(&note);
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&self, command: Command) {
+        if self.commands.send(command).is_err() {
+            tracing::error!("relay worker stopped");
+        }
+    }
+
+    /// Runs a task on tokio; a panic becomes a task error, an abort reports nothing.
+    fn spawn_task(&self, task: Arc<dyn Task>, request: crate::task::TaskRequest) -> AbortHandle {
+        let job = request.job;
+        let progress_tx = self.reports.clone();
+        let progress = Progress::new(move |partial| {
+            let _ = progress_tx.send(Report::Progress(job, partial));
+        });
+        let inner: JoinHandle<Result<TaskOutput, TaskError>> =
+            tokio::spawn(async move { task.run(request, progress).await });
+        let abort = inner.abort_handle();
+        let reports = self.reports.clone();
+        tokio::spawn(async move {
+            let result = match inner.await {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => Err(TaskError::new("the task failed")),
+                Err(_) => return,
+            };
+            let _ = reports.send(Report::Done(job, result));
+        });
+        abort
+    }
+
+    fn report(&mut self, provider: &mut Provider, report: Report) {
+        let result = match report {
+            Report::Progress(job, partial) => provider.handle_task_progress(now(), job, partial),
+            Report::Done(job, result) => {
+                self.running.remove(&job);
+                provider.handle_task_result(now(), job, result)
+            }
+            Report::Invoice(job, invoice) => provider.handle_invoice(now(), job, invoice),
+        };
+        if let Err(e) = result {
+            // A late report for a job that was cancelled or timed out, or a bad invoice.
+            tracing::debug!("report not taken: {e}");
+        }
+    }
+}
+
+/// Sends to the relays in order, so the provider's loop never waits for a relay's `OK`.
+async fn relay_worker(
+    client: Client,
+    pool: HashSet<RelayUrl>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    while let Some(command) = commands.recv().await {
+        match command {
+            Command::Publish(event, relays) => {
+                let targets: Vec<RelayUrl> = relays
+                    .iter()
+                    .filter_map(|r| RelayUrl::parse(r).ok())
+                    .filter(|r| pool.contains(r))
+                    .collect();
+                let sent = if targets.is_empty() {
+                    client.send_event(&event).await
+                } else {
+                    client.send_event_to(targets, &event).await
+                };
+                match sent {
+                    Ok(output) if output.success.is_empty() => {
+                        tracing::warn!(id = %event.id, failed = ?output.failed, "no relay took the event");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(id = %event.id, "cannot publish: {e}"),
+                }
+            }
+            Command::Subscribe(id, filter) => {
+                if let Err(e) = client
+                    .subscribe_with_id(SubscriptionId::new(id.clone()), filter, None)
+                    .await
+                {
+                    tracing::warn!(%id, "cannot subscribe: {e}");
+                }
+            }
+            Command::Unsubscribe(id) => client.unsubscribe(&SubscriptionId::new(id)).await,
+        }
+    }
+}
