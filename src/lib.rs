@@ -116,6 +116,11 @@ pub mod testing;
 
 pub use error::Error;
 
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Re-export of the `nostr` crate whose primitives (`Event`, `Keys`, `PublicKey`, `Timestamp`,
 /// ...) this crate's API speaks.
 pub use nostr;

@@ -32,9 +32,9 @@ impl Provider {
             .ok_or(Error::UnknownJob(*job))
     }
 
-    /// Whether this request id is already a job.
+    /// Whether this request id is, or was, a job.
     pub(super) fn known(&self, id: &EventId) -> bool {
-        self.jobs.contains_key(id)
+        self.jobs.contains_key(id) || self.forgotten_set.contains(id)
     }
 
     /// Requests naming providers in `p` tags are for them; untargeted ones are for anyone.
@@ -263,7 +263,21 @@ impl Provider {
                 self.live = self.live.saturating_sub(1);
             }
             self.ledger.forget(id);
+            self.remember_forgotten(*id);
             self.dirty = true;
+        }
+    }
+
+    /// Remembers a dropped job's id, within `max_jobs` ids.
+    pub(super) fn remember_forgotten(&mut self, id: EventId) {
+        let cap = self.config.admission.max_jobs.max(1);
+        while self.forgotten.len() >= cap {
+            if let Some(old) = self.forgotten.pop_front() {
+                self.forgotten_set.remove(&old);
+            }
+        }
+        if self.forgotten_set.insert(id) {
+            self.forgotten.push_back(id);
         }
     }
 

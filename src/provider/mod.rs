@@ -218,6 +218,10 @@ pub struct Provider {
     terminal: BTreeSet<(Timestamp, u64, EventId)>,
     /// How many jobs are not terminal.
     live: usize,
+    /// Ids of jobs dropped from the table (retention passed, or evicted), oldest first, so a
+    /// replayed request cannot run again; bounded by `max_jobs`.
+    forgotten: VecDeque<EventId>,
+    forgotten_set: std::collections::HashSet<EventId>,
     seq: u64,
     dirty: bool,
 }
@@ -251,6 +255,8 @@ impl Provider {
             timers: BTreeSet::new(),
             terminal: BTreeSet::new(),
             live: 0,
+            forgotten: VecDeque::new(),
+            forgotten_set: std::collections::HashSet::new(),
             seq: 0,
             dirty: true,
         };
@@ -483,6 +489,9 @@ impl Provider {
         self.dirty = true;
         if state == "invoicing" {
             self.request_payment(now, job, price, bolt11, JobState::AwaitingPayment)
+        } else if self.ledger.paid_job(&job) {
+            // Paid (a zap on the request) while the invoice was being made: deliver as paid.
+            self.deliver(now, job, None, true)
         } else {
             match self.config.payment {
                 PaymentPolicy::PartialThenPay => {
@@ -746,6 +755,20 @@ impl Provider {
             });
             return;
         }
+        // A request older than the retention window may be one whose job was already done
+        // and dropped: refuse it rather than run it twice.
+        if request
+            .created_at
+            .as_secs()
+            .saturating_add(self.config.retention_secs)
+            < now.as_secs()
+        {
+            self.notify(Notification::JobRejected {
+                job: id,
+                reason: RejectReason::Stale,
+            });
+            return;
+        }
         self.make_room();
         self.seq += 1;
         let waiting_for: Vec<EventId> = request
@@ -857,7 +880,9 @@ impl Provider {
             return;
         }
         let price = job.price_msat;
-        if price > 0 && self.config.payment == PaymentPolicy::PayFirst {
+        // A zap on the request may have paid already (before acceptance or inputs).
+        let paid = self.ledger.paid_job(&id);
+        if price > 0 && self.config.payment == PaymentPolicy::PayFirst && !paid {
             self.set_state(
                 now,
                 id,

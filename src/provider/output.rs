@@ -155,6 +155,9 @@ pub enum RejectReason {
     },
     /// The request had already expired (NIP-40). Not told.
     Expired,
+    /// The request is older than the provider's retention window, so it may be a replay of a
+    /// job already done and forgotten. Not told.
+    Stale,
     /// The request could not be parsed or decrypted. Told when it named us in a `p` tag.
     Malformed(String),
     /// The pricing hook refused it. Told.

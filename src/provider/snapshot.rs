@@ -25,6 +25,7 @@ pub struct ProviderSnapshot {
     outbox: Vec<SavedOutput>,
     next_heartbeat: Option<Timestamp>,
     deletion_refresh_at: Option<Timestamp>,
+    forgotten: Vec<EventId>,
     seq: u64,
 }
 
@@ -116,6 +117,7 @@ impl Provider {
             outbox: self.outbox.iter().map(save_output).collect(),
             next_heartbeat: self.next_heartbeat,
             deletion_refresh_at: self.deletion_refresh_at,
+            forgotten: self.forgotten.iter().copied().collect(),
             seq: self.seq,
         }
     }
@@ -208,6 +210,8 @@ impl Provider {
             timers: BTreeSet::new(),
             terminal: BTreeSet::new(),
             live: 0,
+            forgotten_set: snapshot.forgotten.iter().copied().collect(),
+            forgotten: snapshot.forgotten.into_iter().collect(),
             seq: snapshot.seq,
             dirty: false,
         };

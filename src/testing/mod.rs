@@ -14,6 +14,10 @@ use sha2::{Digest, Sha256};
 
 use crate::nip57::ZAP_RECEIPT_KIND;
 
+pub mod sim;
+
+pub use sim::{Network, SimRelay, TestWallet};
+
 /// Keys derived from a one-byte seed, for readable tests: the secret key is
 /// `[seed; 32]`-like and always valid.
 pub fn keys_from_seed(seed: u8) -> Keys {
