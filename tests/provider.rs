@@ -1102,3 +1102,32 @@ fn undecryptable_requests_are_refused_with_a_reason() {
     assert!(matches!(rejected(&out)[..], [RejectReason::Malformed(_)]));
     assert!(run_tasks(&out).is_empty());
 }
+
+#[test]
+fn a_spent_receipt_stays_spent_after_a_restart() {
+    let mut h = Harness::new(|c| c.pricing(FixedPrice(PRICE)));
+    let request = h.request(|b| b);
+    let out = h.send(request.clone());
+    h.answer_invoices(&out);
+    let receipt = h.zap(request.id, PRICE);
+    assert_eq!(run_tasks(&h.send(receipt.clone())), [request.id]);
+    let snapshot = serde_json::to_string(&h.provider.snapshot()).unwrap();
+    let config = ProviderConfig::new([Kind::from(KIND)])
+        .zappers([h.zapper.pubkey()])
+        .rng_seed([7; 32])
+        .pricing(FixedPrice(PRICE));
+    let mut restored = Provider::restore(
+        h.keys.clone(),
+        config,
+        serde_json::from_str(&snapshot).unwrap(),
+    )
+    .unwrap();
+    restored.handle_event(h.now(), receipt);
+    let out: Vec<_> = std::iter::from_fn(|| restored.poll_output()).collect();
+    assert!(run_tasks(&out).is_empty());
+    assert!(matches!(
+        notes(&out)[..],
+        [Notification::PaymentRefused { .. }]
+    ));
+    assert_eq!(restored.ledger().len(), 1);
+}
