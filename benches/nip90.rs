@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench nip90` prints, after criterion's own lines, the ratio the parsing issue
 //! sets: `JobRequest::from_verified_event` on a typical request (a few `i` and `param` tags,
-//! output, bid, relays, a provider) <= 0.10x the event's own `Event::verify` (id hash +
+//! output, bid, relays, a provider) <= 0.10x the event's own `nip01::verify` (id hash +
 //! Schnorr signature). Also measured: the full `from_event` (verify + parse), and a NIP-44
 //! encrypted request read by its provider (ECDH + decrypt + parse).
 
@@ -54,7 +54,9 @@ fn bench_request(c: &mut Criterion) {
     let encrypted = typical_request(&customer, &provider, Some(Scheme::Nip44));
 
     let mut group = c.benchmark_group("nip90_request");
-    group.bench_function("verify", |b| b.iter(|| black_box(&plain).verify().unwrap()));
+    group.bench_function("verify", |b| {
+        b.iter(|| assert!(nostr_dvm::nip01::verify(black_box(&plain))))
+    });
     group.bench_function("parse_verified", |b| {
         b.iter(|| JobRequest::from_verified_event(black_box(&plain), None).unwrap())
     });
@@ -74,7 +76,7 @@ fn main() {
 
     println!();
     report(
-        "nip90 JobRequest::from_verified_event / Event::verify",
+        "nip90 JobRequest::from_verified_event / nip01::verify",
         "nip90_request/parse_verified",
         "nip90_request/verify",
         Goal::AtMost(0.10),

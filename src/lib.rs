@@ -66,7 +66,8 @@
 //! - `runtime` (feature `runtime`): a tokio + nostr-sdk driver, `ProviderRuntime` (tasks on
 //!   tokio, a Lightning backend, a snapshot store) and `CustomerRuntime`; the one place with
 //!   a clock and a network.
-//! - [`nip40`] expiration and [`nip13`] proof-of-work helpers; [`job`] the job states;
+//! - [`nip01`] event id and signature checks; [`nip40`] expiration and [`nip13`]
+//!   proof-of-work helpers; [`job`] the job states;
 //!   [`rng`] a seedable, serializable CSPRNG for reproducible state machines.
 //!
 //! ## Guarantees
@@ -97,6 +98,7 @@ mod ecdh;
 pub mod encryption;
 mod error;
 pub mod job;
+pub mod nip01;
 #[cfg(feature = "nip04")]
 pub mod nip04;
 pub mod nip13;

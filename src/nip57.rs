@@ -328,7 +328,7 @@ pub fn verify_zap_receipt(
     if receipt.kind.as_u16() != ZAP_RECEIPT_KIND {
         return Err(ZapError::NotAReceipt(receipt.kind.as_u16()));
     }
-    if !receipt.verify_id() {
+    if !crate::nip01::verify_id(receipt) {
         return Err(ZapError::InvalidReceiptId);
     }
     if !receipt.verify_signature() {
@@ -570,7 +570,7 @@ impl ZapRequest {
         if event.kind.as_u16() != ZAP_REQUEST_KIND {
             return Err(ZapError::NotAZapRequest(event.kind.as_u16()));
         }
-        if !event.verify_id() {
+        if !crate::nip01::verify_id(event) {
             return Err(ZapError::InvalidZapRequestId);
         }
         if !event.verify_signature() {

@@ -474,7 +474,7 @@ pub fn unwrap_with(
     if kind != GIFT_WRAP_KIND && kind != EPHEMERAL_GIFT_WRAP_KIND {
         return Err(Error::NotAGiftWrap(wrap.kind));
     }
-    if !wrap.verify_id() {
+    if !crate::nip01::verify_id(wrap) {
         return Err(Error::InvalidWrap(EventFault::Id));
     }
     if !wrap.verify_signature_with_ctx(nostr::SECP256K1) {
@@ -528,7 +528,7 @@ pub fn open_seal_with(
     if seal.kind.as_u16() != SEAL_KIND {
         return Err(Error::NotASeal(seal.kind));
     }
-    if !seal.verify_id() {
+    if !crate::nip01::verify_id(seal) {
         return Err(Error::InvalidSeal(EventFault::Id));
     }
     if !seal.verify_signature_with_ctx(nostr::SECP256K1) {

@@ -112,7 +112,7 @@ fn check(event: &Event, expected: u16, verify: bool) -> Result<(), ParseError> {
         });
     }
     if verify {
-        if !event.verify_id() {
+        if !crate::nip01::verify_id(event) {
             return Err(ParseError::InvalidId);
         }
         if !event.verify_signature() {

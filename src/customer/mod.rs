@@ -387,7 +387,7 @@ impl Customer {
 
     fn on_answer(&mut self, now: Timestamp, event: Event, verify: bool) {
         let _ = now;
-        if verify && event.verify().is_err() {
+        if verify && !crate::nip01::verify(&event) {
             self.refuse(event.id, "invalid id or signature".into());
             return;
         }
@@ -476,10 +476,13 @@ impl Customer {
         for n in notes {
             self.outbox.push_back(Output::Notify(n));
         }
-        let auto = matches!(
-            (auto_limit, self.jobs.get(&job_id).and_then(|j| j.answers.get(&provider)).and_then(|a| a.payment.clone())),
-            (Some(limit), Some((amount, Some(_), _))) if amount <= limit
-        );
+        // Auto-pay only an invoice this very feedback carries, within the limit.
+        let auto = match (&fb.status, &fb.amount, auto_limit) {
+            (FeedbackStatus::PaymentRequired, Some(amount), Some(limit)) => {
+                amount.bolt11.is_some() && amount.msat <= limit
+            }
+            _ => false,
+        };
         if auto {
             let _ = self.pay(job_id, provider);
         }

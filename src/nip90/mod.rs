@@ -127,7 +127,7 @@ pub mod limits {
 
 /// Checks the event's id, then its signature.
 fn verify(event: &Event) -> Result<(), ParseError> {
-    if !event.verify_id() {
+    if !crate::nip01::verify_id(event) {
         return Err(ParseError::InvalidId);
     }
     if !event.verify_signature() {

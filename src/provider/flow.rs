@@ -25,11 +25,16 @@ impl Provider {
         });
     }
 
-    pub(super) fn state_name(&self, job: &EventId) -> Result<&'static str, Error> {
-        self.jobs
-            .get(job)
-            .map(|j| j.state.name())
-            .ok_or(Error::UnknownJob(*job))
+    /// Checks that `job` exists and is in `expected`; the error names the state it is in.
+    pub(super) fn expect_state(&self, job: EventId, expected: JobState) -> Result<(), Error> {
+        let state = &self.jobs.get(&job).ok_or(Error::UnknownJob(job))?.state;
+        if *state != expected {
+            return Err(Error::WrongState {
+                job,
+                state: state.name(),
+            });
+        }
+        Ok(())
     }
 
     /// Whether this request id is, or was, a job.
@@ -445,7 +450,7 @@ impl Provider {
     // ---- cancellation and chaining ---------------------------------------------------------
 
     pub(super) fn on_deletion(&mut self, now: Timestamp, deletion: Event) {
-        if deletion.verify().is_err() {
+        if !crate::nip01::verify(&deletion) {
             self.refuse_event(deletion.id, "invalid id or signature");
             return;
         }
