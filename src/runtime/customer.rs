@@ -3,12 +3,13 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use nostr::{Event, EventId, Keys, PublicKey};
+use nostr::{Alphabet, Event, EventId, Filter, Keys, Kind, PublicKey, SingleLetterTag};
 use nostr_sdk::{Client, RelayPoolNotification, SubscriptionId};
 use tokio::sync::broadcast;
 
 use super::{now, until, RuntimeError};
-use crate::customer::{Customer, CustomerConfig, Delivery, Output};
+use crate::customer::{discover, Customer, CustomerConfig, Delivery, Output};
+use crate::nip89::{HandlerInfo, HANDLER_INFO_KIND};
 use crate::nip90::JobRequestBuilder;
 
 /// Drives a [`Customer`] over real relays, pull-style.
@@ -77,6 +78,25 @@ impl CustomerRuntime {
     /// The nostr-sdk client, to publish or fetch other events.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The providers that announce `kind` (NIP-89, kind 31990) on the customer's relays,
+    /// with the encryption and gift-wrap support they announce. Waits up to `timeout` for
+    /// the relays to answer; announcements that do not verify are left out.
+    pub async fn discover(
+        &self,
+        kind: Kind,
+        timeout: Duration,
+    ) -> Result<Vec<HandlerInfo>, RuntimeError> {
+        let filter = Filter::new()
+            .kind(Kind::from(HANDLER_INFO_KIND))
+            .custom_tag(SingleLetterTag::lowercase(Alphabet::K), kind.to_string());
+        let events = self
+            .client
+            .fetch_events(filter, timeout)
+            .await
+            .map_err(|e| RuntimeError::Client(e.to_string()))?;
+        Ok(discover(events.iter(), kind))
     }
 
     /// Signs and publishes a job request (after subscribing to its answers). Returns the job

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nostr::{Event, EventId, Filter, Keys};
-use nostr_sdk::{Client, RelayPoolNotification, RelayUrl, SubscriptionId};
+use nostr_sdk::{Client, RelayOptions, RelayPoolNotification, RelayUrl, SubscriptionId};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -36,6 +36,7 @@ pub struct ProviderRuntime {
     store: Option<Arc<dyn SnapshotStore>>,
     on_notify: Option<NotifyHook>,
     connect_timeout: Duration,
+    relay_options: RelayOptions,
     settlements_tx: mpsc::UnboundedSender<(EventId, PaymentProof)>,
     settlements_rx: mpsc::UnboundedReceiver<(EventId, PaymentProof)>,
 }
@@ -69,6 +70,7 @@ impl ProviderRuntime {
             store: None,
             on_notify: None,
             connect_timeout: Duration::from_secs(10),
+            relay_options: RelayOptions::new(),
             settlements_tx,
             settlements_rx,
         }
@@ -118,6 +120,14 @@ impl ProviderRuntime {
         self
     }
 
+    /// The nostr-sdk options of every relay connection (reconnection interval, limits...).
+    /// Default: nostr-sdk's defaults (reconnect after 10 s, growing to 60 s while a relay
+    /// stays down).
+    pub fn relay_options(mut self, options: RelayOptions) -> Self {
+        self.relay_options = options;
+        self
+    }
+
     /// Where a Lightning backend reports settled invoices (also given to it through
     /// [`LightningBackend::attach`] when the runtime starts).
     pub fn settlements(&self) -> Settlements {
@@ -126,7 +136,9 @@ impl ProviderRuntime {
         }
     }
 
-    /// Connects, restores the stored snapshot (if any) and resumes its jobs, then serves jobs
+    /// Connects, restores the stored snapshot (if any) and resumes its jobs, publishes the
+    /// NIP-89 announcement when the config has one
+    /// ([`ProviderConfig::announcement`]), then serves jobs
     /// until `shutdown` completes. On shutdown it stops taking events, aborts running tasks
     /// (a restart re-runs them), flushes what is queued for the relays, saves a last
     /// snapshot and disconnects.
@@ -139,6 +151,7 @@ impl ProviderRuntime {
             store,
             on_notify,
             connect_timeout,
+            relay_options,
             settlements_tx,
             mut settlements_rx,
         } = self;
@@ -146,7 +159,8 @@ impl ProviderRuntime {
         let client = Client::default();
         for relay in &config.relays {
             client
-                .add_relay(relay.as_str())
+                .pool()
+                .add_relay(relay.as_str(), relay_options.clone())
                 .await
                 .map_err(|e| RuntimeError::Client(format!("{relay}: {e}")))?;
         }
@@ -155,6 +169,7 @@ impl ProviderRuntime {
         client.wait_for_connection(connect_timeout).await;
         let pool: HashSet<RelayUrl> = client.relays().await.into_keys().collect();
 
+        let announce = config.announcement.is_some();
         let mut provider = match store.as_ref().map(|s| s.load()).transpose()?.flatten() {
             Some(snapshot) => {
                 let mut provider = Provider::restore(keys, config, snapshot)?;
@@ -164,6 +179,11 @@ impl ProviderRuntime {
             }
             None => Provider::new(keys, config, now()),
         };
+        if announce {
+            if let Err(e) = provider.announce(now()) {
+                tracing::error!("cannot announce the provider: {e}");
+            }
+        }
         backend.attach(Settlements {
             tx: settlements_tx.clone(),
         });
