@@ -2,69 +2,18 @@
 //! customers that are plain nostr-sdk clients, not this crate's `Customer`.
 #![cfg(all(feature = "runtime", feature = "test-util"))]
 
+mod support;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use nostr_dvm::nostr::{Event, EventBuilder, EventId, Filter, Keys, Kind, Tag};
 use nostr_dvm::provider::{PaymentPolicy, ProviderConfig};
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
 use nostr_dvm::runtime::{FileStore, LightningBackend, ProviderRuntime, TestLightningBackend};
-use nostr_dvm::task::{FixedPrice, Progress, Task, TaskError, TaskOutput, TaskRequest};
+use nostr_dvm::task::FixedPrice;
 use nostr_dvm::testing::TestLightningNode;
-use nostr_relay_builder::{LocalRelay, RelayBuilder};
-use tokio::sync::{broadcast, oneshot};
-use tokio::task::JoinHandle;
-
-const KIND: u16 = 5050;
-const WAIT: Duration = Duration::from_secs(10);
-
-/// Upper-cases its text inputs.
-struct Shout;
-
-#[async_trait::async_trait]
-impl Task for Shout {
-    fn kinds(&self) -> Vec<Kind> {
-        vec![Kind::from(KIND)]
-    }
-
-    async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {
-        Ok(TaskOutput::new(
-            request.texts().collect::<String>().to_uppercase(),
-        ))
-    }
-}
-
-async fn relay() -> (LocalRelay, String) {
-    let relay = LocalRelay::new(RelayBuilder::default());
-    relay.run().await.expect("relay runs");
-    let url = relay.url().await.to_string();
-    (relay, url)
-}
-
-/// A provider runtime running on its own task, and the means to stop it.
-struct Running {
-    stop: oneshot::Sender<()>,
-    handle: JoinHandle<Result<(), nostr_dvm::runtime::RuntimeError>>,
-}
-
-impl Running {
-    fn start(runtime: ProviderRuntime) -> Self {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(runtime.run(async {
-            let _ = stopped.await;
-        }));
-        Self { stop, handle }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(WAIT, self.handle)
-            .await
-            .expect("the runtime stops in time")
-            .expect("the runtime task does not panic")
-            .expect("the runtime ends cleanly");
-    }
-}
+use support::{relay, wait_for, Running, Shout, KIND, WAIT};
+use tokio::sync::broadcast;
 
 /// A plain nostr-sdk client, subscribed to the answers to `request` before publishing it
 /// (a client gets no notification of its own events).
@@ -93,25 +42,6 @@ fn request(keys: &Keys, text: &str, provider: &Keys) -> Event {
         ])
         .sign_with_keys(keys)
         .unwrap()
-}
-
-/// Waits for the first event from the relay that `pick` maps to `Some`.
-async fn wait_for<T>(
-    notifications: &mut broadcast::Receiver<RelayPoolNotification>,
-    mut pick: impl FnMut(&Event) -> Option<T>,
-) -> T {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let RelayPoolNotification::Event { event, .. } = notifications.recv().await.unwrap()
-            {
-                if let Some(found) = pick(&event) {
-                    return found;
-                }
-            }
-        }
-    })
-    .await
-    .expect("the event arrives in time")
 }
 
 fn result_for(job: EventId) -> impl FnMut(&Event) -> Option<String> {

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nostr::{Event, EventId, Filter, Keys};
-use nostr_sdk::{Client, RelayOptions, RelayPoolNotification, RelayUrl, SubscriptionId};
+use nostr_sdk::pool::RelayNotification;
+use nostr_sdk::{
+    Client, RelayOptions, RelayPoolNotification, RelayStatus, RelayUrl, SubscriptionId,
+};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -190,7 +193,20 @@ impl ProviderRuntime {
         drop(settlements_tx);
 
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-        let worker = tokio::spawn(relay_worker(client.clone(), pool, commands_rx));
+        let (reconnected_tx, reconnected_rx) = mpsc::unbounded_channel();
+        for (url, relay) in client.relays().await {
+            tokio::spawn(watch_reconnections(
+                url,
+                relay.notifications(),
+                reconnected_tx.clone(),
+            ));
+        }
+        let worker = tokio::spawn(relay_worker(
+            client.clone(),
+            pool,
+            commands_rx,
+            reconnected_rx,
+        ));
         let (reports_tx, mut reports_rx) = mpsc::unbounded_channel();
         let mut host = Host {
             tasks,
@@ -370,42 +386,227 @@ impl Host {
     }
 }
 
-/// Sends to the relays in order, so the provider's loop never waits for a relay's `OK`.
+/// The first wait before a failed publish or subscription is tried again; it doubles after
+/// each failure up to [`RETRY_MAX_DELAY`].
+const RETRY_FIRST_DELAY: Duration = Duration::from_millis(500);
+/// The longest wait between two tries.
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(30);
+/// How long a publish is retried before it is given up (and logged at `error`).
+const PUBLISH_RETRY_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Whether a relay's refusal is final (`OK false` with a NIP-01 prefix that retrying cannot
+/// change), so the event is not sent to it again.
+fn refusal_is_final(message: &str) -> bool {
+    ["blocked:", "invalid:", "pow:", "restricted:", "error:"]
+        .iter()
+        .any(|prefix| message.starts_with(prefix))
+}
+
+/// Publishes `event` to `targets` (all connected relays when empty) until every relay has
+/// taken it, retrying the ones that failed (down, reconnecting, no `OK` in time) with a
+/// growing delay for [`PUBLISH_RETRY_WINDOW`]. Relays deduplicate by id, so a retry of an
+/// event a relay already stored is harmless ("duplicate:" counts as taken).
+async fn publish_until_taken(client: Client, event: Event, mut targets: Vec<RelayUrl>) {
+    let started = tokio::time::Instant::now();
+    let mut delay = RETRY_FIRST_DELAY;
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let sent = if targets.is_empty() {
+            client.send_event(&event).await
+        } else {
+            client.send_event_to(targets.clone(), &event).await
+        };
+        let failed: Vec<(RelayUrl, String)> = match sent {
+            Ok(output) => output
+                .failed
+                .into_iter()
+                .filter(|(_, why)| !why.starts_with("duplicate:"))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(id = %event.id, "cannot publish: {e}");
+                if targets.is_empty() {
+                    targets = client.relays().await.into_keys().collect();
+                }
+                targets.iter().map(|r| (r.clone(), e.to_string())).collect()
+            }
+        };
+        let (last, retry): (Vec<_>, Vec<_>) = failed
+            .into_iter()
+            .partition(|(_, why)| refusal_is_final(why));
+        for (relay, why) in last {
+            tracing::warn!(id = %event.id, %relay, "relay refused the event: {why}");
+        }
+        if retry.is_empty() {
+            if tries > 1 {
+                tracing::info!(id = %event.id, tries, "published after retrying");
+            }
+            return;
+        }
+        if started.elapsed() >= PUBLISH_RETRY_WINDOW {
+            tracing::error!(id = %event.id, failed = ?retry, "event given up after retrying");
+            return;
+        }
+        tracing::debug!(id = %event.id, failed = ?retry, "publish failed, retrying in {delay:?}");
+        targets = retry.into_iter().map(|(relay, _)| relay).collect();
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RETRY_MAX_DELAY);
+    }
+}
+
+/// A subscription some relays did not take, and when to try it on them again.
+struct PendingSubscription {
+    filter: Filter,
+    relays: Vec<RelayUrl>,
+    at: tokio::time::Instant,
+    delay: Duration,
+}
+
+/// Tells the worker each time the relay at `url` (re)connects.
+async fn watch_reconnections(
+    url: RelayUrl,
+    mut notifications: broadcast::Receiver<RelayNotification>,
+    reconnected: mpsc::UnboundedSender<RelayUrl>,
+) {
+    loop {
+        match notifications.recv().await {
+            Ok(RelayNotification::RelayStatus {
+                status: RelayStatus::Connected,
+            }) => {
+                if reconnected.send(url.clone()).is_err() {
+                    return;
+                }
+            }
+            Ok(RelayNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => return,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+        }
+    }
+}
+
+/// Carries out the provider's relay commands so its loop never waits for a relay.
+///
+/// Subscriptions are sent in order, here; one a relay did not take (it was down) is tried on
+/// that relay again with a growing delay until it does, or until the provider drops it. Each
+/// time a relay reconnects, every live subscription is sent to it again, with its filter,
+/// whose `since` reaches back before the outage: what was published meanwhile arrives then
+/// (the provider ignores what it has seen). nostr-sdk resubscribes on its own too, but not
+/// when the reconnection comes within the second of the subscription, nor after a `CLOSED`
+/// with an error prefix. Each publish runs on its own task with [`publish_until_taken`], so
+/// a relay that never answers delays nothing else. When the provider stops, the worker
+/// waits for the publishes in flight (the runtime bounds that wait).
 async fn relay_worker(
     client: Client,
     pool: HashSet<RelayUrl>,
     mut commands: mpsc::UnboundedReceiver<Command>,
+    mut reconnected: mpsc::UnboundedReceiver<RelayUrl>,
 ) {
-    while let Some(command) = commands.recv().await {
+    let mut publishes = tokio::task::JoinSet::new();
+    let mut pending: HashMap<String, PendingSubscription> = HashMap::new();
+    let mut live: HashMap<String, Filter> = HashMap::new();
+    loop {
+        let next_retry = pending.values().map(|p| p.at).min();
+        let command = tokio::select! {
+            command = commands.recv() => match command {
+                Some(command) => Some(command),
+                None => break,
+            },
+            Some(relay) = reconnected.recv() => {
+                tracing::debug!(%relay, subscriptions = live.len(), "relay connected, subscribing again");
+                for (id, filter) in &live {
+                    if let Some(p) = pending.get_mut(id) {
+                        p.relays.retain(|r| *r != relay);
+                        if p.relays.is_empty() {
+                            pending.remove(id);
+                        }
+                    }
+                    let (id, filter) = (id.clone(), filter.clone());
+                    subscribe(&client, &mut pending, id, filter, vec![relay.clone()], RETRY_FIRST_DELAY).await;
+                }
+                continue;
+            },
+            () = async {
+                match next_retry {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => None,
+            Some(_) = publishes.join_next(), if !publishes.is_empty() => continue,
+        };
         match command {
-            Command::Publish(event, relays) => {
+            Some(Command::Publish(event, relays)) => {
                 let targets: Vec<RelayUrl> = relays
                     .iter()
                     .filter_map(|r| RelayUrl::parse(r).ok())
                     .filter(|r| pool.contains(r))
                     .collect();
-                let sent = if targets.is_empty() {
-                    client.send_event(&event).await
-                } else {
-                    client.send_event_to(targets, &event).await
-                };
-                match sent {
-                    Ok(output) if output.success.is_empty() => {
-                        tracing::warn!(id = %event.id, failed = ?output.failed, "no relay took the event");
+                publishes.spawn(publish_until_taken(client.clone(), event, targets));
+            }
+            Some(Command::Subscribe(id, filter)) => {
+                pending.remove(&id);
+                live.insert(id.clone(), filter.clone());
+                let relays: Vec<RelayUrl> = pool.iter().cloned().collect();
+                subscribe(&client, &mut pending, id, filter, relays, RETRY_FIRST_DELAY).await;
+            }
+            Some(Command::Unsubscribe(id)) => {
+                pending.remove(&id);
+                live.remove(&id);
+                client.unsubscribe(&SubscriptionId::new(id)).await;
+            }
+            None => {
+                let now = tokio::time::Instant::now();
+                let due: Vec<String> = pending
+                    .iter()
+                    .filter(|(_, p)| p.at <= now)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in due {
+                    if let Some(p) = pending.remove(&id) {
+                        let delay = (p.delay * 2).min(RETRY_MAX_DELAY);
+                        subscribe(&client, &mut pending, id, p.filter, p.relays, delay).await;
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(id = %event.id, "cannot publish: {e}"),
                 }
             }
-            Command::Subscribe(id, filter) => {
-                if let Err(e) = client
-                    .subscribe_with_id(SubscriptionId::new(id.clone()), filter, None)
-                    .await
-                {
-                    tracing::warn!(%id, "cannot subscribe: {e}");
-                }
-            }
-            Command::Unsubscribe(id) => client.unsubscribe(&SubscriptionId::new(id)).await,
         }
     }
+    while publishes.join_next().await.is_some() {}
+}
+
+/// Subscribes `relays` to `filter` under `id`; the relays that fail join the `pending` entry
+/// of `id` (made if there is none), to be tried again after `delay`.
+async fn subscribe(
+    client: &Client,
+    pending: &mut HashMap<String, PendingSubscription>,
+    id: String,
+    filter: Filter,
+    relays: Vec<RelayUrl>,
+    delay: Duration,
+) {
+    let sub = SubscriptionId::new(id.clone());
+    let failed: Vec<RelayUrl> = match client
+        .subscribe_with_id_to(relays.clone(), sub, filter.clone(), None)
+        .await
+    {
+        Ok(output) => output.failed.into_keys().collect(),
+        Err(e) => {
+            tracing::warn!(%id, "cannot subscribe: {e}");
+            relays
+        }
+    };
+    if failed.is_empty() {
+        return;
+    }
+    tracing::debug!(%id, ?failed, "subscription not taken, retrying in {delay:?}");
+    let at = tokio::time::Instant::now() + delay;
+    let entry = pending.entry(id).or_insert_with(|| PendingSubscription {
+        filter,
+        relays: Vec::new(),
+        at,
+        delay,
+    });
+    for relay in failed {
+        if !entry.relays.contains(&relay) {
+            entry.relays.push(relay);
+        }
+    }
+    entry.at = entry.at.min(at);
 }

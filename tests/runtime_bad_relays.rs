@@ -1,0 +1,276 @@
+//! The provider runtime on relays that fail: one that drops every connection mid-job (twice:
+//! while the receipt is published, and while the result is), and one that answers with
+//! garbage. A paid job is never lost: the runtime reconnects, the relay re-sends what was
+//! published meanwhile (the subscriptions' `since` reaches back before the outage), and a
+//! result that could not be published is retried until a relay takes it.
+#![cfg(all(feature = "runtime", feature = "test-util"))]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nostr_dvm::customer::{CustomerConfig, Delivery, Notification as CustomerNote, Output};
+use nostr_dvm::nip90::{JobInput, JobRequest};
+use nostr_dvm::nostr::{EventId, Keys, Kind, PublicKey, Timestamp};
+use nostr_dvm::provider::{Notification as ProviderNote, PaymentPolicy, ProviderConfig};
+use nostr_dvm::runtime::nostr_sdk::RelayOptions;
+use nostr_dvm::runtime::{CustomerRuntime, ProviderRuntime, TestLightningBackend};
+use nostr_dvm::task::{FixedPrice, Progress, Task, TaskError, TaskOutput, TaskRequest};
+use nostr_dvm::testing::{keys_from_seed, TestLightningNode, TestZapper};
+use rand::rngs::OsRng;
+use support::faults::{GarbageRelay, Proxy};
+use support::{relay, Running, KIND, WAIT};
+use tokio::sync::{mpsc, Semaphore};
+
+const PRICE_MSAT: u64 = 21_000;
+
+/// Upper-cases its text inputs once the test opens its gate.
+struct Gated(Arc<Semaphore>);
+
+#[async_trait::async_trait]
+impl Task for Gated {
+    fn kinds(&self) -> Vec<Kind> {
+        vec![Kind::from(KIND)]
+    }
+
+    async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {
+        self.0
+            .acquire()
+            .await
+            .map_err(|_| TaskError::new("gate closed"))?
+            .forget();
+        Ok(TaskOutput::new(
+            request.texts().collect::<String>().to_uppercase(),
+        ))
+    }
+}
+
+/// A priced, pay-first provider (invoices from a test node) paid by zaps from `zapper`, on `relays`, reconnecting fast.
+fn provider_runtime(
+    keys: &Keys,
+    zapper: &TestZapper,
+    relays: &[&str],
+    gate: Arc<Semaphore>,
+) -> (ProviderRuntime, mpsc::UnboundedReceiver<ProviderNote>) {
+    let config = ProviderConfig::new([Kind::from(KIND)])
+        .pricing(FixedPrice(PRICE_MSAT))
+        .payment(PaymentPolicy::PayFirst)
+        .zappers([zapper.pubkey()])
+        .relays(relays.iter().map(|r| r.to_string()));
+    let (notes_tx, notes) = mpsc::unbounded_channel();
+    let runtime = ProviderRuntime::new(keys.clone(), config)
+        .task(Arc::new(Gated(gate)))
+        .lightning(TestLightningBackend::new(TestLightningNode::new(7)))
+        .connect_timeout(Duration::from_secs(2))
+        .relay_options(
+            RelayOptions::new()
+                .retry_interval(Duration::from_millis(200))
+                .adjust_retry_interval(false),
+        )
+        .on_notification(move |note| {
+            let _ = notes_tx.send(note.clone());
+        });
+    (runtime, notes)
+}
+
+/// Waits for the provider's first notification that `pick` maps to `Some`.
+async fn provider_note<T>(
+    notes: &mut mpsc::UnboundedReceiver<ProviderNote>,
+    mut pick: impl FnMut(&ProviderNote) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let note = notes.recv().await.expect("the provider runs");
+            if let Some(found) = pick(&note) {
+                return found;
+            }
+        }
+    })
+    .await
+    .expect("the provider gets there in time")
+}
+
+/// Waits for the customer's first output that `pick` maps to `Some`.
+async fn customer_output<T>(
+    customer: &mut CustomerRuntime,
+    mut pick: impl FnMut(Output) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let output = customer.next().await.expect("the customer's relay is up");
+            if let Some(found) = pick(output) {
+                return found;
+            }
+        }
+    })
+    .await
+    .expect("the customer gets there in time")
+}
+
+/// Submits a job to `provider` and waits for its payment request.
+async fn submit_and_wait_for_invoice(
+    customer: &mut CustomerRuntime,
+    provider: PublicKey,
+    text: &str,
+) -> EventId {
+    let request = JobRequest::builder(Kind::from(KIND)).input(JobInput::text(text));
+    let job = customer
+        .submit(request, Delivery::To(provider))
+        .await
+        .unwrap();
+    customer_output(customer, |o| match o {
+        Output::Notify(CustomerNote::PaymentRequested { amount_msat, .. }) => {
+            assert_eq!(amount_msat, PRICE_MSAT);
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    job
+}
+
+/// Zaps the job's payment request: the zapper's receipt goes to the customer's relays.
+async fn pay_by_zap(
+    customer: &mut CustomerRuntime,
+    zapper: &TestZapper,
+    job: EventId,
+    provider: PublicKey,
+) {
+    customer.zap(job, provider).await.unwrap();
+    let (zap_request, amount) = customer_output(customer, |o| match o {
+        Output::SendZap {
+            zap_request,
+            amount_msat,
+            ..
+        } => Some((zap_request, amount_msat)),
+        _ => None,
+    })
+    .await;
+    let now = Timestamp::now();
+    let invoice = zapper.invoice_for(&zap_request, amount, now, &mut OsRng);
+    let receipt = zapper.receipt(&zap_request, &invoice, now, &mut OsRng);
+    customer.publish(&receipt).await.unwrap();
+}
+
+/// Waits for the job's result at the customer.
+async fn result_of(customer: &mut CustomerRuntime, job: EventId) -> String {
+    customer_output(customer, |o| match o {
+        Output::Notify(CustomerNote::Result {
+            job: j, content, ..
+        }) if j == job => Some(content),
+        Output::Notify(CustomerNote::Failed { reason, .. }) => panic!("job failed: {reason}"),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_job_survives_a_relay_that_drops_twice_mid_job() {
+    let (_relay, url) = relay().await;
+    let proxy = Proxy::start(&url).await;
+    let zapper = TestZapper::new(keys_from_seed(9), TestLightningNode::new(10));
+    let provider = Keys::generate();
+    let gate = Arc::new(Semaphore::new(0));
+    let (runtime, mut notes) = provider_runtime(&provider, &zapper, &[proxy.url()], gate.clone());
+    let running = Running::start(runtime);
+
+    let mut customer = CustomerRuntime::connect(Keys::generate(), CustomerConfig::new([&url]))
+        .await
+        .unwrap();
+    let job =
+        submit_and_wait_for_invoice(&mut customer, provider.public_key(), "no job lost").await;
+
+    // The provider's relay goes away; the customer pays meanwhile: the receipt reaches the
+    // relay, not the provider.
+    proxy.cut();
+    pay_by_zap(&mut customer, &zapper, job, provider.public_key()).await;
+    let early = tokio::time::timeout(
+        Duration::from_millis(500),
+        provider_note(&mut notes, |n| {
+            matches!(n, ProviderNote::PaymentReceived { .. }).then_some(())
+        }),
+    )
+    .await;
+    assert!(early.is_err(), "the proxy really cut the provider off");
+
+    // Back: the provider reconnects, the relay re-sends the receipt, the work starts.
+    let before = proxy.accepted();
+    proxy.restore();
+    provider_note(&mut notes, |n| match n {
+        ProviderNote::JobStarted { job: j, .. } if *j == job => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(proxy.accepted() > before, "the runtime reconnected");
+
+    // Gone again while the task runs: the result cannot be published when it is ready.
+    proxy.cut();
+    gate.add_permits(1);
+    provider_note(&mut notes, |n| match n {
+        ProviderNote::JobCompleted { job: j, .. } if *j == job => Some(()),
+        _ => None,
+    })
+    .await;
+    let early = tokio::time::timeout(Duration::from_millis(500), result_of(&mut customer, job));
+    assert!(
+        early.await.is_err(),
+        "no result while the provider is cut off"
+    );
+
+    // Back: the runtime publishes the result it kept.
+    proxy.restore();
+    assert_eq!(result_of(&mut customer, job).await, "NO JOB LOST");
+
+    running.stop().await;
+    customer.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_sends_garbage_does_not_stop_a_paid_job() {
+    let (_relay, url) = relay().await;
+    let garbage = GarbageRelay::start().await;
+    let zapper = TestZapper::new(keys_from_seed(9), TestLightningNode::new(10));
+    let provider = Keys::generate();
+    let gate = Arc::new(Semaphore::new(1));
+    let (runtime, mut notes) =
+        provider_runtime(&provider, &zapper, &[garbage.url(), &url], gate.clone());
+    let running = Running::start(runtime);
+
+    let mut customer = CustomerRuntime::connect(Keys::generate(), CustomerConfig::new([&url]))
+        .await
+        .unwrap();
+    let job = submit_and_wait_for_invoice(&mut customer, provider.public_key(), "garbage in").await;
+    pay_by_zap(&mut customer, &zapper, job, provider.public_key()).await;
+    assert_eq!(result_of(&mut customer, job).await, "GARBAGE IN");
+
+    // The garbage relay's reserved opcode dropped the connection after its second REQ; the
+    // runtime reconnects to it and subscribes again (more garbage), and still serves jobs.
+    tokio::time::timeout(WAIT, async {
+        while garbage.requests() < 4 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the runtime reconnects to the garbage relay and subscribes again");
+    gate.add_permits(1);
+    let job = submit_and_wait_for_invoice(&mut customer, provider.public_key(), "still up").await;
+    pay_by_zap(&mut customer, &zapper, job, provider.public_key()).await;
+    assert_eq!(result_of(&mut customer, job).await, "STILL UP");
+    assert!(
+        garbage.garbage() >= 4 * 8,
+        "the garbage relay answered with garbage"
+    );
+
+    // Nothing the garbage relay sent became a job event: the provider saw two jobs.
+    let mut received = 0;
+    while let Ok(note) = notes.try_recv() {
+        if matches!(note, ProviderNote::JobReceived { .. }) {
+            received += 1;
+        }
+    }
+    assert_eq!(received, 2);
+
+    running.stop().await;
+    customer.disconnect().await;
+}

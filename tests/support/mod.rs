@@ -1,0 +1,90 @@
+//! What the runtime tests share: a real relay on 127.0.0.1, a provider runtime on its own
+//! task, and a relay that misbehaves on purpose. Each test file uses a part of it.
+#![allow(dead_code)]
+
+pub mod faults;
+
+use std::time::Duration;
+
+use nostr_dvm::nostr::{Event, Kind};
+use nostr_dvm::runtime::nostr_sdk::RelayPoolNotification;
+use nostr_dvm::runtime::{ProviderRuntime, RuntimeError};
+use nostr_dvm::task::{Progress, Task, TaskError, TaskOutput, TaskRequest};
+use nostr_relay_builder::{LocalRelay, RelayBuilder};
+use tokio::sync::{broadcast, oneshot};
+use tokio::task::JoinHandle;
+
+/// The job kind the test tasks serve.
+pub const KIND: u16 = 5050;
+/// The longest wait for any one step.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Upper-cases its text inputs.
+pub struct Shout;
+
+#[async_trait::async_trait]
+impl Task for Shout {
+    fn kinds(&self) -> Vec<Kind> {
+        vec![Kind::from(KIND)]
+    }
+
+    async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {
+        Ok(TaskOutput::new(
+            request.texts().collect::<String>().to_uppercase(),
+        ))
+    }
+}
+
+/// A real relay (`LocalRelay`) on 127.0.0.1, and its `ws://` URL.
+pub async fn relay() -> (LocalRelay, String) {
+    let relay = LocalRelay::new(RelayBuilder::default());
+    relay.run().await.expect("relay runs");
+    let url = relay.url().await.to_string();
+    (relay, url)
+}
+
+/// A provider runtime running on its own task, and the means to stop it.
+pub struct Running {
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<Result<(), RuntimeError>>,
+}
+
+impl Running {
+    /// Runs `runtime` until [`stop`](Self::stop).
+    pub fn start(runtime: ProviderRuntime) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(runtime.run(async {
+            let _ = stopped.await;
+        }));
+        Self { stop, handle }
+    }
+
+    /// Stops the runtime and checks that it ended cleanly and in time.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(WAIT, self.handle)
+            .await
+            .expect("the runtime stops in time")
+            .expect("the runtime task does not panic")
+            .expect("the runtime ends cleanly");
+    }
+}
+
+/// Waits (up to [`WAIT`]) for the first event from the relay that `pick` maps to `Some`.
+pub async fn wait_for<T>(
+    notifications: &mut broadcast::Receiver<RelayPoolNotification>,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let RelayPoolNotification::Event { event, .. } = notifications.recv().await.unwrap()
+            {
+                if let Some(found) = pick(&event) {
+                    return found;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the event arrives in time")
+}
