@@ -5,13 +5,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nostr::{Event, EventId, Filter, Keys};
+use nostr::{ClientMessage, Event, EventId, Filter, Keys, RelayMessage};
 use nostr_sdk::pool::RelayNotification;
 use nostr_sdk::{
     Client, RelayOptions, RelayPoolNotification, RelayStatus, RelayUrl, SubscriptionId,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::Instant;
 
 use super::{
     now, until, InvoiceRequest, LightningBackend, NoLightning, RuntimeError, Settlements,
@@ -391,8 +392,15 @@ impl Host {
 const RETRY_FIRST_DELAY: Duration = Duration::from_millis(500);
 /// The longest wait between two tries.
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(30);
-/// How long a publish is retried before it is given up (and logged at `error`).
+/// How long a relay has to answer an `EVENT` with `OK` before the event is sent to it again.
+const OK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an event no relay has taken is retried before it is given up (logged at
+/// `error`).
 const PUBLISH_RETRY_WINDOW: Duration = Duration::from_secs(3600);
+/// How many times an event some relay already took is sent to the relays that have not.
+const TRIES_ONCE_TAKEN: u32 = 5;
+/// The most events waiting for relays at once; beyond it the oldest is given up.
+const MAX_UNCONFIRMED: usize = 10_000;
 
 /// Whether a relay's refusal is final (`OK false` with a NIP-01 prefix that retrying cannot
 /// change), so the event is not sent to it again.
@@ -402,63 +410,27 @@ fn refusal_is_final(message: &str) -> bool {
         .any(|prefix| message.starts_with(prefix))
 }
 
-/// Publishes `event` to `targets` (all connected relays when empty) until every relay has
-/// taken it, retrying the ones that failed (down, reconnecting, no `OK` in time) with a
-/// growing delay for [`PUBLISH_RETRY_WINDOW`]. Relays deduplicate by id, so a retry of an
-/// event a relay already stored is harmless ("duplicate:" counts as taken).
-async fn publish_until_taken(client: Client, event: Event, mut targets: Vec<RelayUrl>) {
-    let started = tokio::time::Instant::now();
-    let mut delay = RETRY_FIRST_DELAY;
-    let mut tries = 0u32;
-    loop {
-        tries += 1;
-        let sent = if targets.is_empty() {
-            client.send_event(&event).await
-        } else {
-            client.send_event_to(targets.clone(), &event).await
-        };
-        let failed: Vec<(RelayUrl, String)> = match sent {
-            Ok(output) => output
-                .failed
-                .into_iter()
-                .filter(|(_, why)| !why.starts_with("duplicate:"))
-                .collect(),
-            Err(e) => {
-                tracing::warn!(id = %event.id, "cannot publish: {e}");
-                if targets.is_empty() {
-                    targets = client.relays().await.into_keys().collect();
-                }
-                targets.iter().map(|r| (r.clone(), e.to_string())).collect()
-            }
-        };
-        let (last, retry): (Vec<_>, Vec<_>) = failed
-            .into_iter()
-            .partition(|(_, why)| refusal_is_final(why));
-        for (relay, why) in last {
-            tracing::warn!(id = %event.id, %relay, "relay refused the event: {why}");
-        }
-        if retry.is_empty() {
-            if tries > 1 {
-                tracing::info!(id = %event.id, tries, "published after retrying");
-            }
-            return;
-        }
-        if started.elapsed() >= PUBLISH_RETRY_WINDOW {
-            tracing::error!(id = %event.id, failed = ?retry, "event given up after retrying");
-            return;
-        }
-        tracing::debug!(id = %event.id, failed = ?retry, "publish failed, retrying in {delay:?}");
-        targets = retry.into_iter().map(|(relay, _)| relay).collect();
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(RETRY_MAX_DELAY);
-    }
+/// An event some of its relays have not acknowledged yet.
+struct Unconfirmed {
+    /// Publish order, kept when events are sent again.
+    seq: u64,
+    event: Event,
+    /// The relays that have not taken it.
+    relays: HashSet<RelayUrl>,
+    /// When to send it to them again.
+    at: Instant,
+    delay: Duration,
+    tries: u32,
+    /// Whether some relay took it.
+    taken: bool,
+    since: Instant,
 }
 
 /// A subscription some relays did not take, and when to try it on them again.
 struct PendingSubscription {
     filter: Filter,
     relays: Vec<RelayUrl>,
-    at: tokio::time::Instant,
+    at: Instant,
     delay: Duration,
 }
 
@@ -483,130 +455,311 @@ async fn watch_reconnections(
     }
 }
 
-/// Carries out the provider's relay commands so its loop never waits for a relay.
+/// Carries out the provider's relay commands, in order, so its loop never waits for a relay.
 ///
-/// Subscriptions are sent in order, here; one a relay did not take (it was down) is tried on
-/// that relay again with a growing delay until it does, or until the provider drops it. Each
-/// time a relay reconnects, every live subscription is sent to it again, with its filter,
-/// whose `since` reaches back before the outage: what was published meanwhile arrives then
-/// (the provider ignores what it has seen). nostr-sdk resubscribes on its own too, but not
-/// when the reconnection comes within the second of the subscription, nor after a `CLOSED`
-/// with an error prefix. Each publish runs on its own task with [`publish_until_taken`], so
-/// a relay that never answers delays nothing else. When the provider stops, the worker
-/// waits for the publishes in flight (the runtime bounds that wait).
+/// - Events are handed to the relays in the order the provider published them and kept until
+///   each relay answers `OK` (a `duplicate:` answer counts as taken; `blocked:`, `invalid:`,
+///   `pow:`, `restricted:` and `error:` are final). A relay that fails, refuses for now
+///   (`rate-limited:`) or does not answer within [`OK_TIMEOUT`] gets the event again later,
+///   with a growing delay, and at once when it reconnects, in the original order. Relays
+///   deduplicate by id, so sending again is harmless. An event no relay took is retried for
+///   [`PUBLISH_RETRY_WINDOW`]; one that some relay took, [`TRIES_ONCE_TAKEN`] times.
+/// - Subscriptions a relay did not take (it was down) are tried on it again with a growing
+///   delay until it does, or until the provider drops them. Each time a relay reconnects,
+///   every live subscription is sent to it again, with its filter, whose `since` reaches back
+///   before the outage: what was published meanwhile arrives then (the provider ignores what
+///   it has seen). nostr-sdk resubscribes on its own too, but not when the reconnection comes
+///   within the second of the subscription, nor after a `CLOSED` with an error prefix.
+///
+/// When the provider stops, the worker goes on until every event is on at least one relay
+/// (the runtime bounds that wait).
 async fn relay_worker(
     client: Client,
     pool: HashSet<RelayUrl>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     mut reconnected: mpsc::UnboundedReceiver<RelayUrl>,
 ) {
-    let mut publishes = tokio::task::JoinSet::new();
-    let mut pending: HashMap<String, PendingSubscription> = HashMap::new();
-    let mut live: HashMap<String, Filter> = HashMap::new();
-    loop {
-        let next_retry = pending.values().map(|p| p.at).min();
-        let command = tokio::select! {
-            command = commands.recv() => match command {
-                Some(command) => Some(command),
-                None => break,
+    let mut notifications = client.notifications();
+    let mut worker = RelayWorker {
+        client,
+        pool,
+        live: HashMap::new(),
+        pending: HashMap::new(),
+        unconfirmed: HashMap::new(),
+        seq: 0,
+    };
+    let mut open = true;
+    while open || worker.unconfirmed.values().any(|u| !u.taken) {
+        let wake = worker.next_wake();
+        tokio::select! {
+            command = commands.recv(), if open => match command {
+                Some(command) => worker.command(command).await,
+                None => open = false,
             },
-            Some(relay) = reconnected.recv() => {
-                tracing::debug!(%relay, subscriptions = live.len(), "relay connected, subscribing again");
-                for (id, filter) in &live {
-                    if let Some(p) = pending.get_mut(id) {
-                        p.relays.retain(|r| *r != relay);
-                        if p.relays.is_empty() {
-                            pending.remove(id);
-                        }
-                    }
-                    let (id, filter) = (id.clone(), filter.clone());
-                    subscribe(&client, &mut pending, id, filter, vec![relay.clone()], RETRY_FIRST_DELAY).await;
+            Some(relay) = reconnected.recv() => worker.reconnected(relay).await,
+            note = notifications.recv() => match note {
+                Ok(RelayPoolNotification::Message {
+                    relay_url,
+                    message: RelayMessage::Ok { event_id, status, message },
+                }) => worker.ok(&relay_url, event_id, status, &message),
+                Ok(RelayPoolNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => {
+                    return;
                 }
-                continue;
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
             },
             () = async {
-                match next_retry {
+                match wake {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
-            } => None,
-            Some(_) = publishes.join_next(), if !publishes.is_empty() => continue,
-        };
-        match command {
-            Some(Command::Publish(event, relays)) => {
-                let targets: Vec<RelayUrl> = relays
-                    .iter()
-                    .filter_map(|r| RelayUrl::parse(r).ok())
-                    .filter(|r| pool.contains(r))
-                    .collect();
-                publishes.spawn(publish_until_taken(client.clone(), event, targets));
-            }
-            Some(Command::Subscribe(id, filter)) => {
-                pending.remove(&id);
-                live.insert(id.clone(), filter.clone());
-                let relays: Vec<RelayUrl> = pool.iter().cloned().collect();
-                subscribe(&client, &mut pending, id, filter, relays, RETRY_FIRST_DELAY).await;
-            }
-            Some(Command::Unsubscribe(id)) => {
-                pending.remove(&id);
-                live.remove(&id);
-                client.unsubscribe(&SubscriptionId::new(id)).await;
-            }
-            None => {
-                let now = tokio::time::Instant::now();
-                let due: Vec<String> = pending
-                    .iter()
-                    .filter(|(_, p)| p.at <= now)
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for id in due {
-                    if let Some(p) = pending.remove(&id) {
-                        let delay = (p.delay * 2).min(RETRY_MAX_DELAY);
-                        subscribe(&client, &mut pending, id, p.filter, p.relays, delay).await;
-                    }
-                }
-            }
+            } => worker.due().await,
         }
     }
-    while publishes.join_next().await.is_some() {}
 }
 
-/// Subscribes `relays` to `filter` under `id`; the relays that fail join the `pending` entry
-/// of `id` (made if there is none), to be tried again after `delay`.
-async fn subscribe(
-    client: &Client,
-    pending: &mut HashMap<String, PendingSubscription>,
-    id: String,
-    filter: Filter,
-    relays: Vec<RelayUrl>,
-    delay: Duration,
-) {
-    let sub = SubscriptionId::new(id.clone());
-    let failed: Vec<RelayUrl> = match client
-        .subscribe_with_id_to(relays.clone(), sub, filter.clone(), None)
-        .await
-    {
-        Ok(output) => output.failed.into_keys().collect(),
-        Err(e) => {
-            tracing::warn!(%id, "cannot subscribe: {e}");
-            relays
-        }
-    };
-    if failed.is_empty() {
-        return;
+/// The relay worker's state.
+struct RelayWorker {
+    client: Client,
+    pool: HashSet<RelayUrl>,
+    /// Every subscription the provider holds, to send again on reconnection.
+    live: HashMap<String, Filter>,
+    /// Subscriptions some relays did not take.
+    pending: HashMap<String, PendingSubscription>,
+    /// Events some relays have not acknowledged.
+    unconfirmed: HashMap<EventId, Unconfirmed>,
+    seq: u64,
+}
+
+impl RelayWorker {
+    fn next_wake(&self) -> Option<Instant> {
+        let subscriptions = self.pending.values().map(|p| p.at);
+        let events = self.unconfirmed.values().map(|u| u.at);
+        subscriptions.chain(events).min()
     }
-    tracing::debug!(%id, ?failed, "subscription not taken, retrying in {delay:?}");
-    let at = tokio::time::Instant::now() + delay;
-    let entry = pending.entry(id).or_insert_with(|| PendingSubscription {
-        filter,
-        relays: Vec::new(),
-        at,
-        delay,
-    });
-    for relay in failed {
-        if !entry.relays.contains(&relay) {
-            entry.relays.push(relay);
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Publish(event, relays) => self.publish(event, relays).await,
+            Command::Subscribe(id, filter) => {
+                self.pending.remove(&id);
+                self.live.insert(id.clone(), filter.clone());
+                let relays: Vec<RelayUrl> = self.pool.iter().cloned().collect();
+                self.subscribe(id, filter, relays, RETRY_FIRST_DELAY).await;
+            }
+            Command::Unsubscribe(id) => {
+                self.pending.remove(&id);
+                self.live.remove(&id);
+                self.client.unsubscribe(&SubscriptionId::new(id)).await;
+            }
         }
     }
-    entry.at = entry.at.min(at);
+
+    async fn publish(&mut self, event: Event, relays: Vec<String>) {
+        let mut targets: HashSet<RelayUrl> = relays
+            .iter()
+            .filter_map(|r| RelayUrl::parse(r).ok())
+            .filter(|r| self.pool.contains(r))
+            .collect();
+        if targets.is_empty() {
+            targets = self.pool.clone();
+        }
+        if self.unconfirmed.len() >= MAX_UNCONFIRMED {
+            if let Some((&oldest, _)) = self.unconfirmed.iter().min_by_key(|(_, u)| u.seq) {
+                tracing::error!(id = %oldest, "too many events waiting for relays: given up");
+                self.unconfirmed.remove(&oldest);
+            }
+        }
+        self.seq += 1;
+        let id = event.id;
+        let now = Instant::now();
+        self.unconfirmed.insert(
+            id,
+            Unconfirmed {
+                seq: self.seq,
+                event,
+                relays: targets,
+                at: now,
+                delay: RETRY_FIRST_DELAY,
+                tries: 0,
+                taken: false,
+                since: now,
+            },
+        );
+        self.send(id, None).await;
+    }
+
+    /// Sends an unconfirmed event to the relays that have not taken it (or only to `only`),
+    /// and sets when to send it again.
+    async fn send(&mut self, id: EventId, only: Option<&RelayUrl>) {
+        let Some(u) = self.unconfirmed.get_mut(&id) else {
+            return;
+        };
+        let targets: Vec<RelayUrl> = match only {
+            Some(relay) if u.relays.contains(relay) => vec![relay.clone()],
+            Some(_) => return,
+            None => u.relays.iter().cloned().collect(),
+        };
+        u.tries += 1;
+        let message = ClientMessage::event(u.event.clone());
+        let handed = match self.client.send_msg_to(targets, message).await {
+            Ok(output) => output.failed.is_empty(),
+            Err(e) => {
+                tracing::debug!(%id, "cannot send the event: {e}");
+                false
+            }
+        };
+        let now = Instant::now();
+        u.at = if handed {
+            now + OK_TIMEOUT.max(u.delay)
+        } else {
+            now + u.delay
+        };
+        u.delay = (u.delay * 2).min(RETRY_MAX_DELAY);
+    }
+
+    /// A relay's `OK` (or not) for an event.
+    fn ok(&mut self, relay: &RelayUrl, id: EventId, status: bool, message: &str) {
+        let Some(u) = self.unconfirmed.get_mut(&id) else {
+            return;
+        };
+        if !u.relays.contains(relay) {
+            return;
+        }
+        if status || message.starts_with("duplicate:") {
+            u.relays.remove(relay);
+            u.taken = true;
+            if u.tries > 1 {
+                tracing::info!(%id, %relay, tries = u.tries, "published after retrying");
+            }
+        } else if refusal_is_final(message) {
+            tracing::warn!(%id, %relay, "relay refused the event: {message}");
+            u.relays.remove(relay);
+        } else {
+            tracing::debug!(%id, %relay, "relay did not take the event yet: {message}");
+            u.at = u.at.min(Instant::now() + u.delay);
+        }
+        if u.relays.is_empty() {
+            self.unconfirmed.remove(&id);
+        }
+    }
+
+    /// Sends again what is due: subscriptions, then events in publish order.
+    async fn due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            if let Some(p) = self.pending.remove(&id) {
+                let delay = (p.delay * 2).min(RETRY_MAX_DELAY);
+                self.subscribe(id, p.filter, p.relays, delay).await;
+            }
+        }
+        let mut due: Vec<(u64, EventId)> = self
+            .unconfirmed
+            .iter()
+            .filter(|(_, u)| u.at <= now)
+            .map(|(id, u)| (u.seq, *id))
+            .collect();
+        due.sort_unstable();
+        for (_, id) in due {
+            let Some(u) = self.unconfirmed.get(&id) else {
+                continue;
+            };
+            let exhausted = if u.taken {
+                u.tries >= TRIES_ONCE_TAKEN
+            } else {
+                u.since.elapsed() >= PUBLISH_RETRY_WINDOW
+            };
+            if exhausted {
+                let level_error = !u.taken;
+                let relays: Vec<&RelayUrl> = u.relays.iter().collect();
+                if level_error {
+                    tracing::error!(%id, ?relays, "no relay took the event: given up");
+                } else {
+                    tracing::warn!(%id, ?relays, "these relays never took the event");
+                }
+                self.unconfirmed.remove(&id);
+                continue;
+            }
+            self.send(id, None).await;
+        }
+    }
+
+    /// A relay (re)connected: it gets every live subscription and, in order, every event it
+    /// has not taken.
+    async fn reconnected(&mut self, relay: RelayUrl) {
+        tracing::debug!(%relay, subscriptions = self.live.len(), "relay connected, subscribing again");
+        let live: Vec<(String, Filter)> = self
+            .live
+            .iter()
+            .map(|(id, filter)| (id.clone(), filter.clone()))
+            .collect();
+        for (id, filter) in live {
+            if let Some(p) = self.pending.get_mut(&id) {
+                p.relays.retain(|r| *r != relay);
+                if p.relays.is_empty() {
+                    self.pending.remove(&id);
+                }
+            }
+            self.subscribe(id, filter, vec![relay.clone()], RETRY_FIRST_DELAY)
+                .await;
+        }
+        let mut waiting: Vec<(u64, EventId)> = self
+            .unconfirmed
+            .iter()
+            .filter(|(_, u)| u.relays.contains(&relay))
+            .map(|(id, u)| (u.seq, *id))
+            .collect();
+        waiting.sort_unstable();
+        for (_, id) in waiting {
+            self.send(id, Some(&relay)).await;
+        }
+    }
+
+    /// Subscribes `relays` to `filter` under `id`; the relays that fail join the `pending`
+    /// entry of `id` (made if there is none), to be tried again after `delay`.
+    async fn subscribe(
+        &mut self,
+        id: String,
+        filter: Filter,
+        relays: Vec<RelayUrl>,
+        delay: Duration,
+    ) {
+        let sub = SubscriptionId::new(id.clone());
+        let failed: Vec<RelayUrl> = match self
+            .client
+            .subscribe_with_id_to(relays.clone(), sub, filter.clone(), None)
+            .await
+        {
+            Ok(output) => output.failed.into_keys().collect(),
+            Err(e) => {
+                tracing::warn!(%id, "cannot subscribe: {e}");
+                relays
+            }
+        };
+        if failed.is_empty() {
+            return;
+        }
+        tracing::debug!(%id, ?failed, "subscription not taken, retrying in {delay:?}");
+        let at = Instant::now() + delay;
+        let entry = self
+            .pending
+            .entry(id)
+            .or_insert_with(|| PendingSubscription {
+                filter,
+                relays: Vec::new(),
+                at,
+                delay,
+            });
+        for relay in failed {
+            if !entry.relays.contains(&relay) {
+                entry.relays.push(relay);
+            }
+        }
+        entry.at = entry.at.min(at);
+    }
 }

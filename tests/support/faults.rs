@@ -6,13 +6,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use base64::Engine as _;
-use nostr_dvm::nostr::hashes::{sha1, Hash as _};
 use nostr_dvm::nostr::{EventBuilder, Keys, Kind};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
+
+use super::local_relay::{accept_websocket, ConnectionError};
 
 /// A TCP proxy in front of a relay. While it is [`cut`](Self::cut), every connection through
 /// it is closed and new ones are closed as soon as they are accepted.
@@ -136,15 +136,12 @@ impl GarbageRelay {
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 async fn serve_garbage(
     mut stream: TcpStream,
     requests: Arc<AtomicUsize>,
     garbage: Arc<AtomicUsize>,
-) -> Result<(), BoxError> {
-    stream.set_nodelay(true)?;
-    handshake(&mut stream).await?;
+) -> Result<(), ConnectionError> {
+    accept_websocket(&mut stream).await?;
     let forger = Keys::generate();
     loop {
         let Some(text) = read_text_frame(&mut stream).await? else {
@@ -175,7 +172,7 @@ async fn serve_garbage(
                     write_frame(&mut stream, 0x1, reply.as_bytes()).await?;
                     garbage.fetch_add(1, Ordering::SeqCst);
                 }
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     write_frame(&mut stream, 0x3, b"reserved opcode").await?;
                     garbage.fetch_add(1, Ordering::SeqCst);
                     return Ok(());
@@ -195,35 +192,9 @@ async fn serve_garbage(
     }
 }
 
-/// The server side of the WebSocket opening handshake (RFC 6455 §4.2).
-async fn handshake(stream: &mut TcpStream) -> Result<(), BoxError> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await? == 0 || head.len() > 16 * 1024 {
-            return Err("bad HTTP upgrade request".into());
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    let key = head
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("sec-websocket-key"))
-        .map(|(_, v)| v.trim().to_owned())
-        .ok_or("no Sec-WebSocket-Key")?;
-    let digest = sha1::Hash::hash(format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes());
-    let accept = base64::engine::general_purpose::STANDARD.encode(digest.to_byte_array());
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
-    stream.write_all(response.as_bytes()).await?;
-    Ok(())
-}
-
 /// Reads client frames until a whole text message (`None` on close). Client frames are
 /// masked; fragmented messages and control frames other than close are skipped.
-async fn read_text_frame(stream: &mut TcpStream) -> Result<Option<String>, BoxError> {
+async fn read_text_frame(stream: &mut TcpStream) -> Result<Option<String>, ConnectionError> {
     loop {
         let mut head = [0u8; 2];
         if stream.read_exact(&mut head).await.is_err() {
@@ -256,7 +227,11 @@ async fn read_text_frame(stream: &mut TcpStream) -> Result<Option<String>, BoxEr
 }
 
 /// Writes one unmasked server frame.
-async fn write_frame(stream: &mut TcpStream, opcode: u8, payload: &[u8]) -> Result<(), BoxError> {
+async fn write_frame(
+    stream: &mut TcpStream,
+    opcode: u8,
+    payload: &[u8],
+) -> Result<(), ConnectionError> {
     let mut frame = vec![0x80 | opcode];
     match payload.len() {
         n if n < 126 => frame.push(n as u8),

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod faults;
+#[path = "../../examples/support/local_relay.rs"]
+pub mod local_relay;
 
 use std::time::Duration;
 
@@ -38,8 +40,7 @@ impl Task for Shout {
 /// A real relay (`LocalRelay`) on 127.0.0.1, and its `ws://` URL.
 pub async fn relay() -> (LocalRelay, String) {
     let relay = LocalRelay::new(RelayBuilder::default());
-    relay.run().await.expect("relay runs");
-    let url = relay.url().await.to_string();
+    let url = local_relay::serve(relay.clone()).await.expect("relay runs");
     (relay, url)
 }
 

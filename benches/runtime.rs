@@ -1,0 +1,205 @@
+//! Jobs through a real relay: the provider runtime (tokio + nostr-sdk) serving a trivial task
+//! on an in-process `LocalRelay` on 127.0.0.1 (Nagle off), customers being plain nostr-sdk
+//! clients.
+//!
+//! `cargo bench --bench runtime` measures
+//!
+//! 1. **round trip**: one free job, from publishing the signed request to receiving the
+//!    result (request -> relay -> provider -> task -> result -> relay -> customer);
+//! 2. **throughput**: a batch of [`BATCH`] free jobs from [`CUSTOMERS`] customers published at
+//!    once, until every result is in: jobs per second through the relay.
+//!
+//! The provider issue names no limit for these; they are figures (printed as jobs/s after
+//! criterion's own lines). Requests are signed outside the timed region.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use nostr_dvm::nostr::{ClientMessage, Event, EventBuilder, EventId, Filter, Keys, Kind, Tag};
+use nostr_dvm::provider::{Admission, ProviderConfig};
+use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
+use nostr_dvm::runtime::ProviderRuntime;
+use nostr_dvm::task::{Progress, Task, TaskError, TaskOutput, TaskRequest};
+use nostr_relay_builder::builder::RateLimit;
+use nostr_relay_builder::{LocalRelay, RelayBuilder};
+use tokio::runtime::Runtime;
+use tokio::sync::broadcast;
+
+#[path = "../examples/support/local_relay.rs"]
+mod local_relay;
+
+const KIND: u16 = 5050;
+/// Jobs per throughput batch.
+const BATCH: usize = 200;
+/// Customers the batch comes from (one client each).
+const CUSTOMERS: usize = 4;
+
+/// Returns its text input: the work itself costs nothing.
+struct Echo;
+
+#[async_trait::async_trait]
+impl Task for Echo {
+    fn kinds(&self) -> Vec<Kind> {
+        vec![Kind::from(KIND)]
+    }
+
+    async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {
+        Ok(TaskOutput::new(request.texts().collect::<String>()))
+    }
+}
+
+/// A customer: a nostr-sdk client subscribed to every result and feedback on the relay.
+struct Customer {
+    keys: Keys,
+    client: Client,
+    notifications: broadcast::Receiver<RelayPoolNotification>,
+}
+
+impl Customer {
+    async fn connect(url: &str) -> Self {
+        let client = Client::default();
+        client.add_relay(url).await.unwrap();
+        client.connect().await;
+        client.wait_for_connection(Duration::from_secs(5)).await;
+        let notifications = client.notifications();
+        let filter = Filter::new().kind(Kind::from(KIND + 1000));
+        client.subscribe(filter, None).await.unwrap();
+        Self {
+            keys: Keys::generate(),
+            client,
+            notifications,
+        }
+    }
+
+    fn request(&self, n: usize) -> Event {
+        EventBuilder::new(Kind::from(KIND), "")
+            .tags([Tag::parse(["i", &format!("job {n}"), "text"]).unwrap()])
+            .sign_with_keys(&self.keys)
+            .unwrap()
+    }
+}
+
+/// Publishes every request (each customer its own, concurrently) and waits until each has
+/// a result on the relay.
+async fn run_batch(customers: &mut [Customer], requests: Vec<Vec<Event>>) {
+    let mut waiting: HashSet<EventId> = requests.iter().flatten().map(|e| e.id).collect();
+    let sends = customers
+        .iter()
+        .zip(requests)
+        .map(|(customer, events)| {
+            let client = customer.client.clone();
+            tokio::spawn(async move {
+                let relays: Vec<_> = client.relays().await.into_keys().collect();
+                for event in events {
+                    // Fire and forget, as a busy customer would: the results are the check.
+                    let message = ClientMessage::event(event);
+                    client.send_msg_to(relays.clone(), message).await.unwrap();
+                }
+            })
+        })
+        .collect::<Vec<_>>();
+    for send in sends {
+        send.await.unwrap();
+    }
+    let first = &mut customers[0].notifications;
+    while !waiting.is_empty() {
+        let note = tokio::time::timeout(Duration::from_secs(30), first.recv())
+            .await
+            .expect("results arrive")
+            .expect("the relay is up");
+        if let RelayPoolNotification::Event { event, .. } = note {
+            for id in event.tags.event_ids() {
+                waiting.remove(id);
+            }
+        }
+    }
+}
+
+fn main() {
+    let rt = Runtime::new().unwrap();
+    let (mut customers, _relay) = rt.block_on(async {
+        // LocalRelay's default limit is 60 events a minute per connection.
+        let limit = RateLimit {
+            max_reqs: 500,
+            notes_per_minute: u32::MAX,
+        };
+        let relay = LocalRelay::new(RelayBuilder::default().rate_limit(limit));
+        let url = local_relay::serve(relay.clone()).await.unwrap();
+        let admission = Admission {
+            max_live_jobs: 10 * BATCH,
+            rate_limit: None, // one customer sends thousands of jobs here
+            ..Admission::default()
+        };
+        let config = ProviderConfig::new([Kind::from(KIND)])
+            .relays([url.clone()])
+            .admission(admission);
+        let runtime = ProviderRuntime::new(Keys::generate(), config).task(Arc::new(Echo));
+        tokio::spawn(runtime.run(std::future::pending()));
+        let mut customers = Vec::new();
+        for _ in 0..CUSTOMERS {
+            customers.push(Customer::connect(&url).await);
+        }
+        (customers, relay)
+    });
+
+    let mut c = Criterion::default().configure_from_args();
+    let mut n = 0usize;
+    let mut round_trip = Duration::ZERO;
+    let mut round_trips = 0u32;
+    c.bench_function("runtime/round_trip", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                n += 1;
+                let request = vec![vec![customers[0].request(n)]];
+                let start = Instant::now();
+                rt.block_on(run_batch(&mut customers[..1], request));
+                total += start.elapsed();
+            }
+            round_trip += total;
+            round_trips += iters as u32;
+            total
+        })
+    });
+
+    let mut group = c.benchmark_group("runtime");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let mut batch_time = Duration::ZERO;
+    let mut batches = 0u32;
+    group.bench_function("throughput", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let requests: Vec<Vec<Event>> = (0..CUSTOMERS)
+                    .map(|c| {
+                        (0..BATCH / CUSTOMERS)
+                            .map(|_| {
+                                n += 1;
+                                customers[c].request(n)
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let start = Instant::now();
+                rt.block_on(run_batch(&mut customers, requests));
+                total += start.elapsed();
+            }
+            batch_time += total;
+            batches += iters as u32;
+            total
+        })
+    });
+    group.finish();
+
+    if round_trips > 0 && batches > 0 {
+        let rt_ms = round_trip.as_secs_f64() * 1e3 / f64::from(round_trips);
+        let jobs_per_sec = f64::from(batches) * BATCH as f64 / batch_time.as_secs_f64();
+        println!("\nround trip, one free job through the relay: {rt_ms:.2} ms");
+        println!(
+            "throughput, {BATCH} jobs from {CUSTOMERS} customers at once: {jobs_per_sec:.0} jobs/s"
+        );
+    }
+}

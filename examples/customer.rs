@@ -1,0 +1,208 @@
+//! Submits a NIP-90 job from the command line with [`CustomerRuntime`], and prints what comes
+//! back.
+//!
+//! ```text
+//! cargo run --example customer                      # offline demo against a local provider
+//! cargo run --example customer -- --relay wss://relay.example The text to summarise.
+//! cargo run --example customer -- --relay wss://relay.example --provider npub1... --encrypt \
+//!     --param length=1 The text to summarise.
+//! cargo run --example customer -- --help
+//! ```
+//!
+//! It lists the providers that announce the job kind (NIP-89, [`CustomerRuntime::discover`]),
+//! submits the request (public, addressed to `--provider`, NIP-44-encrypted to it with
+//! `--encrypt`, or gift-wrapped to it with `--gift-wrap`), prints every feedback, partial
+//! result and payment request, and exits with the result, or non-zero on an error, a
+//! timeout (`--timeout`) or a failed job. It has no wallet: on a payment request it prints
+//! the BOLT11 invoice for you to pay with yours, and keeps waiting.
+//!
+//! **Offline demo** (no `--relay`): starts a relay on 127.0.0.1 and a free summarisation
+//! provider ([`ProviderRuntime`](nostr_dvm::runtime::ProviderRuntime)) on it in this process,
+//! then does all of the above against them, with a default text when none is given. With
+//! `--encrypt` or `--gift-wrap` and no `--provider`, the job goes to the demo's provider. It
+//! needs no network and finishes in well under a second.
+//!
+//! Keys: `--key-file PATH` (created, with new keys, when it does not exist), else
+//! `$NOSTR_DVM_SECRET_KEY` (nsec or hex), else fresh keys for this run.
+
+mod support;
+
+use std::time::Duration;
+
+use nostr_dvm::customer::{CustomerConfig, Delivery, Notification as CustomerNote, Output};
+use nostr_dvm::encryption::Scheme;
+use nostr_dvm::nip90::{JobInput, JobRequest};
+use nostr_dvm::nostr::{Keys, Kind, PublicKey};
+use nostr_dvm::runtime::CustomerRuntime;
+use support::{short, Clock, Flags, Running, Spec, SUMMARISE};
+
+/// The command line.
+const SPEC: Spec = Spec {
+    usage: "\
+Submits a NIP-90 job with nostr-dvm's CustomerRuntime and prints the answers.
+
+usage: cargo run --example customer -- [options] [TEXT...]
+
+  --relay URL        a relay to use (repeatable); none: offline demo with a local relay
+                     and an in-process summarisation provider
+  --kind N           the job request kind (default: 5001, summarisation)
+  --provider KEY     send the job to this provider (npub or hex); default: any provider
+  --encrypt          encrypt the inputs and params to --provider (NIP-44)
+  --gift-wrap        gift-wrap the whole request to --provider (NIP-59)
+  --param KEY=VALUE  a job parameter (repeatable), e.g. --param length=1
+  --timeout SECS     give up after this long without a result (default: 120; demo: 10)
+  --key-file PATH    the customer's secret key (nsec or hex); created when missing
+                     (default: $NOSTR_DVM_SECRET_KEY, else fresh keys for this run)
+  -h, --help         this help
+
+TEXT is the job's text input (the arguments joined by spaces; the demo has a default).
+",
+    values: &["relay", "kind", "provider", "param", "timeout", "key-file"],
+    switches: &["encrypt", "gift-wrap"],
+    positional: true,
+};
+
+#[tokio::main]
+async fn main() {
+    support::finish("customer", customer().await);
+}
+
+/// Parses the command line, starts the demo's relay and provider when there is no
+/// `--relay`, and runs one job.
+async fn customer() -> support::Result<()> {
+    let flags = Flags::from_env(&SPEC);
+    let clock = Clock::start();
+    let kind = Kind::from(flags.number::<u16>("kind")?.unwrap_or(SUMMARISE));
+    let mut relays: Vec<String> = flags.all("relay").into_iter().map(str::to_owned).collect();
+    let mut target = flags
+        .value("provider")
+        .map(PublicKey::parse)
+        .transpose()
+        .map_err(|e| format!("--provider: not an npub or hex key: {e}"))?;
+    let private = flags.switch("encrypt") || flags.switch("gift-wrap");
+    let mut params = Vec::new();
+    for param in flags.all("param") {
+        let (key, value) = param
+            .split_once('=')
+            .ok_or_else(|| format!("--param {param}: expected KEY=VALUE"))?;
+        params.push((key.to_owned(), value.to_owned()));
+    }
+
+    // The offline demo: a local relay and a free summarisation provider on it.
+    let demo = match relays.is_empty() {
+        true => {
+            if kind != Kind::from(SUMMARISE) {
+                return Err(format!("the demo's provider serves kind {SUMMARISE} only").into());
+            }
+            let (relay, url) = support::start_relay(clock).await?;
+            relays.push(url);
+            let keys = Keys::generate();
+            let config = support::summarise_config(&relays, 0);
+            let provider = Running::spawn(support::summarise_runtime(keys.clone(), config, clock));
+            let pk = keys.public_key();
+            clock.say(
+                "provider",
+                format!("{} serves kind {SUMMARISE} for free", short(pk)),
+            );
+            if private && target.is_none() {
+                target = Some(pk);
+            }
+            Some((relay, provider, pk))
+        }
+        false => None,
+    };
+    let text = match (flags.rest().join(" "), &demo) {
+        (text, _) if !text.trim().is_empty() => text,
+        (_, Some(_)) => support::TEXT.to_owned(),
+        (_, None) => return Err("no text input: give it as arguments (see --help)".into()),
+    };
+    let timeout = Duration::from_secs(flags.number("timeout")?.unwrap_or(if demo.is_some() {
+        10
+    } else {
+        120
+    }));
+    let delivery = match (target, flags.switch("encrypt"), flags.switch("gift-wrap")) {
+        (_, true, true) => return Err("--encrypt and --gift-wrap: choose one".into()),
+        (None, false, false) => Delivery::Public,
+        (None, _, _) => return Err("--encrypt and --gift-wrap need --provider".into()),
+        (Some(p), true, false) => Delivery::Encrypted(p, Scheme::Nip44),
+        (Some(p), false, true) => Delivery::GiftWrap(p),
+        (Some(p), false, false) => Delivery::To(p),
+    };
+
+    let identity = support::load_keys(&flags, "customer", clock)?;
+    let mut config = CustomerConfig::new(relays.iter().cloned());
+    config.timeout_secs = timeout.as_secs();
+    config.rng_seed = rand::random();
+    let mut customer = CustomerRuntime::connect(identity.keys, config).await?;
+    let pool = customer.client().relays().await;
+    if !pool.values().any(|relay| relay.is_connected()) {
+        return Err(format!("could not connect to {}", flags.all("relay").join(", ")).into());
+    }
+    if let Some((_, _, pk)) = &demo {
+        // Wait until the demo's provider is up, so that discovery finds it.
+        support::find_announcement(customer.client(), kind, *pk).await?;
+    }
+
+    let discover_timeout = timeout.min(Duration::from_secs(5));
+    let providers = customer.discover(kind, discover_timeout).await?;
+    clock.say(
+        "customer",
+        format!("{} provider(s) announce kind {kind}:", providers.len()),
+    );
+    for info in &providers {
+        println!("             {}", support::describe_handler(info));
+    }
+
+    let mut request = JobRequest::builder(kind).input(JobInput::text(text));
+    for (key, value) in params {
+        request = request.param(key, value);
+    }
+    let job = customer.submit(request, delivery).await?;
+    let how = match delivery {
+        Delivery::Public => "public, for any provider".to_owned(),
+        Delivery::To(p) => format!("addressed to {}", short(p)),
+        Delivery::Encrypted(p, scheme) => format!("encrypted ({scheme}) to {}", short(p)),
+        Delivery::GiftWrap(p) => format!("gift-wrapped to {}", short(p)),
+    };
+    clock.say(
+        "customer",
+        format!("job request {} published, {how}", short(job)),
+    );
+
+    let pay = async |_: &mut CustomerRuntime, output: Output| -> support::Result<()> {
+        if let Output::Notify(CustomerNote::PaymentRequested {
+            provider,
+            amount_msat,
+            bolt11,
+            ..
+        }) = output
+        {
+            clock.say(
+                "customer",
+                format!("{} asks {} sats", short(provider), amount_msat / 1000),
+            );
+            match bolt11 {
+                Some(bolt11) => println!(
+                    "             this example has no wallet: pay this invoice with yours, \
+                     the result comes once the provider sees it paid:\n             {bolt11}"
+                ),
+                None => println!("             it sent no invoice: zap its feedback to pay"),
+            }
+            clock.say("customer", "waiting...");
+        }
+        Ok(())
+    };
+    // The customer reports its own timeout; the margin only guards against a silent hang.
+    let wait = timeout + Duration::from_secs(5);
+    let result = support::follow_job(&mut customer, clock, wait, pay).await?;
+    println!("\nresult:\n  {result}\n");
+
+    customer.disconnect().await;
+    if let Some((relay, provider, _)) = demo {
+        provider.stop().await?;
+        relay.shutdown();
+    }
+    println!("done in {:.1} ms", clock.ms());
+    Ok(())
+}
