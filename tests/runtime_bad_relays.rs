@@ -15,7 +15,7 @@ use nostr_dvm::nip90::{JobInput, JobRequest};
 use nostr_dvm::nostr::{EventId, Keys, Kind, PublicKey, Timestamp};
 use nostr_dvm::provider::{Notification as ProviderNote, PaymentPolicy, ProviderConfig};
 use nostr_dvm::runtime::nostr_sdk::RelayOptions;
-use nostr_dvm::runtime::{CustomerRuntime, ProviderRuntime, TestLightningBackend};
+use nostr_dvm::runtime::{CustomerRuntime, ProviderRuntime, RuntimeError, TestLightningBackend};
 use nostr_dvm::task::{FixedPrice, Progress, Task, TaskError, TaskOutput, TaskRequest};
 use nostr_dvm::testing::{keys_from_seed, TestLightningNode, TestZapper};
 use rand::rngs::OsRng;
@@ -272,5 +272,25 @@ async fn a_relay_that_sends_garbage_does_not_stop_a_paid_job() {
     assert_eq!(received, 2);
 
     running.stop().await;
+    customer.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_no_relay_takes_is_an_error_not_a_silent_wait() {
+    let garbage = GarbageRelay::steady().await;
+    let config = CustomerConfig::new([garbage.url()]);
+    let mut customer = CustomerRuntime::connect_with_timeout(Keys::generate(), config, WAIT)
+        .await
+        .unwrap();
+    let request = JobRequest::builder(Kind::from(KIND)).input(JobInput::text("anyone?"));
+    let refused = customer.submit(request, Delivery::Public).await;
+    match refused {
+        Err(RuntimeError::NotPublished { job, reason }) => {
+            assert!(reason.contains("blocked: garbage relay"), "{reason}");
+            // The job is still tracked: it can be cancelled.
+            customer.cancel(job).await.unwrap();
+        }
+        other => panic!("expected NotPublished, got {other:?}"),
+    }
     customer.disconnect().await;
 }

@@ -49,6 +49,16 @@ pub struct CustomerRuntime {
 impl CustomerRuntime {
     /// Connects to `config.relays` (waiting up to 10 s for them) with a customer of `keys`.
     pub async fn connect(keys: Keys, config: CustomerConfig) -> Result<Self, RuntimeError> {
+        Self::connect_with_timeout(keys, config, Duration::from_secs(10)).await
+    }
+
+    /// Connects to `config.relays`, waiting up to `timeout` for them (nostr-sdk keeps
+    /// trying the ones that did not connect in the background).
+    pub async fn connect_with_timeout(
+        keys: Keys,
+        config: CustomerConfig,
+        timeout: Duration,
+    ) -> Result<Self, RuntimeError> {
         let client = Client::default();
         for relay in &config.relays {
             client
@@ -58,7 +68,7 @@ impl CustomerRuntime {
         }
         let notifications = client.notifications();
         client.connect().await;
-        client.wait_for_connection(Duration::from_secs(10)).await;
+        client.wait_for_connection(timeout).await;
         let customer = Customer::new(keys, config, now());
         let mut runtime = Self {
             customer,
@@ -100,14 +110,20 @@ impl CustomerRuntime {
     }
 
     /// Signs and publishes a job request (after subscribing to its answers). Returns the job
-    /// id.
+    /// id, or [`RuntimeError::NotPublished`] when no relay took the request (the customer
+    /// still tracks the job until it times out: [`cancel`](Self::cancel) it or submit again).
     pub async fn submit(
         &mut self,
         request: JobRequestBuilder,
         delivery: Delivery,
     ) -> Result<EventId, RuntimeError> {
         let job = self.customer.submit(now(), request, delivery)?;
-        self.drain().await;
+        let not_taken = self.drain().await;
+        // A gift-wrapped request is published as its wrap, under another id: any failure
+        // of this submission's publishes is the request's.
+        if let Some((_, reason)) = not_taken.into_iter().next() {
+            return Err(RuntimeError::NotPublished { job, reason });
+        }
         Ok(job)
     }
 
@@ -176,7 +192,9 @@ impl CustomerRuntime {
         self.client.disconnect().await;
     }
 
-    async fn drain(&mut self) {
+    /// Carries out the customer's relay commands; returns the events no relay took, with why.
+    async fn drain(&mut self) -> Vec<(EventId, String)> {
+        let mut not_taken = Vec::new();
         while let Some(output) = self.customer.poll_output() {
             match output {
                 Output::Publish { event, relays } => {
@@ -185,8 +203,16 @@ impl CustomerRuntime {
                     } else {
                         self.client.send_event_to(relays.iter(), &event).await
                     };
-                    if let Err(e) = sent {
-                        tracing::warn!(id = %event.id, "cannot publish: {e}");
+                    let failure = match sent {
+                        Ok(output) if output.success.is_empty() => {
+                            Some(format!("{:?}", output.failed))
+                        }
+                        Ok(_) => None,
+                        Err(e) => Some(e.to_string()),
+                    };
+                    if let Some(reason) = failure {
+                        tracing::warn!(id = %event.id, "no relay took the event: {reason}");
+                        not_taken.push((event.id, reason));
                     }
                 }
                 Output::Subscribe { id, filter } => {
@@ -201,5 +227,6 @@ impl CustomerRuntime {
                 other => self.pending.push_back(other),
             }
         }
+        not_taken
     }
 }

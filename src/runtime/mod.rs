@@ -79,6 +79,14 @@ pub enum RuntimeError {
     /// The customer state machine refused a command.
     #[error(transparent)]
     Customer(#[from] crate::customer::Error),
+    /// No relay took a submitted job request.
+    #[error("no relay took the request of job {job}: {reason}")]
+    NotPublished {
+        /// The job (still tracked by the customer).
+        job: EventId,
+        /// What the relays said.
+        reason: String,
+    },
 }
 
 /// An invoice the provider asks its Lightning backend for.
@@ -104,7 +112,9 @@ pub trait LightningBackend: Send + Sync {
     async fn create_invoice(&self, request: InvoiceRequest) -> Result<String, String>;
 
     /// Called by [`ProviderRuntime::run`] when it starts (again after a restart): report
-    /// settled invoices to `settlements`. The default ignores it (zap-only providers).
+    /// settled invoices to `settlements`. The default ignores it, for backends whose invoices
+    /// are paid by zaps only (the provider then learns of payments from the zap receipts of
+    /// its configured zappers).
     fn attach(&self, settlements: Settlements) {
         let _ = settlements;
     }

@@ -22,6 +22,10 @@ pub trait SnapshotStore: Send + Sync {
 /// A snapshot stored as JSON in one file, replaced atomically: written to a temporary file
 /// in the same directory, flushed to disk, then renamed over the old one. A crash leaves
 /// either the old snapshot or the new one, never half of one.
+///
+/// A snapshot holds the jobs' inputs and results in the clear (also those of encrypted and
+/// gift-wrapped requests) and the provider's RNG state: on Unix the file is created readable
+/// by its owner only (mode 0600).
 #[derive(Debug, Clone)]
 pub struct FileStore {
     path: PathBuf,
@@ -65,7 +69,13 @@ impl SnapshotStore for FileStore {
         let err = |e: std::io::Error| RuntimeError::Store(format!("{}: {e}", self.path.display()));
         let json = serde_json::to_vec(snapshot).map_err(|e| RuntimeError::Store(e.to_string()))?;
         let temp = self.temp_path();
-        let mut file = std::fs::File::create(&temp).map_err(err)?;
+        // A leftover temporary file may have other permissions: start afresh.
+        let _ = std::fs::remove_file(&temp);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&temp).map_err(err)?;
         file.write_all(&json).map_err(err)?;
         file.sync_all().map_err(err)?;
         drop(file);
@@ -103,5 +113,50 @@ impl SnapshotStore for MemoryStore {
             .lock()
             .map_err(|_| RuntimeError::Store("poisoned lock".into()))? = Some(snapshot.clone());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nostr::{Keys, Kind, Timestamp};
+
+    use super::*;
+    use crate::provider::{Provider, ProviderConfig};
+
+    fn snapshot() -> ProviderSnapshot {
+        let config = ProviderConfig::new([Kind::from(5050)]);
+        Provider::new(Keys::generate(), config, Timestamp::from(1_760_000_000)).snapshot()
+    }
+
+    #[test]
+    fn file_store_round_trip_and_owner_only_file() {
+        let dir = std::env::temp_dir().join(format!("nostr-dvm-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = FileStore::new(dir.join("provider.json"));
+        assert!(store.load().unwrap().is_none(), "nothing stored yet");
+
+        // A leftover world-readable temporary file does not make the snapshot readable.
+        std::fs::write(store.temp_path(), b"old").unwrap();
+        let saved = snapshot();
+        store.save(&saved).unwrap();
+        let loaded = store.load().unwrap().expect("stored");
+        assert_eq!(loaded, saved);
+        assert!(
+            !store.temp_path().exists(),
+            "the temporary file was renamed"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(store.path())
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+
+        std::fs::write(store.path(), b"{not json").unwrap();
+        assert!(matches!(store.load(), Err(RuntimeError::Store(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -88,9 +88,10 @@ impl Proxy {
 }
 
 /// A "relay" that speaks WebSocket and nothing else well: every `REQ` gets malformed JSON,
-/// events that are not events, an event whose signature does not match, a `CLOSED`, and every
-/// second one a frame with a reserved opcode, which makes the client drop the connection. Every
-/// `EVENT` gets `OK false`.
+/// events that are not events, an event whose signature does not match and a `CLOSED`; every
+/// second `REQ` on a connection also gets a frame with a reserved opcode, which makes the
+/// client drop the connection (not on a [`steady`](Self::steady) one). Every `EVENT` gets
+/// `OK false`.
 pub struct GarbageRelay {
     url: String,
     requests: Arc<AtomicUsize>,
@@ -100,6 +101,15 @@ pub struct GarbageRelay {
 impl GarbageRelay {
     /// Starts it on 127.0.0.1.
     pub async fn start() -> Self {
+        Self::start_dropping(true).await
+    }
+
+    /// Starts one that never drops a connection (garbage only).
+    pub async fn steady() -> Self {
+        Self::start_dropping(false).await
+    }
+
+    async fn start_dropping(drops: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}", listener.local_addr().unwrap());
         let requests = Arc::new(AtomicUsize::new(0));
@@ -109,7 +119,7 @@ impl GarbageRelay {
             while let Ok((stream, _)) = listener.accept().await {
                 let (requests, garbage) = (requests2.clone(), garbage2.clone());
                 tokio::spawn(async move {
-                    let _ = serve_garbage(stream, requests, garbage).await;
+                    let _ = serve_garbage(stream, requests, garbage, drops).await;
                 });
             }
         });
@@ -140,6 +150,7 @@ async fn serve_garbage(
     mut stream: TcpStream,
     requests: Arc<AtomicUsize>,
     garbage: Arc<AtomicUsize>,
+    drops: bool,
 ) -> Result<(), ConnectionError> {
     accept_websocket(&mut stream).await?;
     let forger = Keys::generate();
@@ -172,7 +183,7 @@ async fn serve_garbage(
                     write_frame(&mut stream, 0x1, reply.as_bytes()).await?;
                     garbage.fetch_add(1, Ordering::SeqCst);
                 }
-                if n.is_multiple_of(2) {
+                if drops && n.is_multiple_of(2) {
                     write_frame(&mut stream, 0x3, b"reserved opcode").await?;
                     garbage.fetch_add(1, Ordering::SeqCst);
                     return Ok(());
