@@ -16,35 +16,14 @@ use nostr_dvm::nostr::{EventId, Keys, Kind, PublicKey, Timestamp};
 use nostr_dvm::provider::{Notification as ProviderNote, PaymentPolicy, ProviderConfig};
 use nostr_dvm::runtime::nostr_sdk::RelayOptions;
 use nostr_dvm::runtime::{CustomerRuntime, ProviderRuntime, RuntimeError, TestLightningBackend};
-use nostr_dvm::task::{FixedPrice, Progress, Task, TaskError, TaskOutput, TaskRequest};
+use nostr_dvm::task::FixedPrice;
 use nostr_dvm::testing::{keys_from_seed, TestLightningNode, TestZapper};
 use rand::rngs::OsRng;
 use support::faults::{GarbageRelay, Proxy};
-use support::{relay, Running, KIND, WAIT};
+use support::{customer_output, provider_note, relay, Gated, Running, KIND, WAIT};
 use tokio::sync::{mpsc, Semaphore};
 
 const PRICE_MSAT: u64 = 21_000;
-
-/// Upper-cases its text inputs once the test opens its gate.
-struct Gated(Arc<Semaphore>);
-
-#[async_trait::async_trait]
-impl Task for Gated {
-    fn kinds(&self) -> Vec<Kind> {
-        vec![Kind::from(KIND)]
-    }
-
-    async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {
-        self.0
-            .acquire()
-            .await
-            .map_err(|_| TaskError::new("gate closed"))?
-            .forget();
-        Ok(TaskOutput::new(
-            request.texts().collect::<String>().to_uppercase(),
-        ))
-    }
-}
 
 /// A priced, pay-first provider (invoices from a test node) paid by zaps from `zapper`, on `relays`, reconnecting fast.
 fn provider_runtime(
@@ -72,40 +51,6 @@ fn provider_runtime(
             let _ = notes_tx.send(note.clone());
         });
     (runtime, notes)
-}
-
-/// Waits for the provider's first notification that `pick` maps to `Some`.
-async fn provider_note<T>(
-    notes: &mut mpsc::UnboundedReceiver<ProviderNote>,
-    mut pick: impl FnMut(&ProviderNote) -> Option<T>,
-) -> T {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let note = notes.recv().await.expect("the provider runs");
-            if let Some(found) = pick(&note) {
-                return found;
-            }
-        }
-    })
-    .await
-    .expect("the provider gets there in time")
-}
-
-/// Waits for the customer's first output that `pick` maps to `Some`.
-async fn customer_output<T>(
-    customer: &mut CustomerRuntime,
-    mut pick: impl FnMut(Output) -> Option<T>,
-) -> T {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let output = customer.next().await.expect("the customer's relay is up");
-            if let Some(found) = pick(output) {
-                return found;
-            }
-        }
-    })
-    .await
-    .expect("the customer gets there in time")
 }
 
 /// Submits a job to `provider` and waits for its payment request.

@@ -1,19 +1,24 @@
-//! The provider runtime against a real relay (`LocalRelay` on 127.0.0.1), answering
-//! customers that are plain nostr-sdk clients, not this crate's `Customer`.
+//! The provider runtime against a real relay (`LocalRelay` on 127.0.0.1): answering customers
+//! that are plain nostr-sdk clients, not this crate's `Customer`; surviving a restart; and,
+//! with `CustomerRuntime` customers, a panicking task and a job cancelled while it runs.
 #![cfg(all(feature = "runtime", feature = "test-util"))]
 
 mod support;
 
 use std::sync::Arc;
 
+use nostr_dvm::customer::{CustomerConfig, Delivery, Notification as CustomerNote, Output};
+use nostr_dvm::nip90::{JobInput, JobRequest};
 use nostr_dvm::nostr::{Event, EventBuilder, EventId, Filter, Keys, Kind, Tag};
-use nostr_dvm::provider::{PaymentPolicy, ProviderConfig};
+use nostr_dvm::provider::{Notification as ProviderNote, PaymentPolicy, ProviderConfig};
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
-use nostr_dvm::runtime::{FileStore, LightningBackend, ProviderRuntime, TestLightningBackend};
-use nostr_dvm::task::FixedPrice;
+use nostr_dvm::runtime::{
+    CustomerRuntime, FileStore, LightningBackend, ProviderRuntime, TestLightningBackend,
+};
+use nostr_dvm::task::{FixedPrice, Progress, Task, TaskError, TaskOutput, TaskRequest};
 use nostr_dvm::testing::TestLightningNode;
-use support::{relay, wait_for, Running, Shout, KIND, WAIT};
-use tokio::sync::broadcast;
+use support::{customer_output, provider_note, relay, wait_for, Gated, Running, Shout, KIND, WAIT};
+use tokio::sync::{broadcast, mpsc, Semaphore};
 
 /// A plain nostr-sdk client, subscribed to the answers to `request` before publishing it
 /// (a client gets no notification of its own events).
@@ -123,4 +128,118 @@ async fn a_paid_job_survives_a_provider_restart_while_waiting_for_payment() {
     running.stop().await;
     client.disconnect().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Panics on the text "panic", upper-cases anything else.
+struct Fragile;
+
+#[async_trait::async_trait]
+impl Task for Fragile {
+    fn kinds(&self) -> Vec<Kind> {
+        vec![Kind::from(KIND)]
+    }
+
+    async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {
+        let text: String = request.texts().collect();
+        assert_ne!(text, "panic", "the task panics on purpose");
+        Ok(TaskOutput::new(text.to_uppercase()))
+    }
+}
+
+/// A free provider with `task` on `url`, and its notifications.
+fn free_provider(
+    keys: &Keys,
+    url: &str,
+    task: Arc<dyn Task>,
+) -> (ProviderRuntime, mpsc::UnboundedReceiver<ProviderNote>) {
+    let config = ProviderConfig::new([Kind::from(KIND)]).relays([url.to_owned()]);
+    let (notes_tx, notes) = mpsc::unbounded_channel();
+    let runtime = ProviderRuntime::new(keys.clone(), config)
+        .task(task)
+        .on_notification(move |note| {
+            let _ = notes_tx.send(note.clone());
+        });
+    (runtime, notes)
+}
+
+async fn submit_text(customer: &mut CustomerRuntime, provider: &Keys, text: &str) -> EventId {
+    let request = JobRequest::builder(Kind::from(KIND)).input(JobInput::text(text));
+    customer
+        .submit(request, Delivery::To(provider.public_key()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_task_fails_its_job_and_the_provider_serves_the_next() {
+    let (_relay, url) = relay().await;
+    let provider = Keys::generate();
+    let (runtime, _notes) = free_provider(&provider, &url, Arc::new(Fragile));
+    let running = Running::start(runtime);
+    let mut customer = CustomerRuntime::connect(Keys::generate(), CustomerConfig::new([&url]))
+        .await
+        .unwrap();
+
+    let job = submit_text(&mut customer, &provider, "panic").await;
+    let reason = customer_output(&mut customer, |o| match o {
+        Output::Notify(CustomerNote::Failed { job: j, reason, .. }) if j == job => Some(reason),
+        Output::Notify(CustomerNote::Result { .. }) => panic!("a panicking task has no result"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, "the task failed", "the panic message stays private");
+
+    let job = submit_text(&mut customer, &provider, "still here").await;
+    let content = customer_output(&mut customer, |o| match o {
+        Output::Notify(CustomerNote::Result {
+            job: j, content, ..
+        }) if j == job => Some(content),
+        _ => None,
+    })
+    .await;
+    assert_eq!(content, "STILL HERE");
+
+    running.stop().await;
+    customer.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_while_running_is_aborted_and_gets_no_result() {
+    let (_relay, url) = relay().await;
+    let provider = Keys::generate();
+    let gate = Arc::new(Semaphore::new(0));
+    let (runtime, mut notes) = free_provider(&provider, &url, Arc::new(Gated(gate.clone())));
+    let running = Running::start(runtime);
+    let mut customer = CustomerRuntime::connect(Keys::generate(), CustomerConfig::new([&url]))
+        .await
+        .unwrap();
+
+    let job = submit_text(&mut customer, &provider, "never mind").await;
+    provider_note(&mut notes, |n| match n {
+        ProviderNote::JobStarted { job: j, .. } if *j == job => Some(()),
+        _ => None,
+    })
+    .await;
+    customer.cancel(job).await.unwrap();
+    provider_note(&mut notes, |n| match n {
+        ProviderNote::JobCancelled { job: j } if *j == job => Some(()),
+        ProviderNote::JobCompleted { .. } => panic!("a cancelled job completed"),
+        _ => None,
+    })
+    .await;
+
+    // The aborted task never takes its permit: a second job takes it and completes, and the
+    // provider publishes no result for the first.
+    gate.add_permits(1);
+    let second = submit_text(&mut customer, &provider, "this one").await;
+    let completed = provider_note(&mut notes, |n| match n {
+        ProviderNote::JobCompleted { job } => Some(*job),
+        _ => None,
+    })
+    .await;
+    assert_eq!(completed, second);
+    assert_eq!(gate.available_permits(), 0);
+
+    running.stop().await;
+    customer.disconnect().await;
 }

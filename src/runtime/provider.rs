@@ -57,6 +57,8 @@ enum Command {
     Publish(Event, Vec<String>),
     Subscribe(String, Filter),
     Unsubscribe(String),
+    /// Send every live subscription to every relay again (after missed notifications).
+    Resubscribe,
 }
 
 impl ProviderRuntime {
@@ -242,7 +244,9 @@ impl ProviderRuntime {
                     }
                     Ok(RelayPoolNotification::Message { .. }) => {}
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!("missed {n} relay notifications");
+                        // The relays still have what was missed: ask for it again.
+                        tracing::warn!("missed {n} relay notifications: subscribing again");
+                        host.send(Command::Resubscribe);
                     }
                 },
                 Some(report) = reports_rx.recv() => host.report(&mut provider, report),
@@ -550,6 +554,12 @@ impl RelayWorker {
                 self.pending.remove(&id);
                 self.live.remove(&id);
                 self.client.unsubscribe(&SubscriptionId::new(id)).await;
+            }
+            Command::Resubscribe => {
+                let relays: Vec<RelayUrl> = self.pool.iter().cloned().collect();
+                for relay in relays {
+                    self.reconnected(relay).await;
+                }
             }
         }
     }

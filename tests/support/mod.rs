@@ -6,7 +6,13 @@ pub mod faults;
 #[path = "../../examples/support/local_relay.rs"]
 pub mod local_relay;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use nostr_dvm::customer::Output;
+use nostr_dvm::provider::Notification as ProviderNote;
+use nostr_dvm::runtime::CustomerRuntime;
+use tokio::sync::{mpsc, Semaphore};
 
 use nostr_dvm::nostr::{Event, Kind};
 use nostr_dvm::runtime::nostr_sdk::RelayPoolNotification;
@@ -88,4 +94,59 @@ pub async fn wait_for<T>(
     })
     .await
     .expect("the event arrives in time")
+}
+
+/// Upper-cases its text inputs once the test opens its gate.
+pub struct Gated(pub Arc<Semaphore>);
+
+#[async_trait::async_trait]
+impl Task for Gated {
+    fn kinds(&self) -> Vec<Kind> {
+        vec![Kind::from(KIND)]
+    }
+
+    async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {
+        self.0
+            .acquire()
+            .await
+            .map_err(|_| TaskError::new("gate closed"))?
+            .forget();
+        Ok(TaskOutput::new(
+            request.texts().collect::<String>().to_uppercase(),
+        ))
+    }
+}
+
+/// Waits for the provider's first notification that `pick` maps to `Some`.
+pub async fn provider_note<T>(
+    notes: &mut mpsc::UnboundedReceiver<ProviderNote>,
+    mut pick: impl FnMut(&ProviderNote) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let note = notes.recv().await.expect("the provider runs");
+            if let Some(found) = pick(&note) {
+                return found;
+            }
+        }
+    })
+    .await
+    .expect("the provider gets there in time")
+}
+
+/// Waits for the customer's first output that `pick` maps to `Some`.
+pub async fn customer_output<T>(
+    customer: &mut CustomerRuntime,
+    mut pick: impl FnMut(Output) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let output = customer.next().await.expect("the customer's relay is up");
+            if let Some(found) = pick(output) {
+                return found;
+            }
+        }
+    })
+    .await
+    .expect("the customer gets there in time")
 }
