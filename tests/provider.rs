@@ -1029,6 +1029,28 @@ fn resume_reissues_in_flight_work_after_a_crash() {
 }
 
 #[test]
+fn events_pushed_into_a_snapshot_are_published_after_restore() {
+    let mut h = Harness::new(|c| c);
+    let request = h.request(|b| b);
+    h.send(request.clone());
+    let mut snap = h.provider.snapshot();
+    // A host that stopped before any relay took an event it had drained.
+    let unpublished = h.request(|b| b);
+    snap.push_publish(unpublished.clone(), vec!["wss://relay.example".into()]);
+    let config = ProviderConfig::new([Kind::from(KIND)]).rng_seed([7; 32]);
+    let mut p = Provider::restore(h.keys.clone(), config, snap).unwrap();
+    let mut out = Vec::new();
+    while let Some(o) = p.poll_output() {
+        out.push(o);
+    }
+    assert_eq!(published(&out), [&unpublished]);
+    assert!(matches!(
+        out.first(),
+        Some(Output::Publish { relays, .. }) if relays == &["wss://relay.example".to_owned()]
+    ));
+}
+
+#[test]
 fn heartbeat_is_published_on_its_timer() {
     let mut h = Harness::new(|mut c| {
         c.heartbeat = Some(nostr_dvm::provider::Heartbeat {

@@ -15,7 +15,10 @@ use nostr_dvm::nip90::{JobInput, JobRequest};
 use nostr_dvm::nostr::{EventId, Keys, Kind, PublicKey, Timestamp};
 use nostr_dvm::provider::{Notification as ProviderNote, PaymentPolicy, ProviderConfig};
 use nostr_dvm::runtime::nostr_sdk::RelayOptions;
-use nostr_dvm::runtime::{CustomerRuntime, ProviderRuntime, RuntimeError, TestLightningBackend};
+use nostr_dvm::runtime::{
+    CustomerRuntime, MemoryStore, ProviderRuntime, RuntimeError, SnapshotStore,
+    TestLightningBackend,
+};
 use nostr_dvm::task::FixedPrice;
 use nostr_dvm::testing::{keys_from_seed, TestLightningNode, TestZapper};
 use rand::rngs::OsRng;
@@ -237,5 +240,58 @@ async fn a_request_no_relay_takes_is_an_error_not_a_silent_wait() {
         }
         other => panic!("expected NotPublished, got {other:?}"),
     }
+    customer.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_made_while_every_relay_is_down_is_published_after_a_restart() {
+    let (_relay, url) = relay().await;
+    let proxy = Proxy::start(&url).await;
+    let zapper = TestZapper::new(keys_from_seed(9), TestLightningNode::new(10));
+    let provider = Keys::generate();
+    let store = Arc::new(MemoryStore::new());
+    let gate = Arc::new(Semaphore::new(0));
+    let runtime = |gate: Arc<Semaphore>| {
+        let (runtime, notes) = provider_runtime(&provider, &zapper, &[proxy.url()], gate);
+        let runtime = runtime
+            .store_shared(store.clone() as Arc<dyn SnapshotStore>)
+            .flush_timeout(Duration::from_millis(300));
+        (runtime, notes)
+    };
+    let (first, mut notes) = runtime(gate.clone());
+    let running = Running::start(first);
+
+    let mut customer = CustomerRuntime::connect(Keys::generate(), CustomerConfig::new([&url]))
+        .await
+        .unwrap();
+    let job = submit_and_wait_for_invoice(&mut customer, provider.public_key(), "kept").await;
+    pay_by_zap(&mut customer, &zapper, job, provider.public_key()).await;
+    provider_note(&mut notes, |n| match n {
+        ProviderNote::JobStarted { job: j, .. } if *j == job => Some(()),
+        _ => None,
+    })
+    .await;
+
+    // Every relay goes away, the result is made, and the provider stops before any relay
+    // could take it.
+    proxy.cut();
+    gate.add_permits(1);
+    provider_note(&mut notes, |n| match n {
+        ProviderNote::JobCompleted { job: j, .. } if *j == job => Some(()),
+        _ => None,
+    })
+    .await;
+    running.stop().await;
+    let early = tokio::time::timeout(Duration::from_millis(300), result_of(&mut customer, job));
+    assert!(early.await.is_err(), "no relay had the result");
+
+    // The next start publishes it from the snapshot; the task does not run again (its gate
+    // is closed: a re-run would never finish).
+    proxy.restore();
+    let (second, _notes) = runtime(Arc::new(Semaphore::new(0)));
+    let running = Running::start(second);
+    assert_eq!(result_of(&mut customer, job).await, "KEPT");
+
+    running.stop().await;
     customer.disconnect().await;
 }

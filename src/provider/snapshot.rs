@@ -31,6 +31,16 @@ pub struct ProviderSnapshot {
 
 const VERSION: u32 = 1;
 
+impl ProviderSnapshot {
+    /// Adds an event for the restored provider to publish first: for a host that stops while
+    /// events it was asked to publish have not reached any relay yet (relays down). The
+    /// provider considers them published once drained, so without this they would be lost;
+    /// publishing one twice is harmless (relays deduplicate by id).
+    pub fn push_publish(&mut self, event: Event, relays: Vec<String>) {
+        self.outbox.push(SavedOutput::Publish { event, relays });
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct SavedJob {
     request: Event,

@@ -1,8 +1,8 @@
 //! [`ProviderRuntime`]: a [`Provider`] on tokio and nostr-sdk.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nostr::{ClientMessage, Event, EventId, Filter, Keys, RelayMessage};
@@ -40,6 +40,7 @@ pub struct ProviderRuntime {
     store: Option<Arc<dyn SnapshotStore>>,
     on_notify: Option<NotifyHook>,
     connect_timeout: Duration,
+    flush_timeout: Duration,
     relay_options: RelayOptions,
     settlements_tx: mpsc::UnboundedSender<(EventId, PaymentProof)>,
     settlements_rx: mpsc::UnboundedReceiver<(EventId, PaymentProof)>,
@@ -76,6 +77,7 @@ impl ProviderRuntime {
             store: None,
             on_notify: None,
             connect_timeout: Duration::from_secs(10),
+            flush_timeout: Duration::from_secs(5),
             relay_options: RelayOptions::new(),
             settlements_tx,
             settlements_rx,
@@ -126,6 +128,14 @@ impl ProviderRuntime {
         self
     }
 
+    /// How long [`run`](Self::run), on shutdown, waits for the events it published to reach a
+    /// relay. The ones that did not are saved with the snapshot and published on the next
+    /// start. Default: 5 s.
+    pub fn flush_timeout(mut self, timeout: Duration) -> Self {
+        self.flush_timeout = timeout;
+        self
+    }
+
     /// The nostr-sdk options of every relay connection (reconnection interval, limits...).
     /// Default: nostr-sdk's defaults (reconnect after 10 s, growing to 60 s while a relay
     /// stays down).
@@ -146,8 +156,9 @@ impl ProviderRuntime {
     /// NIP-89 announcement when the config has one
     /// ([`ProviderConfig::announcement`]), then serves jobs
     /// until `shutdown` completes. On shutdown it stops taking events, aborts running tasks
-    /// (a restart re-runs them), flushes what is queued for the relays, saves a last
-    /// snapshot and disconnects.
+    /// (a restart re-runs them), waits up to the [`flush_timeout`](Self::flush_timeout) for
+    /// its events to reach a relay, saves a last snapshot (with the events that did not, to
+    /// publish on the next start) and disconnects.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RuntimeError> {
         let ProviderRuntime {
             keys,
@@ -157,6 +168,7 @@ impl ProviderRuntime {
             store,
             on_notify,
             connect_timeout,
+            flush_timeout,
             relay_options,
             settlements_tx,
             mut settlements_rx,
@@ -204,11 +216,13 @@ impl ProviderRuntime {
                 reconnected_tx.clone(),
             ));
         }
+        let unpublished = SharedUnpublished::default();
         let worker = tokio::spawn(relay_worker(
             client.clone(),
             pool,
             commands_rx,
             reconnected_rx,
+            unpublished.clone(),
         ));
         let (reports_tx, mut reports_rx) = mpsc::unbounded_channel();
         let mut host = Host {
@@ -218,6 +232,7 @@ impl ProviderRuntime {
             commands: commands_tx,
             reports: reports_tx,
             running: HashMap::new(),
+            unpublished: unpublished.clone(),
         };
 
         tokio::pin!(shutdown);
@@ -225,7 +240,7 @@ impl ProviderRuntime {
             host.drain(&mut provider);
             if provider.needs_persistence() {
                 if let Some(store) = &store {
-                    if let Err(e) = store.save(&provider.snapshot()) {
+                    if let Err(e) = save(store.as_ref(), &mut provider, &unpublished) {
                         tracing::error!("cannot save the provider snapshot: {e}");
                     }
                 }
@@ -264,18 +279,67 @@ impl ProviderRuntime {
         }
         host.drain(&mut provider);
         drop(host);
-        if tokio::time::timeout(Duration::from_secs(5), worker)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(flush_timeout, worker).await.is_err() {
             tracing::warn!("relay worker did not finish in time");
         }
         let saved = match &store {
-            Some(store) => store.save(&provider.snapshot()),
+            Some(store) => save(store.as_ref(), &mut provider, &unpublished),
             None => Ok(()),
         };
         client.disconnect().await;
         saved
+    }
+}
+
+/// Saves the provider's snapshot with the events no relay has taken yet, for a restart to
+/// publish them.
+fn save(
+    store: &dyn SnapshotStore,
+    provider: &mut Provider,
+    unpublished: &SharedUnpublished,
+) -> Result<(), RuntimeError> {
+    let mut snapshot = provider.snapshot();
+    for (event, relays) in unpublished.lock().events.values() {
+        snapshot.push_publish(event.clone(), relays.clone());
+    }
+    store.save(&snapshot)
+}
+
+/// The events handed to the relay worker that no relay has taken yet, in publish order. The
+/// provider counts them as published once drained; these are saved with its snapshot
+/// ([`ProviderSnapshot::push_publish`](crate::provider::ProviderSnapshot::push_publish)), so
+/// a result computed while every relay was down survives a restart.
+#[derive(Default)]
+struct Unpublished {
+    next: u64,
+    events: BTreeMap<u64, (Event, Vec<String>)>,
+    order: HashMap<EventId, u64>,
+}
+
+impl Unpublished {
+    fn add(&mut self, event: &Event, relays: &[String]) {
+        self.next += 1;
+        self.order.insert(event.id, self.next);
+        self.events
+            .insert(self.next, (event.clone(), relays.to_vec()));
+    }
+
+    /// A relay took the event (or it was given up).
+    fn done(&mut self, id: &EventId) {
+        if let Some(seq) = self.order.remove(id) {
+            self.events.remove(&seq);
+        }
+    }
+}
+
+/// [`Unpublished`], shared by the loop (which adds) and the relay worker (which removes).
+#[derive(Default, Clone)]
+struct SharedUnpublished(Arc<Mutex<Unpublished>>);
+
+impl SharedUnpublished {
+    fn lock(&self) -> MutexGuard<'_, Unpublished> {
+        // Nothing panics while holding it; if something did, the data is still consistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -287,6 +351,7 @@ struct Host {
     commands: mpsc::UnboundedSender<Command>,
     reports: mpsc::UnboundedSender<Report>,
     running: HashMap<EventId, AbortHandle>,
+    unpublished: SharedUnpublished,
 }
 
 impl Host {
@@ -294,7 +359,10 @@ impl Host {
     fn drain(&mut self, provider: &mut Provider) {
         while let Some(output) = provider.poll_output() {
             match output {
-                Output::Publish { event, relays } => self.send(Command::Publish(event, relays)),
+                Output::Publish { event, relays } => {
+                    self.unpublished.lock().add(&event, &relays);
+                    self.send(Command::Publish(event, relays));
+                }
                 Output::Subscribe { id, filter } => self.send(Command::Subscribe(id, filter)),
                 Output::Unsubscribe(id) => self.send(Command::Unsubscribe(id)),
                 Output::RunTask(request) => {
@@ -482,11 +550,13 @@ async fn relay_worker(
     pool: HashSet<RelayUrl>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     mut reconnected: mpsc::UnboundedReceiver<RelayUrl>,
+    unpublished: SharedUnpublished,
 ) {
     let mut notifications = client.notifications();
     let mut worker = RelayWorker {
         client,
         pool,
+        unpublished,
         live: HashMap::new(),
         pending: HashMap::new(),
         unconfirmed: HashMap::new(),
@@ -525,6 +595,8 @@ async fn relay_worker(
 struct RelayWorker {
     client: Client,
     pool: HashSet<RelayUrl>,
+    /// Shared with the loop: the events no relay has taken yet.
+    unpublished: SharedUnpublished,
     /// Every subscription the provider holds, to send again on reconnection.
     live: HashMap<String, Filter>,
     /// Subscriptions some relays did not take.
@@ -577,6 +649,7 @@ impl RelayWorker {
             if let Some((&oldest, _)) = self.unconfirmed.iter().min_by_key(|(_, u)| u.seq) {
                 tracing::error!(id = %oldest, "too many events waiting for relays: given up");
                 self.unconfirmed.remove(&oldest);
+                self.unpublished.lock().done(&oldest);
             }
         }
         self.seq += 1;
@@ -637,7 +710,10 @@ impl RelayWorker {
         }
         if status || message.starts_with("duplicate:") {
             u.relays.remove(relay);
-            u.taken = true;
+            if !u.taken {
+                u.taken = true;
+                self.unpublished.lock().done(&id);
+            }
             if u.tries > 1 {
                 tracing::info!(%id, %relay, tries = u.tries, "published after retrying");
             }
@@ -650,6 +726,7 @@ impl RelayWorker {
         }
         if u.relays.is_empty() {
             self.unconfirmed.remove(&id);
+            self.unpublished.lock().done(&id);
         }
     }
 
@@ -693,6 +770,7 @@ impl RelayWorker {
                     tracing::warn!(%id, ?relays, "these relays never took the event");
                 }
                 self.unconfirmed.remove(&id);
+                self.unpublished.lock().done(&id);
                 continue;
             }
             self.send(id, None).await;
