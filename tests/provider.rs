@@ -223,6 +223,22 @@ fn first_outputs_are_the_subscriptions() {
 }
 
 #[test]
+fn a_provider_with_no_kinds_asks_relays_for_no_request_kinds() {
+    let keys = keys_from_seed(1);
+    let config = ProviderConfig::new(Vec::<Kind>::new());
+    let mut provider = Provider::new(keys, config, Timestamp::from(T0));
+    let mut subscriptions = 0;
+    while let Some(output) = provider.poll_output() {
+        if let Output::Subscribe { filter, .. } = output {
+            subscriptions += 1;
+            let kinds = filter.kinds.unwrap_or_default();
+            assert!(!kinds.is_empty(), "an empty kinds list matches everything on some relays");
+        }
+    }
+    assert_eq!(subscriptions, 1, "only the gift-wrap and zap inbox");
+}
+
+#[test]
 fn free_job_runs_and_delivers() {
     let mut h = Harness::new(|c| c);
     let request = h.request(|b| b.relays(["wss://customer.example"]));

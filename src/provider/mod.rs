@@ -266,10 +266,13 @@ impl Provider {
 
     fn subscribe_base(&mut self, now: Timestamp) {
         let since = Timestamp::from(now.as_secs().saturating_sub(self.config.lookback_secs));
-        self.outbox.push_back(Output::Subscribe {
-            id: SUB_REQUESTS.into(),
-            filter: Filter::new().kinds(self.config.kinds.clone()).since(since),
-        });
+        // `"kinds": []` reads as "any kind" to some relays: with no kinds, no such filter.
+        if !self.config.kinds.is_empty() {
+            self.outbox.push_back(Output::Subscribe {
+                id: SUB_REQUESTS.into(),
+                filter: Filter::new().kinds(self.config.kinds.clone()).since(since),
+            });
+        }
         self.outbox.push_back(Output::Subscribe {
             id: SUB_INBOX.into(),
             filter: Filter::new()
