@@ -232,7 +232,10 @@ fn a_provider_with_no_kinds_asks_relays_for_no_request_kinds() {
         if let Output::Subscribe { filter, .. } = output {
             subscriptions += 1;
             let kinds = filter.kinds.unwrap_or_default();
-            assert!(!kinds.is_empty(), "an empty kinds list matches everything on some relays");
+            assert!(
+                !kinds.is_empty(),
+                "an empty kinds list matches everything on some relays"
+            );
         }
     }
     assert_eq!(subscriptions, 1, "only the gift-wrap and zap inbox");

@@ -16,7 +16,7 @@ use nostr_dvm::nostr::{EventId, Keys, Kind, PublicKey, Timestamp};
 use nostr_dvm::provider::{Notification as ProviderNote, PaymentPolicy, ProviderConfig};
 use nostr_dvm::runtime::nostr_sdk::RelayOptions;
 use nostr_dvm::runtime::{
-    CustomerRuntime, MemoryStore, ProviderRuntime, RuntimeError, SnapshotStore,
+    ConnectOptions, CustomerRuntime, MemoryStore, ProviderRuntime, RuntimeError, SnapshotStore,
     TestLightningBackend,
 };
 use nostr_dvm::task::FixedPrice;
@@ -45,11 +45,7 @@ fn provider_runtime(
         .task(Arc::new(Gated(gate)))
         .lightning(TestLightningBackend::new(TestLightningNode::new(7)))
         .connect_timeout(Duration::from_secs(2))
-        .relay_options(
-            RelayOptions::new()
-                .retry_interval(Duration::from_millis(200))
-                .adjust_retry_interval(false),
-        )
+        .relay_options(fast_reconnect_relays())
         .on_notification(move |note| {
             let _ = notes_tx.send(note.clone());
         });
@@ -99,6 +95,21 @@ async fn pay_by_zap(
     let invoice = zapper.invoice_for(&zap_request, amount, now, &mut OsRng);
     let receipt = zapper.receipt(&zap_request, &invoice, now, &mut OsRng);
     customer.publish(&receipt).await.unwrap();
+}
+
+/// Relay options that reconnect every 200 ms.
+fn fast_reconnect_relays() -> RelayOptions {
+    RelayOptions::new()
+        .retry_interval(Duration::from_millis(200))
+        .adjust_retry_interval(false)
+}
+
+/// A customer's connection options that reconnect every 200 ms.
+fn fast_reconnect() -> ConnectOptions {
+    ConnectOptions {
+        relay_options: fast_reconnect_relays(),
+        ..ConnectOptions::default()
+    }
 }
 
 /// Waits for the job's result at the customer.
@@ -227,7 +238,11 @@ async fn a_relay_that_sends_garbage_does_not_stop_a_paid_job() {
 async fn a_request_no_relay_takes_is_an_error_not_a_silent_wait() {
     let garbage = GarbageRelay::steady().await;
     let config = CustomerConfig::new([garbage.url()]);
-    let mut customer = CustomerRuntime::connect_with_timeout(Keys::generate(), config, WAIT)
+    let options = ConnectOptions {
+        timeout: WAIT,
+        ..ConnectOptions::default()
+    };
+    let mut customer = CustomerRuntime::connect_with(Keys::generate(), config, options)
         .await
         .unwrap();
     let request = JobRequest::builder(Kind::from(KIND)).input(JobInput::text("anyone?"));
@@ -291,6 +306,48 @@ async fn a_result_made_while_every_relay_is_down_is_published_after_a_restart() 
     let (second, _notes) = runtime(Arc::new(Semaphore::new(0)));
     let running = Running::start(second);
     assert_eq!(result_of(&mut customer, job).await, "KEPT");
+
+    running.stop().await;
+    customer.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_cut_off_from_its_relay_gets_the_result_when_it_is_back() {
+    let (_relay, url) = relay().await;
+    let proxy = Proxy::start(&url).await;
+    let zapper = TestZapper::new(keys_from_seed(9), TestLightningNode::new(10));
+    let provider = Keys::generate();
+    let gate = Arc::new(Semaphore::new(0));
+    let (runtime, mut notes) = provider_runtime(&provider, &zapper, &[&url], gate.clone());
+    let running = Running::start(runtime);
+
+    // The customer is the one behind the proxy this time.
+    let config = CustomerConfig::new([proxy.url()]);
+    let mut customer = CustomerRuntime::connect_with(Keys::generate(), config, fast_reconnect())
+        .await
+        .unwrap();
+    let job = submit_and_wait_for_invoice(&mut customer, provider.public_key(), "later").await;
+    pay_by_zap(&mut customer, &zapper, job, provider.public_key()).await;
+    provider_note(&mut notes, |n| match n {
+        ProviderNote::JobStarted { job: j, .. } if *j == job => Some(()),
+        _ => None,
+    })
+    .await;
+
+    // The result goes out while the customer is away; the relay keeps it.
+    proxy.cut();
+    gate.add_permits(1);
+    provider_note(&mut notes, |n| match n {
+        ProviderNote::JobCompleted { job: j, .. } if *j == job => Some(()),
+        _ => None,
+    })
+    .await;
+    let early = tokio::time::timeout(Duration::from_millis(300), result_of(&mut customer, job));
+    assert!(early.await.is_err(), "the customer is cut off");
+
+    // Back: the customer reconnects, subscribes again and the relay sends the stored result.
+    proxy.restore();
+    assert_eq!(result_of(&mut customer, job).await, "LATER");
 
     running.stop().await;
     customer.disconnect().await;

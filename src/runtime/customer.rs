@@ -1,16 +1,36 @@
 //! [`CustomerRuntime`]: a [`Customer`] on tokio and nostr-sdk.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use nostr::{Alphabet, Event, EventId, Filter, Keys, Kind, PublicKey, SingleLetterTag};
-use nostr_sdk::{Client, RelayPoolNotification, SubscriptionId};
-use tokio::sync::broadcast;
+use nostr_sdk::{Client, RelayOptions, RelayPoolNotification, RelayUrl, SubscriptionId};
+use tokio::sync::{broadcast, mpsc};
 
-use super::{now, until, RuntimeError};
+use super::{now, until, watch_reconnections, RuntimeError};
 use crate::customer::{discover, Customer, CustomerConfig, Delivery, Output};
 use crate::nip89::{HandlerInfo, HANDLER_INFO_KIND};
 use crate::nip90::JobRequestBuilder;
+
+/// How a [`CustomerRuntime`] connects to its relays.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// How long [`CustomerRuntime::connect_with`] waits for the relays (nostr-sdk keeps
+    /// trying the ones that did not connect in the background). Default: 10 s.
+    pub timeout: Duration,
+    /// The nostr-sdk options of every relay connection (reconnection interval, limits...).
+    /// Default: nostr-sdk's.
+    pub relay_options: RelayOptions,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            relay_options: RelayOptions::new(),
+        }
+    }
+}
 
 /// Drives a [`Customer`] over real relays, pull-style.
 ///
@@ -44,37 +64,43 @@ pub struct CustomerRuntime {
     client: Client,
     notifications: broadcast::Receiver<RelayPoolNotification>,
     pending: VecDeque<Output>,
+    /// The customer's subscriptions, sent again to a relay each time it reconnects.
+    live: HashMap<String, Filter>,
+    reconnected: mpsc::UnboundedReceiver<RelayUrl>,
 }
 
 impl CustomerRuntime {
     /// Connects to `config.relays` (waiting up to 10 s for them) with a customer of `keys`.
     pub async fn connect(keys: Keys, config: CustomerConfig) -> Result<Self, RuntimeError> {
-        Self::connect_with_timeout(keys, config, Duration::from_secs(10)).await
+        Self::connect_with(keys, config, ConnectOptions::default()).await
     }
 
-    /// Connects to `config.relays`, waiting up to `timeout` for them (nostr-sdk keeps
-    /// trying the ones that did not connect in the background).
-    pub async fn connect_with_timeout(
+    /// Connects to `config.relays` with `options` (how long to wait, how to reconnect).
+    pub async fn connect_with(
         keys: Keys,
         config: CustomerConfig,
-        timeout: Duration,
+        options: ConnectOptions,
     ) -> Result<Self, RuntimeError> {
         let client = Client::default();
         for relay in &config.relays {
             client
-                .add_relay(relay.as_str())
+                .pool()
+                .add_relay(relay.as_str(), options.relay_options.clone())
                 .await
                 .map_err(|e| RuntimeError::Client(format!("{relay}: {e}")))?;
         }
         let notifications = client.notifications();
         client.connect().await;
-        client.wait_for_connection(timeout).await;
+        client.wait_for_connection(options.timeout).await;
+        let reconnected = watch_reconnections(&client).await;
         let customer = Customer::new(keys, config, now());
         let mut runtime = Self {
             customer,
             client,
             notifications,
             pending: VecDeque::new(),
+            live: HashMap::new(),
+            reconnected,
         };
         runtime.drain().await;
         Ok(runtime)
@@ -178,9 +204,13 @@ impl CustomerRuntime {
                     }
                     Ok(RelayPoolNotification::Message { .. }) => {}
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!("missed {n} relay notifications");
+                        // The relays still have what was missed: ask for it again.
+                        tracing::warn!("missed {n} relay notifications: subscribing again");
+                        let relays: Vec<RelayUrl> = self.client.relays().await.into_keys().collect();
+                        self.resubscribe(relays).await;
                     }
                 },
+                Some(relay) = self.reconnected.recv() => self.resubscribe(vec![relay]).await,
                 () = sleep, if wake.is_some() => self.customer.handle_timeout(now()),
             }
             self.drain().await;
@@ -190,6 +220,21 @@ impl CustomerRuntime {
     /// Disconnects from the relays.
     pub async fn disconnect(self) {
         self.client.disconnect().await;
+    }
+
+    /// Sends every live subscription to `relays` again (their filters reach back to the job's
+    /// submission, so what was published while a relay was away arrives now).
+    async fn resubscribe(&self, relays: Vec<RelayUrl>) {
+        for (id, filter) in &self.live {
+            let sub = SubscriptionId::new(id.clone());
+            let sent = self
+                .client
+                .subscribe_with_id_to(relays.clone(), sub, filter.clone(), None)
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(%id, "cannot subscribe again: {e}");
+            }
+        }
     }
 
     /// Carries out the customer's relay commands; returns the events no relay took, with why.
@@ -216,12 +261,14 @@ impl CustomerRuntime {
                     }
                 }
                 Output::Subscribe { id, filter } => {
+                    self.live.insert(id.clone(), filter.clone());
                     let sub = SubscriptionId::new(id.clone());
                     if let Err(e) = self.client.subscribe_with_id(sub, filter, None).await {
                         tracing::warn!(%id, "cannot subscribe: {e}");
                     }
                 }
                 Output::Unsubscribe(id) => {
+                    self.live.remove(&id);
                     self.client.unsubscribe(&SubscriptionId::new(id)).await;
                 }
                 other => self.pending.push_back(other),

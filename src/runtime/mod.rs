@@ -50,9 +50,11 @@ mod test_backend;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nostr::{EventId, Timestamp};
-use tokio::sync::mpsc;
+use nostr_sdk::pool::RelayNotification;
+use nostr_sdk::{Client, RelayStatus, RelayUrl};
+use tokio::sync::{broadcast, mpsc};
 
-pub use customer::CustomerRuntime;
+pub use customer::{ConnectOptions, CustomerRuntime};
 pub use provider::ProviderRuntime;
 pub use store::{FileStore, MemoryStore, SnapshotStore};
 #[cfg(feature = "test-util")]
@@ -144,6 +146,37 @@ impl Settlements {
     pub fn settle(&self, job: EventId, proof: PaymentProof) -> bool {
         self.tx.send((job, proof)).is_ok()
     }
+}
+
+/// Reports each (re)connection of any relay of `client`, from now on, by its URL.
+///
+/// nostr-sdk re-sends a relay's subscriptions when it reconnects, but not when the
+/// reconnection comes within the second of the subscription, nor after the relay sent
+/// `CLOSED` with an error prefix; the runtimes re-send theirs on every report.
+async fn watch_reconnections(client: &Client) -> mpsc::UnboundedReceiver<RelayUrl> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    for (url, relay) in client.relays().await {
+        let mut notifications = relay.notifications();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match notifications.recv().await {
+                    Ok(RelayNotification::RelayStatus {
+                        status: RelayStatus::Connected,
+                    }) => {
+                        if tx.send(url.clone()).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(RelayNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => {
+                        return
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                }
+            }
+        });
+    }
+    rx
 }
 
 /// The current time, at the core's one-second resolution.

@@ -6,17 +6,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nostr::{ClientMessage, Event, EventId, Filter, Keys, RelayMessage};
-use nostr_sdk::pool::RelayNotification;
-use nostr_sdk::{
-    Client, RelayOptions, RelayPoolNotification, RelayStatus, RelayUrl, SubscriptionId,
-};
+use nostr_sdk::{Client, RelayOptions, RelayPoolNotification, RelayUrl, SubscriptionId};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
 use super::{
-    now, until, InvoiceRequest, LightningBackend, NoLightning, RuntimeError, Settlements,
-    SnapshotStore,
+    now, until, watch_reconnections, InvoiceRequest, LightningBackend, NoLightning, RuntimeError,
+    Settlements, SnapshotStore,
 };
 use crate::provider::{Notification, Output, PaymentProof, Provider, ProviderConfig};
 use crate::task::{Progress, Task, TaskError, TaskOutput};
@@ -208,14 +205,7 @@ impl ProviderRuntime {
         drop(settlements_tx);
 
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-        let (reconnected_tx, reconnected_rx) = mpsc::unbounded_channel();
-        for (url, relay) in client.relays().await {
-            tokio::spawn(watch_reconnections(
-                url,
-                relay.notifications(),
-                reconnected_tx.clone(),
-            ));
-        }
+        let reconnected_rx = watch_reconnections(&client).await;
         let unpublished = SharedUnpublished::default();
         let worker = tokio::spawn(relay_worker(
             client.clone(),
@@ -504,27 +494,6 @@ struct PendingSubscription {
     relays: Vec<RelayUrl>,
     at: Instant,
     delay: Duration,
-}
-
-/// Tells the worker each time the relay at `url` (re)connects.
-async fn watch_reconnections(
-    url: RelayUrl,
-    mut notifications: broadcast::Receiver<RelayNotification>,
-    reconnected: mpsc::UnboundedSender<RelayUrl>,
-) {
-    loop {
-        match notifications.recv().await {
-            Ok(RelayNotification::RelayStatus {
-                status: RelayStatus::Connected,
-            }) => {
-                if reconnected.send(url.clone()).is_err() {
-                    return;
-                }
-            }
-            Ok(RelayNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => return,
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-        }
-    }
 }
 
 /// Carries out the provider's relay commands, in order, so its loop never waits for a relay.
