@@ -10,12 +10,12 @@ use nostr_dvm::nip90::{FeedbackStatus, JobFeedback, JobInput, JobRequest, JobRes
 use nostr_dvm::nostr::{Event, EventId, Keys, Kind, Tag, Timestamp};
 use nostr_dvm::provider::{
     Admission, Notification, Output, PaymentPolicy, PaymentProof, Provider, ProviderConfig,
-    RateLimit, RejectReason, DELETION_REFRESH_SECS,
+    RateLimit, RejectReason, DELETION_REFRESH_SECS, EARLY_RECEIPT_SECS, MAX_EARLY_RECEIPTS,
 };
 use nostr_dvm::task::{FixedPrice, Quote, TaskError, TaskOutput};
 use nostr_dvm::testing::{
-    keys_from_seed, sign, InvoiceDescription, InvoiceParams, TestInvoice, TestLightningNode,
-    TestZapper,
+    event_id, keys_from_seed, sign, InvoiceDescription, InvoiceParams, TestInvoice,
+    TestLightningNode, TestZapper,
 };
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -415,6 +415,74 @@ fn a_zap_on_the_request_before_our_invoice_still_pays() {
     let late = h.answer_invoices(&out);
     assert!(statuses(&late).is_empty());
     assert_eq!(h.state(&request.id), JobState::Running);
+}
+
+#[test]
+fn a_zap_that_arrives_before_its_request_pays_when_the_request_comes() {
+    let mut h = Harness::new(|c| c.pricing(FixedPrice(PRICE)));
+    let request = h.request(|b| b);
+    let receipt = h.zap(request.id, PRICE);
+    let early = h.send(receipt);
+    assert!(notes(&early).is_empty(), "nothing to pay yet: {early:?}");
+    let out = h.send(request.clone());
+    assert_eq!(run_tasks(&out), [request.id]);
+    assert!(
+        !statuses(&out).contains(&FeedbackStatus::PaymentRequired),
+        "the customer is not asked to pay again"
+    );
+}
+
+#[test]
+fn early_receipts_from_strangers_or_forged_cannot_push_a_real_one_out() {
+    let mut h = Harness::new(|c| c.pricing(FixedPrice(PRICE)));
+    let request = h.request(|b| b);
+    let real = h.zap(request.id, PRICE);
+    h.send(real);
+    // A flood of receipts from a zapper the provider does not trust, and of a trusted
+    // zapper's receipts edited after signing, each for an event the provider does not know.
+    let stranger = TestZapper::new(keys_from_seed(50), TestLightningNode::new(51));
+    for n in 0..MAX_EARLY_RECEIPTS {
+        let zap_request = ZapRequestBuilder::new(h.keys.public_key(), ["wss://dvm.example"])
+            .amount_msat(PRICE)
+            .event(event_id(n as u8))
+            .sign(&h.customer, h.now(), &mut h.rng)
+            .unwrap();
+        let invoice = stranger.invoice_for(&zap_request, PRICE, h.now(), &mut h.rng);
+        let untrusted = stranger.receipt(&zap_request, &invoice, h.now(), &mut h.rng);
+        h.send(untrusted);
+        let mut forged = h.zap(event_id(n as u8), PRICE);
+        forged.content = "edited".into();
+        h.send(forged);
+    }
+    assert_eq!(run_tasks(&h.send(request.clone())), [request.id]);
+}
+
+#[test]
+fn early_receipts_age_out_and_are_bounded() {
+    let mut h = Harness::new(|c| c.pricing(FixedPrice(PRICE)));
+    // Aged out.
+    let late = h.request(|b| b.param("n", "1"));
+    let receipt = h.zap(late.id, PRICE);
+    h.send(receipt);
+    h.advance(EARLY_RECEIPT_SECS + 1);
+    assert!(run_tasks(&h.send(late.clone())).is_empty());
+    assert_eq!(h.state(&late.id), JobState::Invoicing);
+
+    // Pushed out by as many receipts for other events as the buffer holds.
+    let crowded = h.request(|b| b.param("n", "2"));
+    let receipt = h.zap(crowded.id, PRICE);
+    h.send(receipt);
+    for n in 0..MAX_EARLY_RECEIPTS {
+        let other = h.zap(event_id(n as u8), PRICE);
+        h.send(other);
+    }
+    assert!(run_tasks(&h.send(crowded.clone())).is_empty());
+
+    // Kept when there is room.
+    let kept = h.request(|b| b.param("n", "3"));
+    let receipt = h.zap(kept.id, PRICE);
+    h.send(receipt);
+    assert_eq!(run_tasks(&h.send(kept.clone())), [kept.id]);
 }
 
 #[test]

@@ -355,10 +355,12 @@ impl Provider {
     pub(super) fn on_zap_receipt(&mut self, now: Timestamp, receipt: Event) {
         // Which job does it claim to pay? Its `e` tag names the request or our feedback.
         let mut job = None;
+        let mut target = None;
         for tag in receipt.tags.iter() {
             if let [name, value, ..] = tag.as_slice() {
                 if name == "e" {
                     if let Ok(e) = EventId::from_hex(value) {
+                        target = Some(e);
                         job = self
                             .bindings
                             .get(&e)
@@ -370,6 +372,10 @@ impl Provider {
         }
         let Some(id) = job else {
             // Not a zap for any job of ours: ordinary zaps to the provider's key are normal.
+            // It may be a zap on a request that has not reached us yet: keep it a while.
+            if let Some(target) = target {
+                self.keep_early_receipt(now, target, receipt);
+            }
             return;
         };
         let Some(j) = self.jobs.get(&id) else { return };
@@ -414,6 +420,59 @@ impl Provider {
                 receipt: zap.receipt_id,
             },
         );
+    }
+
+    /// Keeps a receipt bound to an unknown event, if a trusted zapper signed it, until its
+    /// request arrives ([`take_early_receipts`](Self::take_early_receipts)) or it ages out.
+    fn keep_early_receipt(&mut self, now: Timestamp, target: EventId, receipt: Event) {
+        // Only a trusted zapper's, checked here: nobody else can push real ones out.
+        if !self.config.zappers.contains(&receipt.pubkey) || self.forgotten_set.contains(&target) {
+            return;
+        }
+        if self
+            .early_receipts
+            .iter()
+            .any(|e| e.receipt.id == receipt.id)
+            || !crate::nip01::verify(&receipt)
+        {
+            return;
+        }
+        self.expire_early_receipts(now);
+        if self.early_receipts.len() >= super::MAX_EARLY_RECEIPTS {
+            self.early_receipts.pop_front();
+        }
+        self.early_receipts.push_back(super::EarlyReceipt {
+            received_at: now,
+            target,
+            receipt,
+        });
+    }
+
+    fn expire_early_receipts(&mut self, now: Timestamp) {
+        let keep = super::EARLY_RECEIPT_SECS.max(self.config.lookback_secs);
+        while self
+            .early_receipts
+            .front()
+            .is_some_and(|e| e.received_at.as_secs().saturating_add(keep) < now.as_secs())
+        {
+            self.early_receipts.pop_front();
+        }
+    }
+
+    /// A job for `id` was just made: the receipts that came before it count now.
+    pub(super) fn take_early_receipts(&mut self, now: Timestamp, id: EventId) {
+        if self.early_receipts.is_empty() {
+            return;
+        }
+        self.expire_early_receipts(now);
+        let (early, rest): (std::collections::VecDeque<_>, _) =
+            std::mem::take(&mut self.early_receipts)
+                .into_iter()
+                .partition(|e| e.target == id);
+        self.early_receipts = rest;
+        for e in early {
+            self.on_zap_receipt(now, e.receipt);
+        }
     }
 
     /// A verified payment was recorded for `id`: move the job on.

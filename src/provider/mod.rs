@@ -222,8 +222,28 @@ pub struct Provider {
     /// replayed request cannot run again; bounded by `max_jobs`.
     forgotten: VecDeque<EventId>,
     forgotten_set: std::collections::HashSet<EventId>,
+    /// Zap receipts from a trusted zapper, signature checked, for an event we do not know
+    /// (yet): a zap on a request that reaches us before the request does. Bounded; not in
+    /// the snapshot (relays re-send receipts on resubscription).
+    early_receipts: VecDeque<EarlyReceipt>,
     seq: u64,
     dirty: bool,
+}
+
+/// The most zap receipts kept for requests not seen yet (see [`EARLY_RECEIPT_SECS`]).
+pub const MAX_EARLY_RECEIPTS: usize = 64;
+/// Seconds a zap receipt for a request not seen yet is kept, waiting for the request (or
+/// the provider's `lookback_secs`, when longer). Relays deliver the events of different
+/// subscriptions in any order, so a zap on a request can come first.
+pub const EARLY_RECEIPT_SECS: u64 = 120;
+
+/// A zap receipt waiting for the request it pays for.
+#[derive(Debug, Clone)]
+struct EarlyReceipt {
+    received_at: Timestamp,
+    /// The event it is bound to (its `e` tag).
+    target: EventId,
+    receipt: Event,
 }
 
 /// Seconds between a change in the set of live jobs and the refresh of the deletion
@@ -257,6 +277,7 @@ impl Provider {
             live: 0,
             forgotten: VecDeque::new(),
             forgotten_set: std::collections::HashSet::new(),
+            early_receipts: VecDeque::new(),
             seq: 0,
             dirty: true,
         };
@@ -829,6 +850,7 @@ impl Provider {
                 }
             }
         }
+        self.take_early_receipts(now, id);
     }
 
     /// Refuses a job with `error` feedback.

@@ -222,6 +222,7 @@ impl Provider {
             live: 0,
             forgotten_set: snapshot.forgotten.iter().copied().collect(),
             forgotten: snapshot.forgotten.into_iter().collect(),
+            early_receipts: VecDeque::new(),
             seq: snapshot.seq,
             dirty: false,
         };
