@@ -112,6 +112,24 @@ fn fast_reconnect() -> ConnectOptions {
     }
 }
 
+/// Waits until the provider has started the task of `job`.
+async fn job_started(notes: &mut mpsc::UnboundedReceiver<ProviderNote>, job: EventId) {
+    provider_note(notes, |n| match n {
+        ProviderNote::JobStarted { job: j, .. } if *j == job => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+/// Waits until the provider has completed `job` (its result is out of the state machine).
+async fn job_completed(notes: &mut mpsc::UnboundedReceiver<ProviderNote>, job: EventId) {
+    provider_note(notes, |n| match n {
+        ProviderNote::JobCompleted { job: j, .. } if *j == job => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
 /// Waits for the job's result at the customer.
 async fn result_of(customer: &mut CustomerRuntime, job: EventId) -> String {
     customer_output(customer, |o| match o {
@@ -156,21 +174,13 @@ async fn a_paid_job_survives_a_relay_that_drops_twice_mid_job() {
     // Back: the provider reconnects, the relay re-sends the receipt, the work starts.
     let before = proxy.accepted();
     proxy.restore();
-    provider_note(&mut notes, |n| match n {
-        ProviderNote::JobStarted { job: j, .. } if *j == job => Some(()),
-        _ => None,
-    })
-    .await;
+    job_started(&mut notes, job).await;
     assert!(proxy.accepted() > before, "the runtime reconnected");
 
     // Gone again while the task runs: the result cannot be published when it is ready.
     proxy.cut();
     gate.add_permits(1);
-    provider_note(&mut notes, |n| match n {
-        ProviderNote::JobCompleted { job: j, .. } if *j == job => Some(()),
-        _ => None,
-    })
-    .await;
+    job_completed(&mut notes, job).await;
     let early = tokio::time::timeout(Duration::from_millis(500), result_of(&mut customer, job));
     assert!(
         early.await.is_err(),
@@ -281,21 +291,13 @@ async fn a_result_made_while_every_relay_is_down_is_published_after_a_restart() 
         .unwrap();
     let job = submit_and_wait_for_invoice(&mut customer, provider.public_key(), "kept").await;
     pay_by_zap(&mut customer, &zapper, job, provider.public_key()).await;
-    provider_note(&mut notes, |n| match n {
-        ProviderNote::JobStarted { job: j, .. } if *j == job => Some(()),
-        _ => None,
-    })
-    .await;
+    job_started(&mut notes, job).await;
 
     // Every relay goes away, the result is made, and the provider stops before any relay
     // could take it.
     proxy.cut();
     gate.add_permits(1);
-    provider_note(&mut notes, |n| match n {
-        ProviderNote::JobCompleted { job: j, .. } if *j == job => Some(()),
-        _ => None,
-    })
-    .await;
+    job_completed(&mut notes, job).await;
     running.stop().await;
     let early = tokio::time::timeout(Duration::from_millis(300), result_of(&mut customer, job));
     assert!(early.await.is_err(), "no relay had the result");
@@ -328,20 +330,12 @@ async fn a_customer_cut_off_from_its_relay_gets_the_result_when_it_is_back() {
         .unwrap();
     let job = submit_and_wait_for_invoice(&mut customer, provider.public_key(), "later").await;
     pay_by_zap(&mut customer, &zapper, job, provider.public_key()).await;
-    provider_note(&mut notes, |n| match n {
-        ProviderNote::JobStarted { job: j, .. } if *j == job => Some(()),
-        _ => None,
-    })
-    .await;
+    job_started(&mut notes, job).await;
 
     // The result goes out while the customer is away; the relay keeps it.
     proxy.cut();
     gate.add_permits(1);
-    provider_note(&mut notes, |n| match n {
-        ProviderNote::JobCompleted { job: j, .. } if *j == job => Some(()),
-        _ => None,
-    })
-    .await;
+    job_completed(&mut notes, job).await;
     let early = tokio::time::timeout(Duration::from_millis(300), result_of(&mut customer, job));
     assert!(early.await.is_err(), "the customer is cut off");
 
