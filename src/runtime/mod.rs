@@ -16,6 +16,21 @@
 //!
 //! The clock here is the real one (`Timestamp::now()`), with the core's one-second resolution.
 //!
+//! Relays fail; the runtimes are built so that a paid job survives it:
+//!
+//! - every event the provider publishes is kept until each relay answers `OK`, sent again
+//!   with a growing delay and at once when a relay reconnects, in publish order; on shutdown
+//!   the events no relay took yet go into the snapshot and out on the next start;
+//! - on every (re)connection of a relay, and after missed notifications, both runtimes send
+//!   their subscriptions to it again; their filters reach back before the outage, so what
+//!   was published meanwhile (a zap receipt, a result) arrives then, and the core ignores
+//!   what it has already seen;
+//! - remote garbage (malformed messages, bad signatures, forged events) is dropped by
+//!   nostr-sdk or refused by the core with a reason; it never stops the loop.
+//!
+//! `tests/runtime_bad_relays.rs` checks this through a proxy that cuts the connections
+//! mid-job and a relay that answers with garbage.
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
