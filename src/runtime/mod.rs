@@ -57,6 +57,7 @@
 //! ```
 
 mod customer;
+mod outbox;
 mod provider;
 mod store;
 #[cfg(feature = "test-util")]

@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
+use super::outbox::{Outbox, RETRY_FIRST_DELAY, RETRY_MAX_DELAY};
 use super::{
     now, until, watch_reconnections, InvoiceRequest, LightningBackend, NoLightning, RuntimeError,
     Settlements, SnapshotStore,
@@ -449,45 +450,6 @@ impl Host {
     }
 }
 
-/// The first wait before a failed publish or subscription is tried again; it doubles after
-/// each failure up to [`RETRY_MAX_DELAY`].
-const RETRY_FIRST_DELAY: Duration = Duration::from_millis(500);
-/// The longest wait between two tries.
-const RETRY_MAX_DELAY: Duration = Duration::from_secs(30);
-/// How long a relay has to answer an `EVENT` with `OK` before the event is sent to it again.
-const OK_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an event no relay has taken is retried before it is given up (logged at
-/// `error`).
-const PUBLISH_RETRY_WINDOW: Duration = Duration::from_secs(3600);
-/// How many times an event some relay already took is sent to the relays that have not.
-const TRIES_ONCE_TAKEN: u32 = 5;
-/// The most events waiting for relays at once; beyond it the oldest is given up.
-const MAX_UNCONFIRMED: usize = 10_000;
-
-/// Whether a relay's refusal is final (`OK false` with a NIP-01 prefix that retrying cannot
-/// change), so the event is not sent to it again.
-fn refusal_is_final(message: &str) -> bool {
-    ["blocked:", "invalid:", "pow:", "restricted:", "error:"]
-        .iter()
-        .any(|prefix| message.starts_with(prefix))
-}
-
-/// An event some of its relays have not acknowledged yet.
-struct Unconfirmed {
-    /// Publish order, kept when events are sent again.
-    seq: u64,
-    event: Event,
-    /// The relays that have not taken it.
-    relays: HashSet<RelayUrl>,
-    /// When to send it to them again.
-    at: Instant,
-    delay: Duration,
-    tries: u32,
-    /// Whether some relay took it.
-    taken: bool,
-    since: Instant,
-}
-
 /// A subscription some relays did not take, and when to try it on them again.
 struct PendingSubscription {
     filter: Filter,
@@ -501,10 +463,10 @@ struct PendingSubscription {
 /// - Events are handed to the relays in the order the provider published them and kept until
 ///   each relay answers `OK` (a `duplicate:` answer counts as taken; `blocked:`, `invalid:`,
 ///   `pow:`, `restricted:` and `error:` are final). A relay that fails, refuses for now
-///   (`rate-limited:`) or does not answer within [`OK_TIMEOUT`] gets the event again later,
-///   with a growing delay, and at once when it reconnects, in the original order. Relays
+///   (`rate-limited:`) or does not answer within 10 s gets the event again later, with a
+///   growing delay, and at once when it reconnects, in the original order. Relays
 ///   deduplicate by id, so sending again is harmless. An event no relay took is retried for
-///   [`PUBLISH_RETRY_WINDOW`]; one that some relay took, [`TRIES_ONCE_TAKEN`] times.
+///   an hour; one that some relay took, 5 times ([`Outbox`] keeps the books).
 /// - Subscriptions a relay did not take (it was down) are tried on it again with a growing
 ///   delay until it does, or until the provider drops them. Each time a relay reconnects,
 ///   every live subscription is sent to it again, with its filter, whose `since` reaches back
@@ -528,11 +490,10 @@ async fn relay_worker(
         unpublished,
         live: HashMap::new(),
         pending: HashMap::new(),
-        unconfirmed: HashMap::new(),
-        seq: 0,
+        outbox: Outbox::default(),
     };
     let mut open = true;
-    while open || worker.unconfirmed.values().any(|u| !u.taken) {
+    while open || worker.outbox.untaken() > 0 {
         let wake = worker.next_wake();
         tokio::select! {
             command = commands.recv(), if open => match command {
@@ -571,15 +532,13 @@ struct RelayWorker {
     /// Subscriptions some relays did not take.
     pending: HashMap<String, PendingSubscription>,
     /// Events some relays have not acknowledged.
-    unconfirmed: HashMap<EventId, Unconfirmed>,
-    seq: u64,
+    outbox: Outbox,
 }
 
 impl RelayWorker {
     fn next_wake(&self) -> Option<Instant> {
         let subscriptions = self.pending.values().map(|p| p.at);
-        let events = self.unconfirmed.values().map(|u| u.at);
-        subscriptions.chain(events).min()
+        subscriptions.chain(self.outbox.next_wake()).min()
     }
 
     async fn command(&mut self, command: Command) {
@@ -614,88 +573,46 @@ impl RelayWorker {
         if targets.is_empty() {
             targets = self.pool.clone();
         }
-        if self.unconfirmed.len() >= MAX_UNCONFIRMED {
-            if let Some((&oldest, _)) = self.unconfirmed.iter().min_by_key(|(_, u)| u.seq) {
-                tracing::error!(id = %oldest, "too many events waiting for relays: given up");
-                self.unconfirmed.remove(&oldest);
-                self.unpublished.lock().done(&oldest);
-            }
-        }
-        self.seq += 1;
-        let id = event.id;
-        let now = Instant::now();
-        self.unconfirmed.insert(
-            id,
-            Unconfirmed {
-                seq: self.seq,
-                event,
-                relays: targets,
-                at: now,
-                delay: RETRY_FIRST_DELAY,
-                tries: 0,
-                taken: false,
-                since: now,
-            },
-        );
-        self.send(id, None).await;
+        let seq = self.outbox.add(event, targets, Instant::now());
+        self.send(seq, None).await;
     }
 
-    /// Sends an unconfirmed event to the relays that have not taken it (or only to `only`),
-    /// and sets when to send it again.
-    async fn send(&mut self, id: EventId, only: Option<&RelayUrl>) {
-        let Some(u) = self.unconfirmed.get_mut(&id) else {
+    /// Sends an event of the outbox to the relays that have not taken it (or only to
+    /// `only`), and tells the outbox whether the relays took the message.
+    async fn send(&mut self, seq: u64, only: Option<&RelayUrl>) {
+        let Some((event, targets)) = self.outbox.send(seq, only) else {
             return;
         };
-        let targets: Vec<RelayUrl> = match only {
-            Some(relay) if u.relays.contains(relay) => vec![relay.clone()],
-            Some(_) => return,
-            None => u.relays.iter().cloned().collect(),
-        };
-        u.tries += 1;
-        let message = ClientMessage::event(u.event.clone());
-        let handed = match self.client.send_msg_to(targets, message).await {
+        let id = event.id;
+        let handed = match self
+            .client
+            .send_msg_to(targets, ClientMessage::event(event))
+            .await
+        {
             Ok(output) => output.failed.is_empty(),
             Err(e) => {
                 tracing::debug!(%id, "cannot send the event: {e}");
                 false
             }
         };
-        let now = Instant::now();
-        u.at = if handed {
-            now + OK_TIMEOUT.max(u.delay)
-        } else {
-            now + u.delay
-        };
-        u.delay = (u.delay * 2).min(RETRY_MAX_DELAY);
+        self.outbox.sent(seq, handed, Instant::now());
+        self.settle();
     }
 
     /// A relay's `OK` (or not) for an event.
     fn ok(&mut self, relay: &RelayUrl, id: EventId, status: bool, message: &str) {
-        let Some(u) = self.unconfirmed.get_mut(&id) else {
-            return;
-        };
-        if !u.relays.contains(relay) {
-            return;
-        }
-        if status || message.starts_with("duplicate:") {
-            u.relays.remove(relay);
-            if !u.taken {
-                u.taken = true;
-                self.unpublished.lock().done(&id);
+        self.outbox.ok(relay, &id, status, message, Instant::now());
+        self.settle();
+    }
+
+    /// The events that reached a relay (or were dropped) leave the unpublished set.
+    fn settle(&mut self) {
+        let settled = self.outbox.take_settled();
+        if !settled.is_empty() {
+            let mut unpublished = self.unpublished.lock();
+            for id in settled {
+                unpublished.done(&id);
             }
-            if u.tries > 1 {
-                tracing::info!(%id, %relay, tries = u.tries, "published after retrying");
-            }
-        } else if refusal_is_final(message) {
-            tracing::warn!(%id, %relay, "relay refused the event: {message}");
-            u.relays.remove(relay);
-        } else {
-            tracing::debug!(%id, %relay, "relay did not take the event yet: {message}");
-            u.at = u.at.min(Instant::now() + u.delay);
-        }
-        if u.relays.is_empty() {
-            self.unconfirmed.remove(&id);
-            self.unpublished.lock().done(&id);
         }
     }
 
@@ -714,36 +631,10 @@ impl RelayWorker {
                 self.subscribe(id, p.filter, p.relays, delay).await;
             }
         }
-        let mut due: Vec<(u64, EventId)> = self
-            .unconfirmed
-            .iter()
-            .filter(|(_, u)| u.at <= now)
-            .map(|(id, u)| (u.seq, *id))
-            .collect();
-        due.sort_unstable();
-        for (_, id) in due {
-            let Some(u) = self.unconfirmed.get(&id) else {
-                continue;
-            };
-            let exhausted = if u.taken {
-                u.tries >= TRIES_ONCE_TAKEN
-            } else {
-                u.since.elapsed() >= PUBLISH_RETRY_WINDOW
-            };
-            if exhausted {
-                let level_error = !u.taken;
-                let relays: Vec<&RelayUrl> = u.relays.iter().collect();
-                if level_error {
-                    tracing::error!(%id, ?relays, "no relay took the event: given up");
-                } else {
-                    tracing::warn!(%id, ?relays, "these relays never took the event");
-                }
-                self.unconfirmed.remove(&id);
-                self.unpublished.lock().done(&id);
-                continue;
-            }
-            self.send(id, None).await;
+        for seq in self.outbox.due(now) {
+            self.send(seq, None).await;
         }
+        self.settle();
     }
 
     /// A relay (re)connected: it gets every live subscription and, in order, every event it
@@ -765,15 +656,8 @@ impl RelayWorker {
             self.subscribe(id, filter, vec![relay.clone()], RETRY_FIRST_DELAY)
                 .await;
         }
-        let mut waiting: Vec<(u64, EventId)> = self
-            .unconfirmed
-            .iter()
-            .filter(|(_, u)| u.relays.contains(&relay))
-            .map(|(id, u)| (u.seq, *id))
-            .collect();
-        waiting.sort_unstable();
-        for (_, id) in waiting {
-            self.send(id, Some(&relay)).await;
+        for seq in self.outbox.waiting_for(&relay) {
+            self.send(seq, Some(&relay)).await;
         }
     }
 
