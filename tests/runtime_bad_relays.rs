@@ -22,7 +22,7 @@ use nostr_dvm::runtime::{
 use nostr_dvm::task::FixedPrice;
 use nostr_dvm::testing::{keys_from_seed, TestLightningNode, TestZapper};
 use rand::rngs::OsRng;
-use support::faults::{GarbageRelay, Proxy};
+use support::faults::{GarbageRelay, Proxy, SilentRelay};
 use support::{customer_output, provider_note, relay, Gated, Running, KIND, WAIT};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -342,6 +342,35 @@ async fn a_customer_cut_off_from_its_relay_gets_the_result_when_it_is_back() {
     // Back: the customer reconnects, subscribes again and the relay sends the stored result.
     proxy.restore();
     assert_eq!(result_of(&mut customer, job).await, "LATER");
+
+    running.stop().await;
+    customer.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_never_answers_holds_nothing_back() {
+    let (_relay, url) = relay().await;
+    let silent = SilentRelay::start().await;
+    let zapper = TestZapper::new(keys_from_seed(9), TestLightningNode::new(10));
+    let provider = Keys::generate();
+    let gate = Arc::new(Semaphore::new(3));
+    let (runtime, _notes) = provider_runtime(&provider, &zapper, &[silent.url(), &url], gate);
+    let running = Running::start(runtime);
+
+    let mut customer = CustomerRuntime::connect(Keys::generate(), CustomerConfig::new([&url]))
+        .await
+        .unwrap();
+    // Three paid jobs in a row, each step within the usual wait: an event is never held
+    // until the silent relay's OK times out (10 s).
+    for text in ["one", "two", "three"] {
+        let job = submit_and_wait_for_invoice(&mut customer, provider.public_key(), text).await;
+        pay_by_zap(&mut customer, &zapper, job, provider.public_key()).await;
+        assert_eq!(result_of(&mut customer, job).await, text.to_uppercase());
+    }
+    assert!(
+        silent.events() >= 3 * 3,
+        "the silent relay was sent every event too"
+    );
 
     running.stop().await;
     customer.disconnect().await;

@@ -259,3 +259,45 @@ async fn write_frame(
     stream.write_all(&frame).await?;
     Ok(())
 }
+
+/// A relay that takes connections and messages and never answers anything: no `EOSE`, no
+/// `OK`, no events.
+pub struct SilentRelay {
+    url: String,
+    events: Arc<AtomicUsize>,
+}
+
+impl SilentRelay {
+    /// Starts it on 127.0.0.1.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let events = Arc::new(AtomicUsize::new(0));
+        let counter = events.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    accept_websocket(&mut stream).await?;
+                    while let Some(text) = read_text_frame(&mut stream).await? {
+                        if text.starts_with("[\"EVENT\"") {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    Ok::<(), ConnectionError>(())
+                });
+            }
+        });
+        Self { url, events }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// How many `EVENT` messages it was sent.
+    pub fn events(&self) -> usize {
+        self.events.load(Ordering::SeqCst)
+    }
+}
