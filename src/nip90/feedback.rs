@@ -146,37 +146,12 @@ impl Fields {
 }
 
 impl JobFeedback {
-    /// Parses a feedback event, after checking its id and signature.
-    ///
-    /// `keys` are the reader's own keys, used only to decrypt encrypted feedback (see the
-    /// [type docs](Self)).
-    pub fn from_event(event: &Event, keys: Option<&Keys>) -> Result<Self, ParseError> {
-        Self::parse(event, keys, &KindRegistry::nip90(), true)
-    }
-
-    /// Like [`from_event`](Self::from_event), without checking the id and signature.
-    pub fn from_verified_event(event: &Event, keys: Option<&Keys>) -> Result<Self, ParseError> {
-        Self::parse(event, keys, &KindRegistry::nip90(), false)
-    }
-
-    /// Like [`from_event`](Self::from_event), with the feedback kinds of `registry`.
-    pub fn from_event_with(
-        event: &Event,
-        keys: Option<&Keys>,
-        registry: &KindRegistry,
-    ) -> Result<Self, ParseError> {
-        Self::parse(event, keys, registry, true)
-    }
-
-    /// Like [`from_verified_event`](Self::from_verified_event), with the feedback kinds of
-    /// `registry`.
-    pub fn from_verified_event_with(
-        event: &Event,
-        keys: Option<&Keys>,
-        registry: &KindRegistry,
-    ) -> Result<Self, ParseError> {
-        Self::parse(event, keys, registry, false)
-    }
+    super::job_event_parsers!(
+        "feedback",
+        "Parses a feedback event, after checking its id and signature.\n\n"
+        "`keys` are the reader's own keys, used only to decrypt encrypted feedback (see "
+        "the [type docs](Self))."
+    );
 
     fn parse(
         event: &Event,

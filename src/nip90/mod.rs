@@ -125,6 +125,48 @@ pub mod limits {
     pub const MAX_ENCRYPTED_CONTENT_LEN: usize = crate::nip44::DEFAULT_MAX_PLAINTEXT_LEN;
 }
 
+/// The four public parsers of a job event type (`from_event`, `from_verified_event` and
+/// their `_with` registry variants), all over its private
+/// `parse(event, keys, registry, verify)`. `$role` names the kinds ("request", "result",
+/// "feedback"); the `$doc` lines, joined, are the `from_event` doc.
+macro_rules! job_event_parsers {
+    ($role:literal, $($doc:literal)+) => {
+        #[doc = concat!($($doc),+)]
+        pub fn from_event(event: &Event, keys: Option<&Keys>) -> Result<Self, ParseError> {
+            Self::parse(event, keys, &KindRegistry::nip90(), true)
+        }
+
+        /// Like [`from_event`](Self::from_event), without checking the id and signature: for
+        /// events the caller has already verified (for instance with
+        /// [`nip01::verify`](crate::nip01::verify)).
+        pub fn from_verified_event(
+            event: &Event,
+            keys: Option<&Keys>,
+        ) -> Result<Self, ParseError> {
+            Self::parse(event, keys, &KindRegistry::nip90(), false)
+        }
+
+        #[doc = concat!("Like [`from_event`](Self::from_event), with the ", $role, " kinds of `registry`.")]
+        pub fn from_event_with(
+            event: &Event,
+            keys: Option<&Keys>,
+            registry: &KindRegistry,
+        ) -> Result<Self, ParseError> {
+            Self::parse(event, keys, registry, true)
+        }
+
+        #[doc = concat!("Like [`from_verified_event`](Self::from_verified_event), with the ", $role, " kinds of `registry`.")]
+        pub fn from_verified_event_with(
+            event: &Event,
+            keys: Option<&Keys>,
+            registry: &KindRegistry,
+        ) -> Result<Self, ParseError> {
+            Self::parse(event, keys, registry, false)
+        }
+    };
+}
+use job_event_parsers;
+
 /// Checks the event's id, then its signature.
 fn verify(event: &Event) -> Result<(), ParseError> {
     if !crate::nip01::verify_id(event) {

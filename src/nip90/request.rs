@@ -140,43 +140,17 @@ impl Fields {
 }
 
 impl JobRequest {
-    /// Parses a job request, after checking its id and signature.
-    ///
-    /// `keys` are the reader's own keys, used only to decrypt an encrypted request: the
-    /// provider's (the request is encrypted to it) or the customer's (reading back its own
-    /// request). With `None`, or with keys that are neither party's, an encrypted request
-    /// still parses, with [`Encryption::decrypted`] `false` and its private tags unread.
-    ///
-    /// Kinds follow [`KindRegistry::nip90`]; for other triples use
-    /// [`from_event_with`](Self::from_event_with).
-    pub fn from_event(event: &Event, keys: Option<&Keys>) -> Result<Self, ParseError> {
-        Self::parse(event, keys, &KindRegistry::nip90(), true)
-    }
-
-    /// Like [`from_event`](Self::from_event), without checking the id and signature: for
-    /// events the caller has already verified (for instance with [`Event::verify`]).
-    pub fn from_verified_event(event: &Event, keys: Option<&Keys>) -> Result<Self, ParseError> {
-        Self::parse(event, keys, &KindRegistry::nip90(), false)
-    }
-
-    /// Like [`from_event`](Self::from_event), with the request kinds of `registry`.
-    pub fn from_event_with(
-        event: &Event,
-        keys: Option<&Keys>,
-        registry: &KindRegistry,
-    ) -> Result<Self, ParseError> {
-        Self::parse(event, keys, registry, true)
-    }
-
-    /// Like [`from_verified_event`](Self::from_verified_event), with the request kinds of
-    /// `registry`.
-    pub fn from_verified_event_with(
-        event: &Event,
-        keys: Option<&Keys>,
-        registry: &KindRegistry,
-    ) -> Result<Self, ParseError> {
-        Self::parse(event, keys, registry, false)
-    }
+    super::job_event_parsers!(
+        "request",
+        "Parses a job request, after checking its id and signature.\n\n"
+        "`keys` are the reader's own keys, used only to decrypt an encrypted request: the "
+        "provider's (the request is encrypted to it) or the customer's (reading back its "
+        "own request). With `None`, or with keys that are neither party's, an encrypted "
+        "request still parses, with [`Encryption::decrypted`] `false` and its private "
+        "tags unread.\n\n"
+        "Kinds follow [`KindRegistry::nip90`]; for other triples use "
+        "[`from_event_with`](Self::from_event_with)."
+    );
 
     fn parse(
         event: &Event,

@@ -54,39 +54,14 @@ pub struct JobResult {
 }
 
 impl JobResult {
-    /// Parses a job result, after checking its id and signature.
-    ///
-    /// `keys` are the reader's own keys, used only to decrypt an encrypted result: the
-    /// customer's (the result is encrypted to it) or the provider's (reading back its own).
-    /// With `None`, or keys of neither party, an encrypted result parses with
-    /// [`Encryption::decrypted`] `false` and an empty `content`.
-    pub fn from_event(event: &Event, keys: Option<&Keys>) -> Result<Self, ParseError> {
-        Self::parse(event, keys, &KindRegistry::nip90(), true)
-    }
-
-    /// Like [`from_event`](Self::from_event), without checking the id and signature.
-    pub fn from_verified_event(event: &Event, keys: Option<&Keys>) -> Result<Self, ParseError> {
-        Self::parse(event, keys, &KindRegistry::nip90(), false)
-    }
-
-    /// Like [`from_event`](Self::from_event), with the result kinds of `registry`.
-    pub fn from_event_with(
-        event: &Event,
-        keys: Option<&Keys>,
-        registry: &KindRegistry,
-    ) -> Result<Self, ParseError> {
-        Self::parse(event, keys, registry, true)
-    }
-
-    /// Like [`from_verified_event`](Self::from_verified_event), with the result kinds of
-    /// `registry`.
-    pub fn from_verified_event_with(
-        event: &Event,
-        keys: Option<&Keys>,
-        registry: &KindRegistry,
-    ) -> Result<Self, ParseError> {
-        Self::parse(event, keys, registry, false)
-    }
+    super::job_event_parsers!(
+        "result",
+        "Parses a job result, after checking its id and signature.\n\n"
+        "`keys` are the reader's own keys, used only to decrypt an encrypted result: the "
+        "customer's (the result is encrypted to it) or the provider's (reading back its "
+        "own). With `None`, or keys of neither party, an encrypted result parses with "
+        "[`Encryption::decrypted`] `false` and an empty `content`."
+    );
 
     fn parse(
         event: &Event,
