@@ -1,12 +1,16 @@
 //! [`CustomerRuntime`]: a [`Customer`] on tokio and nostr-sdk.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use nostr::{Alphabet, Event, EventId, Filter, Keys, Kind, PublicKey, SingleLetterTag};
+use nostr::{
+    Alphabet, ClientMessage, Event, EventId, Filter, Keys, Kind, PublicKey, RelayMessage,
+    SingleLetterTag,
+};
 use nostr_sdk::{Client, RelayOptions, RelayPoolNotification, RelayUrl, SubscriptionId};
 use tokio::sync::{broadcast, mpsc};
 
+use super::outbox::OK_TIMEOUT;
 use super::{now, until, watch_reconnections, RuntimeError};
 use crate::customer::{discover, Customer, CustomerConfig, Delivery, Output};
 use crate::nip89::{HandlerInfo, HANDLER_INFO_KIND};
@@ -177,12 +181,14 @@ impl CustomerRuntime {
     }
 
     /// Publishes any event on the customer's relays (a zap receipt, for instance).
-    pub async fn publish(&self, event: &Event) -> Result<(), RuntimeError> {
-        self.client
-            .send_event(event)
+    ///
+    /// Returns once the first relay takes it (`OK`), or with [`RuntimeError::Client`] when
+    /// every relay refused it or none answered within 10 s. Relay events that arrive
+    /// meanwhile go to the customer as usual.
+    pub async fn publish(&mut self, event: &Event) -> Result<(), RuntimeError> {
+        self.publish_confirmed(event, &[])
             .await
-            .map(|_| ())
-            .map_err(|e| RuntimeError::Client(e.to_string()))
+            .map_err(RuntimeError::Client)
     }
 
     /// The next thing for the application: a notification or a payment to make. Waits for
@@ -237,25 +243,77 @@ impl CustomerRuntime {
         }
     }
 
+    /// Sends `event` to `relays` (all of the client's when empty) and waits for the first
+    /// relay to take it, feeding the relay events that arrive meanwhile to the customer.
+    /// A relay that never answers delays nothing once another has said `OK`.
+    async fn publish_confirmed(&mut self, event: &Event, relays: &[String]) -> Result<(), String> {
+        let targets: Vec<RelayUrl> = if relays.is_empty() {
+            self.client.relays().await.into_keys().collect()
+        } else {
+            relays
+                .iter()
+                .filter_map(|r| RelayUrl::parse(r).ok())
+                .collect()
+        };
+        let sent = self
+            .client
+            .send_msg_to(targets.clone(), ClientMessage::event(event.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut refusals: Vec<String> = sent
+            .failed
+            .iter()
+            .map(|(relay, why)| format!("{relay}: {why}"))
+            .collect();
+        let mut waiting: HashSet<RelayUrl> = targets
+            .into_iter()
+            .filter(|r| !sent.failed.contains_key(r))
+            .collect();
+        let deadline = tokio::time::Instant::now() + OK_TIMEOUT;
+        while !waiting.is_empty() {
+            let note = match tokio::time::timeout_at(deadline, self.notifications.recv()).await {
+                Ok(note) => note,
+                Err(_) => {
+                    refusals.push(format!("no OK within {} s", OK_TIMEOUT.as_secs()));
+                    break;
+                }
+            };
+            match note {
+                Ok(RelayPoolNotification::Event { event, .. }) => {
+                    self.customer.handle_event(now(), *event);
+                }
+                Ok(RelayPoolNotification::Message {
+                    relay_url,
+                    message:
+                        RelayMessage::Ok {
+                            event_id,
+                            status,
+                            message,
+                        },
+                }) if event_id == event.id && waiting.contains(&relay_url) => {
+                    if status || message.starts_with("duplicate:") {
+                        return Ok(());
+                    }
+                    refusals.push(format!("{relay_url}: {message}"));
+                    waiting.remove(&relay_url);
+                }
+                Ok(RelayPoolNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => {
+                    refusals.push("relay pool shut down".into());
+                    break;
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            }
+        }
+        Err(refusals.join("; "))
+    }
+
     /// Carries out the customer's relay commands; returns the events no relay took, with why.
     async fn drain(&mut self) -> Vec<(EventId, String)> {
         let mut not_taken = Vec::new();
         while let Some(output) = self.customer.poll_output() {
             match output {
                 Output::Publish { event, relays } => {
-                    let sent = if relays.is_empty() {
-                        self.client.send_event(&event).await
-                    } else {
-                        self.client.send_event_to(relays.iter(), &event).await
-                    };
-                    let failure = match sent {
-                        Ok(output) if output.success.is_empty() => {
-                            Some(format!("{:?}", output.failed))
-                        }
-                        Ok(_) => None,
-                        Err(e) => Some(e.to_string()),
-                    };
-                    if let Some(reason) = failure {
+                    if let Err(reason) = self.publish_confirmed(&event, &relays).await {
                         tracing::warn!(id = %event.id, "no relay took the event: {reason}");
                         not_taken.push((event.id, reason));
                     }
