@@ -13,7 +13,8 @@ use nostr_dvm::nostr::{Event, EventBuilder, EventId, Filter, Keys, Kind, Tag};
 use nostr_dvm::provider::{Notification as ProviderNote, PaymentPolicy, ProviderConfig};
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
 use nostr_dvm::runtime::{
-    CustomerRuntime, FileStore, LightningBackend, ProviderRuntime, TestLightningBackend,
+    CustomerRuntime, FileStore, LightningBackend, ProviderRuntime, RequestRelays,
+    TestLightningBackend,
 };
 use nostr_dvm::task::{FixedPrice, Progress, Task, TaskError, TaskOutput, TaskRequest};
 use nostr_dvm::testing::TestLightningNode;
@@ -153,6 +154,15 @@ fn free_provider(
     task: Arc<dyn Task>,
 ) -> (ProviderRuntime, mpsc::UnboundedReceiver<ProviderNote>) {
     let config = ProviderConfig::new([Kind::from(KIND)]).relays([url.to_owned()]);
+    free_provider_with(keys, config, task)
+}
+
+/// A provider with `config` and `task`, and its notifications.
+fn free_provider_with(
+    keys: &Keys,
+    config: ProviderConfig,
+    task: Arc<dyn Task>,
+) -> (ProviderRuntime, mpsc::UnboundedReceiver<ProviderNote>) {
     let (notes_tx, notes) = mpsc::unbounded_channel();
     let runtime = ProviderRuntime::new(keys.clone(), config)
         .task(task)
@@ -242,4 +252,94 @@ async fn a_job_cancelled_while_running_is_aborted_and_gets_no_result() {
 
     running.stop().await;
     customer.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_go_to_the_relays_a_request_names_when_the_policy_allows() {
+    let (_provider_relay, provider_url) = relay().await;
+    let (_customer_relay, customer_url) = relay().await;
+    let provider = Keys::generate();
+
+    // The customer listens only on its own relay and names it in the request, which it
+    // publishes on the provider's relay.
+    let listener = Client::default();
+    listener.add_relay(&customer_url).await.unwrap();
+    listener.connect().await;
+    listener.wait_for_connection(WAIT).await;
+    let mut notifications = listener.notifications();
+    listener
+        .subscribe(Filter::new().kind(Kind::from(KIND + 1000)), None)
+        .await
+        .unwrap();
+    let ask = |text: &str| {
+        EventBuilder::new(Kind::from(KIND), "")
+            .tags([
+                Tag::parse(["i", text, "text"]).unwrap(),
+                Tag::parse(["p", &provider.public_key().to_hex()]).unwrap(),
+                Tag::parse(["relays", &customer_url]).unwrap(),
+            ])
+            .sign_with_keys(&Keys::generate())
+            .unwrap()
+    };
+    let sender = Client::default();
+    sender.add_relay(&provider_url).await.unwrap();
+    sender.connect().await;
+    sender.wait_for_connection(WAIT).await;
+
+    // Default policy: the answer stays on the provider's relay.
+    let config = ProviderConfig::new([Kind::from(KIND)]).relays([provider_url.clone()]);
+    let (runtime, mut notes) = free_provider_with(&provider, config, Arc::new(Shout));
+    let running = Running::start(runtime);
+    let first = ask("not there");
+    sender.send_event(&first).await.unwrap();
+    provider_note(&mut notes, |n| match n {
+        ProviderNote::JobCompleted { job } if *job == first.id => Some(()),
+        _ => None,
+    })
+    .await;
+    running.stop().await;
+    let answer = Filter::new().kind(Kind::from(KIND + 1000)).event(first.id);
+    let on = |client: &Client, url: &str| {
+        let (client, filter, url) = (client.clone(), answer.clone(), url.to_owned());
+        async move { client.fetch_events_from([url], filter, WAIT).await.unwrap() }
+    };
+    let answered = on(&sender, &provider_url).await;
+    assert_eq!(answered.len(), 1, "answered on the provider's relay");
+    let elsewhere = on(&listener, &customer_url).await;
+    assert!(elsewhere.is_empty(), "and there only");
+
+    // With a policy that allows it (a local relay needs `allow_insecure`), it goes there too.
+    let config = ProviderConfig::new([Kind::from(KIND)]).relays([provider_url.clone()]);
+    let (runtime, _notes) = free_provider_with(&provider, config, Arc::new(Shout));
+    let runtime = runtime.request_relays(RequestRelays {
+        max_extra: 4,
+        allow_insecure: true,
+    });
+    let running = Running::start(runtime);
+    let second = ask("over there");
+    sender.send_event(&second).await.unwrap();
+    let content = wait_for(&mut notifications, result_for(second.id)).await;
+    assert_eq!(content, "OVER THERE");
+    running.stop().await;
+    listener.disconnect().await;
+    sender.disconnect().await;
+}
+
+#[test]
+fn the_request_relay_policy_refuses_plain_and_local_urls_by_default() {
+    let strict = RequestRelays {
+        max_extra: 4,
+        allow_insecure: false,
+    };
+    let allowed = |url: &str| strict.allows_url(url);
+    assert!(allowed("wss://relay.example.com"));
+    for url in [
+        "ws://relay.example.com",
+        "wss://127.0.0.1:7777",
+        "wss://[::1]",
+        "wss://localhost",
+        "wss://relay.localhost",
+    ] {
+        assert!(!allowed(url), "{url}");
+    }
 }

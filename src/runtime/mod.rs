@@ -71,7 +71,7 @@ use nostr_sdk::{Client, RelayStatus, RelayUrl};
 use tokio::sync::{broadcast, mpsc};
 
 pub use customer::{ConnectOptions, CustomerRuntime};
-pub use provider::ProviderRuntime;
+pub use provider::{ProviderRuntime, RequestRelays};
 pub use store::{FileStore, MemoryStore, SnapshotStore};
 #[cfg(feature = "test-util")]
 pub use test_backend::TestLightningBackend;

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nostr::{ClientMessage, Event, EventId, Filter, Keys, RelayMessage};
-use nostr_sdk::{Client, RelayOptions, RelayPoolNotification, RelayUrl, SubscriptionId};
+use nostr_sdk::{
+    Client, RelayOptions, RelayPoolNotification, RelayServiceFlags, RelayUrl, SubscriptionId,
+};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
@@ -21,15 +23,59 @@ use crate::task::{Progress, Task, TaskError, TaskOutput};
 
 type NotifyHook = Arc<dyn Fn(&Notification) + Send + Sync>;
 
+/// Whether and how far a [`ProviderRuntime`] follows the relays a request names.
+///
+/// NIP-90 says providers SHOULD publish their answers on the relays of a request's `relays`
+/// tag. That lets anyone who can send a request make the provider open connections, so the
+/// runtime does it only within these bounds: at most `max_extra` relays besides the
+/// configured ones (connected for writing only, kept for the runtime's life), and only
+/// `wss://` URLs with a host name (not an IP address, not `localhost`) unless
+/// `allow_insecure`. Answers always go to the configured relays too, where the request was
+/// read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestRelays {
+    /// The most relays the runtime connects to besides its configured ones (0: none, the
+    /// default).
+    pub max_extra: usize,
+    /// Accept any URL, `ws://` and local addresses included (tests on a local relay).
+    pub allow_insecure: bool,
+}
+
+impl RequestRelays {
+    /// Whether the relay at `url` may be connected to under this policy (the count aside).
+    pub fn allows_url(&self, url: &str) -> bool {
+        RelayUrl::parse(url).is_ok_and(|url| self.allows(&url))
+    }
+
+    fn allows(&self, url: &RelayUrl) -> bool {
+        if self.allow_insecure {
+            return true;
+        }
+        let local = |host: &str| host == "localhost" || host.ends_with(".localhost");
+        url.as_str().starts_with("wss://") && url.domain().is_some_and(|host| !local(host))
+    }
+}
+
+/// The relays the worker publishes on.
+struct Relays {
+    /// The configured relays (read and write).
+    pool: HashSet<RelayUrl>,
+    /// Relays named by requests that the runtime connected to for writing.
+    extra: HashSet<RelayUrl>,
+    policy: RequestRelays,
+}
+
 /// Runs a [`Provider`] over real relays. See the [module docs](super).
 ///
 /// Built from the provider's keys and config (whose `relays` are the relays it connects
 /// to), one or more [`Task`]s, a [`LightningBackend`] and a [`SnapshotStore`]; then
 /// [`run`](Self::run) until a shutdown signal.
 ///
-/// Published events go to the relays an output names that the client is connected to, or to
-/// all connected relays when it names none of them: the runtime does not connect to relays a
-/// request names on its own.
+/// Published events go to the configured relays an output names (answers name the request's
+/// relays and the configured ones), or to all configured relays when it names none of them.
+/// Relays a request names that are not configured are used only under a
+/// [`RequestRelays`] policy ([`request_relays`](Self::request_relays)); by default they are
+/// not.
 pub struct ProviderRuntime {
     keys: Keys,
     config: ProviderConfig,
@@ -40,6 +86,7 @@ pub struct ProviderRuntime {
     connect_timeout: Duration,
     flush_timeout: Duration,
     relay_options: RelayOptions,
+    request_relays: RequestRelays,
     settlements_tx: mpsc::UnboundedSender<(EventId, PaymentProof)>,
     settlements_rx: mpsc::UnboundedReceiver<(EventId, PaymentProof)>,
 }
@@ -77,6 +124,7 @@ impl ProviderRuntime {
             connect_timeout: Duration::from_secs(10),
             flush_timeout: Duration::from_secs(5),
             relay_options: RelayOptions::new(),
+            request_relays: RequestRelays::default(),
             settlements_tx,
             settlements_rx,
         }
@@ -142,6 +190,14 @@ impl ProviderRuntime {
         self
     }
 
+    /// Whether to answer on the relays a request names too (NIP-90's `relays` tag, where
+    /// providers SHOULD publish). Off by default: it lets whoever writes a request choose
+    /// where the provider connects. See [`RequestRelays`].
+    pub fn request_relays(mut self, policy: RequestRelays) -> Self {
+        self.request_relays = policy;
+        self
+    }
+
     /// Where a Lightning backend reports settled invoices (also given to it through
     /// [`LightningBackend::attach`] when the runtime starts).
     pub fn settlements(&self) -> Settlements {
@@ -168,6 +224,7 @@ impl ProviderRuntime {
             connect_timeout,
             flush_timeout,
             relay_options,
+            request_relays,
             settlements_tx,
             mut settlements_rx,
         } = self;
@@ -210,7 +267,11 @@ impl ProviderRuntime {
         let unpublished = SharedUnpublished::default();
         let worker = tokio::spawn(relay_worker(
             client.clone(),
-            pool,
+            Relays {
+                pool,
+                extra: HashSet::new(),
+                policy: request_relays,
+            },
             commands_rx,
             reconnected_rx,
             unpublished.clone(),
@@ -478,7 +539,7 @@ struct PendingSubscription {
 /// (the runtime bounds that wait).
 async fn relay_worker(
     client: Client,
-    pool: HashSet<RelayUrl>,
+    relays: Relays,
     mut commands: mpsc::UnboundedReceiver<Command>,
     mut reconnected: mpsc::UnboundedReceiver<RelayUrl>,
     unpublished: SharedUnpublished,
@@ -486,7 +547,7 @@ async fn relay_worker(
     let mut notifications = client.notifications();
     let mut worker = RelayWorker {
         client,
-        pool,
+        relays,
         unpublished,
         live: HashMap::new(),
         pending: HashMap::new(),
@@ -524,7 +585,7 @@ async fn relay_worker(
 /// The relay worker's state.
 struct RelayWorker {
     client: Client,
-    pool: HashSet<RelayUrl>,
+    relays: Relays,
     /// Shared with the loop: the events no relay has taken yet.
     unpublished: SharedUnpublished,
     /// Every subscription the provider holds, to send again on reconnection.
@@ -547,7 +608,7 @@ impl RelayWorker {
             Command::Subscribe(id, filter) => {
                 self.pending.remove(&id);
                 self.live.insert(id.clone(), filter.clone());
-                let relays: Vec<RelayUrl> = self.pool.iter().cloned().collect();
+                let relays: Vec<RelayUrl> = self.relays.pool.iter().cloned().collect();
                 self.subscribe(id, filter, relays, RETRY_FIRST_DELAY).await;
             }
             Command::Unsubscribe(id) => {
@@ -556,7 +617,7 @@ impl RelayWorker {
                 self.client.unsubscribe(&SubscriptionId::new(id)).await;
             }
             Command::Resubscribe => {
-                let relays: Vec<RelayUrl> = self.pool.iter().cloned().collect();
+                let relays: Vec<RelayUrl> = self.relays.pool.iter().cloned().collect();
                 for relay in relays {
                     self.reconnected(relay).await;
                 }
@@ -565,16 +626,39 @@ impl RelayWorker {
     }
 
     async fn publish(&mut self, event: Event, relays: Vec<String>) {
-        let mut targets: HashSet<RelayUrl> = relays
-            .iter()
-            .filter_map(|r| RelayUrl::parse(r).ok())
-            .filter(|r| self.pool.contains(r))
-            .collect();
+        let mut targets = HashSet::new();
+        for relay in relays.iter().filter_map(|r| RelayUrl::parse(r).ok()) {
+            let known = self.relays.pool.contains(&relay) || self.relays.extra.contains(&relay);
+            if known || self.connect_extra(&relay).await {
+                targets.insert(relay);
+            }
+        }
         if targets.is_empty() {
-            targets = self.pool.clone();
+            targets = self.relays.pool.clone();
         }
         let seq = self.outbox.add(event, targets, Instant::now());
         self.send(seq, None).await;
+    }
+
+    /// Connects, for writing, to a relay a request named, if the [`RequestRelays`] policy
+    /// allows it.
+    async fn connect_extra(&mut self, relay: &RelayUrl) -> bool {
+        let policy = self.relays.policy;
+        if self.relays.extra.len() >= policy.max_extra || !policy.allows(relay) {
+            return false;
+        }
+        let options = RelayOptions::new().flags(RelayServiceFlags::WRITE);
+        if let Err(e) = self.client.pool().add_relay(relay.clone(), options).await {
+            tracing::debug!(%relay, "cannot add a request's relay: {e}");
+            return false;
+        }
+        if let Err(e) = self.client.connect_relay(relay.clone()).await {
+            tracing::debug!(%relay, "cannot connect to a request's relay: {e}");
+            return false;
+        }
+        tracing::info!(%relay, "publishing on a relay a request named");
+        self.relays.extra.insert(relay.clone());
+        true
     }
 
     /// Sends an event of the outbox to the relays that have not taken it (or only to
