@@ -154,7 +154,7 @@ fn ingest_config(zapper: &TestZapper) -> ProviderConfig {
         .zappers([zapper.pubkey()])
         .relays(["wss://dvm.example"])
         .admission(open_admission())
-        .rng_seed([7; 32]);
+        .deterministic_seed([7; 32]);
     config.processing_feedback = false;
     config
 }
@@ -395,7 +395,7 @@ fn paid_job_fixture(request: Event, customer: &Keys) -> PaidJob {
         .payment(PaymentPolicy::PayFirst)
         .zappers([zapper.pubkey()])
         .relays(["wss://dvm.example"])
-        .rng_seed([7; 32]);
+        .deterministic_seed([7; 32]);
     assert!(config.processing_feedback);
 
     let mut preimage = [0u8; 32];

@@ -133,7 +133,6 @@ async fn customer() -> support::Result<()> {
     let identity = support::load_keys(&flags, "customer", clock)?;
     let mut config = CustomerConfig::new(relays.iter().cloned());
     config.timeout_secs = timeout.as_secs();
-    config.rng_seed = rand::random();
     let mut customer = CustomerRuntime::connect(identity.keys, config).await?;
     let pool = customer.client().relays().await;
     if !pool.values().any(|relay| relay.is_connected()) {

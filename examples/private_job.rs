@@ -68,8 +68,7 @@ async fn private_job() -> support::Result<()> {
 
     let customer_keys = Keys::generate();
     let customer_pk = customer_keys.public_key();
-    let mut config = CustomerConfig::new(relays.iter().cloned());
-    config.rng_seed = rand::random();
+    let config = CustomerConfig::new(relays.iter().cloned());
     let mut customer = CustomerRuntime::connect(customer_keys, config).await?;
     let kind = Kind::from(SUMMARISE);
     let info = support::find_announcement(customer.client(), kind, provider_pk).await?;

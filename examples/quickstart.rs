@@ -65,8 +65,7 @@ async fn quickstart() -> support::Result<()> {
     );
 
     // The customer.
-    let mut config = CustomerConfig::new([url.clone()]);
-    config.rng_seed = rand::random();
+    let config = CustomerConfig::new([url.clone()]);
     let mut customer = CustomerRuntime::connect(Keys::generate(), config).await?;
     let request = JobRequest::builder(Kind::from(SUMMARISE))
         .input(JobInput::text(TEXT))

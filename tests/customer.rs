@@ -41,7 +41,7 @@ impl World {
             now,
         );
         let mut config = customer_config(CustomerConfig::new(["wss://relay.example"]));
-        config.rng_seed = [3; 32];
+        config.seed = nostr_dvm::rng::SeedSource::Deterministic([3; 32]);
         let customer = Customer::new(keys_from_seed(43), config, now);
         Self {
             customer,

@@ -43,7 +43,7 @@ impl Harness {
             ProviderConfig::new([Kind::from(KIND)])
                 .zappers([zapper.pubkey()])
                 .relays(["wss://dvm.example"])
-                .rng_seed([7; 32]),
+                .deterministic_seed([7; 32]),
         );
         let mut h = Self {
             provider: Provider::new(keys.clone(), config, Timestamp::from(T0)),
@@ -1040,7 +1040,7 @@ fn snapshot_and_restore_at_any_step_change_nothing_that_follows() {
                 let config = ProviderConfig::new([Kind::from(KIND)])
                     .zappers([original.zapper.pubkey()])
                     .relays(["wss://dvm.example"])
-                    .rng_seed([7; 32])
+                    .deterministic_seed([7; 32])
                     .pricing(FixedPrice(PRICE));
                 restored = Some(Provider::restore(original.keys.clone(), config, snap).unwrap());
             }
@@ -1104,7 +1104,7 @@ fn resume_reissues_in_flight_work_after_a_crash() {
     h.send(request.clone());
     let snap = h.provider.snapshot();
     assert!(!h.provider.needs_persistence());
-    let config = ProviderConfig::new([Kind::from(KIND)]).rng_seed([7; 32]);
+    let config = ProviderConfig::new([Kind::from(KIND)]).deterministic_seed([7; 32]);
     let mut p = Provider::restore(h.keys.clone(), config, snap).unwrap();
     p.resume(h.now());
     let mut out = Vec::new();
@@ -1124,7 +1124,7 @@ fn events_pushed_into_a_snapshot_are_published_after_restore() {
     // A host that stopped before any relay took an event it had drained.
     let unpublished = h.request(|b| b);
     snap.push_publish(unpublished.clone(), vec!["wss://relay.example".into()]);
-    let config = ProviderConfig::new([Kind::from(KIND)]).rng_seed([7; 32]);
+    let config = ProviderConfig::new([Kind::from(KIND)]).deterministic_seed([7; 32]);
     let mut p = Provider::restore(h.keys.clone(), config, snap).unwrap();
     let mut out = Vec::new();
     while let Some(o) = p.poll_output() {
@@ -1223,7 +1223,7 @@ fn a_spent_receipt_stays_spent_after_a_restart() {
     let snapshot = serde_json::to_string(&h.provider.snapshot()).unwrap();
     let config = ProviderConfig::new([Kind::from(KIND)])
         .zappers([h.zapper.pubkey()])
-        .rng_seed([7; 32])
+        .deterministic_seed([7; 32])
         .pricing(FixedPrice(PRICE));
     let mut restored = Provider::restore(
         h.keys.clone(),

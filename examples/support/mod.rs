@@ -258,12 +258,11 @@ pub fn summarise_metadata(relays: &[String], price_msat: u64) -> HandlerMetadata
 }
 
 /// A summarisation provider's config: kind 5001 on `relays`, announced (NIP-89), free or at
-/// a fixed `price_msat` (pay-first, the default policy), with an RNG seeded from the OS.
+/// a fixed `price_msat` (pay-first, the default policy), with the default RNG (seeded from the operating system).
 pub fn summarise_config(relays: &[String], price_msat: u64) -> ProviderConfig {
     let config = ProviderConfig::new([Kind::from(SUMMARISE)])
         .relays(relays.iter().cloned())
-        .announcement(summarise_metadata(relays, price_msat))
-        .rng_seed(rand::random());
+        .announcement(summarise_metadata(relays, price_msat));
     match price_msat {
         0 => config,
         msat => config.pricing(FixedPrice(msat)),

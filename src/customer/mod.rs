@@ -42,7 +42,7 @@ use crate::nip59;
 use crate::nip90::{
     FeedbackStatus, JobFeedback, JobRequest, JobRequestBuilder, JobResult, KindRegistry,
 };
-use crate::rng::DvmRng;
+use crate::rng::{DvmRng, SeedSource};
 
 /// How a request reaches providers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +77,10 @@ pub struct CustomerConfig {
     pub timeout_secs: u64,
     /// The request/result/feedback kind triples.
     pub registry: KindRegistry,
-    /// Seed for the customer's CSPRNG (seed from the OS in production).
-    pub rng_seed: [u8; 32],
+    /// Where the customer's CSPRNG (nonces, IVs, one-time keys, signature aux data) gets its
+    /// seed: the operating system by default, drawn anew by every `Customer::new`; a fixed
+    /// seed ([`SeedSource::Deterministic`]) only for reproducible tests.
+    pub seed: SeedSource,
 }
 
 impl CustomerConfig {
@@ -89,7 +91,7 @@ impl CustomerConfig {
             auto_pay_limit_msat: None,
             timeout_secs: 600,
             registry: KindRegistry::nip90(),
-            rng_seed: [0; 32],
+            seed: SeedSource::OperatingSystem,
         }
     }
 }
@@ -263,7 +265,7 @@ pub struct Customer {
 impl Customer {
     /// A customer with `keys`. Its first output subscribes to gift wraps addressed to it.
     pub fn new(keys: Keys, config: CustomerConfig, now: Timestamp) -> Self {
-        let rng = DvmRng::from_seed(config.rng_seed);
+        let rng = DvmRng::from_source(&config.seed);
         let mut customer = Self {
             keys,
             config,

@@ -8,6 +8,7 @@ use nostr::{Kind, PublicKey};
 
 use crate::nip89::HandlerMetadata;
 use crate::nip90::KindRegistry;
+use crate::rng::SeedSource;
 use crate::task::{FreePricing, Pricing};
 
 /// When the customer pays, relative to the work.
@@ -127,9 +128,11 @@ pub struct ProviderConfig {
     pub announcement_id: String,
     /// A periodic liveness event, if any.
     pub heartbeat: Option<Heartbeat>,
-    /// Seed for the provider's CSPRNG (nonces, one-time keys, signatures). Seed it from the
-    /// operating system in production; a constant gives reproducible tests.
-    pub rng_seed: [u8; 32],
+    /// Where the provider's CSPRNG (nonces, IVs, one-time keys, signature aux data) gets its
+    /// seed: the operating system by default, drawn anew by every `Provider::new` and mixed in
+    /// again by every `restore`; a fixed seed only for reproducible tests
+    /// ([`deterministic_seed`](Self::deterministic_seed)).
+    pub seed: SeedSource,
 }
 
 impl ProviderConfig {
@@ -158,7 +161,7 @@ impl ProviderConfig {
             announcement: None,
             announcement_id: "nostr-dvm".into(),
             heartbeat: None,
-            rng_seed: [0; 32],
+            seed: SeedSource::OperatingSystem,
         }
     }
 
@@ -192,9 +195,10 @@ impl ProviderConfig {
         self
     }
 
-    /// Sets the RNG seed.
-    pub fn rng_seed(mut self, seed: [u8; 32]) -> Self {
-        self.rng_seed = seed;
+    /// Makes the provider's randomness reproducible from `seed`: for tests and simulations
+    /// only, since anyone who knows the seed can predict its nonces and one-time keys.
+    pub fn deterministic_seed(mut self, seed: [u8; 32]) -> Self {
+        self.seed = SeedSource::Deterministic(seed);
         self
     }
 
@@ -217,6 +221,7 @@ impl core::fmt::Debug for ProviderConfig {
             .field("payment", &self.payment)
             .field("zappers", &self.zappers)
             .field("admission", &self.admission)
+            .field("seed", &self.seed)
             .finish_non_exhaustive()
     }
 }

@@ -254,7 +254,7 @@ impl Provider {
     /// A provider with `keys` and `config`, started at `now`. Its first outputs are the
     /// subscriptions it needs.
     pub fn new(keys: Keys, config: ProviderConfig, now: Timestamp) -> Self {
-        let rng = DvmRng::from_seed(config.rng_seed);
+        let rng = DvmRng::from_source(&config.seed);
         let next_heartbeat = config
             .heartbeat
             .as_ref()

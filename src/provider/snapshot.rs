@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{Error, Job, Notification, Output, Provider, ProviderConfig, ReplayLedger, Reply};
 use crate::job::JobState;
 use crate::nip90::JobRequest;
-use crate::rng::RngState;
+use crate::rng::{DvmRng, RngState};
 use crate::task::TaskOutput;
 
 /// A provider's whole state: jobs, replay ledger, RNG position, tombstones, rate windows and
@@ -132,9 +132,14 @@ impl Provider {
         }
     }
 
-    /// A provider that continues exactly where the one that made `snapshot` was: the same
-    /// later inputs give the same outputs, byte for byte. Give it the same keys and an
-    /// equivalent config. After a host crash, call [`resume`](Self::resume) too.
+    /// A provider that continues where the one that made `snapshot` was: the same jobs,
+    /// ledger, timers and outbox. Give it the same keys and an equivalent config. After a host
+    /// crash, call [`resume`](Self::resume) too.
+    ///
+    /// Randomness: under the default [`SeedSource::OperatingSystem`](crate::rng::SeedSource)
+    /// fresh entropy is mixed into the saved RNG state, so nothing drawn before (or after) the
+    /// save is drawn again; under a deterministic seed the restored provider continues byte
+    /// for byte, which is what reproducible tests compare.
     pub fn restore(
         keys: Keys,
         config: ProviderConfig,
@@ -196,10 +201,11 @@ impl Provider {
                 }),
             );
         }
+        let rng = DvmRng::restore(snapshot.rng, &config.seed);
         let mut provider = Self {
             keys,
             config,
-            rng: snapshot.rng.into_rng(),
+            rng,
             jobs,
             bindings,
             dependents,

@@ -626,7 +626,7 @@ impl NetworkBuilder {
             ProviderConfig::new([self.kind])
                 .zappers([zapper.pubkey()])
                 .relays([SIM_RELAY_URL])
-                .rng_seed(provider_seed),
+                .deterministic_seed(provider_seed),
         );
         let provider = Provider::new(keys.clone(), config.clone(), self.start);
         let mut net = Network {
