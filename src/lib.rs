@@ -68,13 +68,18 @@
 //!   a clock and a network.
 //! - [`nip01`] event id and signature checks; [`nip40`] expiration and [`nip13`]
 //!   proof-of-work helpers; [`job`] the job states;
-//!   [`rng`] a seedable, serializable CSPRNG for reproducible state machines.
+//!   [`rng`] the state machines' CSPRNG and its [`rng::SeedSource`].
 //!
 //! ## Guarantees
 //!
 //! - **No internal clock, no network, no disk.** Every function that needs the time takes it
-//!   as a parameter, and every function that needs randomness takes a caller-supplied
-//!   [`rand_core`] RNG, so tests are reproducible byte for byte.
+//!   as a parameter, and every free function that needs randomness takes a caller-supplied
+//!   [`rand_core`] RNG.
+//! - **Secure randomness by default.** The `Provider` and the `Customer` draw nonces, IVs,
+//!   one-time gift-wrap keys and signature aux data from their own CSPRNG, seeded from the
+//!   operating system when they are built (and re-mixed with fresh entropy on restore); two
+//!   machines never share a stream. Only a config built with a deterministic seed
+//!   ([`rng::SeedSource::Deterministic`]) replays byte for byte, for tests and simulations.
 //! - **Remote input never panics.** Anything that could come from a relay is refused with a
 //!   typed error naming what was wrong, and never poisons the state machine.
 //! - **A forged, replayed or underpaid zap never starts work** under pay-first.

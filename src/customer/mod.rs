@@ -28,7 +28,13 @@
 //! signed (or come inside a valid gift wrap), answer one of our jobs (`e` tag, the right
 //! kind, our key in `p`, and a `request` tag, when present, naming the same job), come from a
 //! provider the job may be answered by (a job addressed to one provider: only that one), and
-//! decrypt when they are encrypted. Nothing is paid unless the host calls
+//! decrypt when they are encrypted.
+//!
+//! Every NIP-44 nonce, NIP-04 IV, gift-wrap one-time key and timestamp tweak, and every
+//! signature's aux data comes from the customer's own CSPRNG, seeded from the operating system
+//! in [`Customer::new`] unless [`CustomerConfig::seed`] is deterministic (tests only).
+//!
+//! Nothing is paid unless the host calls
 //! [`Customer::pay`], or the amount is within the configured auto-pay limit.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -46,8 +46,13 @@
 //! - **Replies use the request's scheme**: plain, NIP-04, NIP-44, or a NIP-59 gift wrap to the
 //!   sender.
 //! - **Nothing is lost on restart**: [`Provider::snapshot`] captures jobs, ledger, RNG and the
-//!   undrained outbox; [`Provider::restore`] continues exactly; [`Provider::resume`] re-issues
+//!   undrained outbox; [`Provider::restore`] continues from it; [`Provider::resume`] re-issues
 //!   the work that was in flight when the host stopped.
+//! - **Randomness from the operating system**: every NIP-44 nonce, NIP-04 IV, gift-wrap
+//!   one-time key and timestamp tweak, and every signature's aux data comes from the
+//!   provider's own CSPRNG, seeded as [`ProviderConfig::seed`] says: fresh OS entropy in each
+//!   `Provider::new` and mixed in again by each `restore`, unless a test set a deterministic
+//!   seed.
 
 mod config;
 mod flow;
