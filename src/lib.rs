@@ -34,6 +34,7 @@
 //!         }
 //!         Output::CancelTask(job) => { /* abort the task of `job` */ }
 //!         Output::RequestInvoice { job, amount_msat, .. } => { /* wallet, then handle_invoice */ }
+//!         Output::Refund(refund) => { /* a late or extra payment: give it back */ }
 //!         Output::Notify(event) => { /* log it */ }
 //!     }
 //! }

@@ -10,7 +10,8 @@ use nostr_dvm::nip90::{FeedbackStatus, JobFeedback, JobInput, JobRequest, JobRes
 use nostr_dvm::nostr::{Event, EventId, Keys, Kind, Tag, Timestamp};
 use nostr_dvm::provider::{
     Admission, Notification, Output, PaymentPolicy, PaymentProof, Provider, ProviderConfig,
-    RateLimit, RejectReason, DELETION_REFRESH_SECS, EARLY_RECEIPT_SECS, MAX_EARLY_RECEIPTS,
+    RateLimit, RefundReason, RejectReason, DELETION_REFRESH_SECS, EARLY_RECEIPT_SECS,
+    MAX_EARLY_RECEIPTS,
 };
 use nostr_dvm::task::{FixedPrice, Quote, TaskError, TaskOutput};
 use nostr_dvm::testing::{
@@ -529,15 +530,27 @@ fn an_invoice_for_the_wrong_amount_is_the_hosts_error() {
         expiry_secs: 600,
         preimage: [3; 32],
     });
+    h.drain();
     assert!(h
         .provider
         .handle_invoice(h.now(), request.id, Ok(invoice.bolt11))
         .is_err());
+    // The job cannot go on: it fails now, with feedback, not a minute later.
+    assert_eq!(statuses(&h.drain()), [FeedbackStatus::Error]);
+    assert!(matches!(h.state(&request.id), JobState::Failed { .. }));
+
+    let request = h.request(|b| b.param("n", "2"));
+    h.send(request.clone());
     assert!(h
         .provider
         .handle_invoice(h.now(), request.id, Ok("lnbc1garbage".into()))
         .is_err());
+    assert!(matches!(h.state(&request.id), JobState::Failed { .. }));
+
     // The backend failing is not the host's error: the job fails with feedback.
+    let request = h.request(|b| b.param("n", "3"));
+    h.send(request.clone());
+    h.drain();
     h.provider
         .handle_invoice(h.now(), request.id, Err("node offline".into()))
         .unwrap();
@@ -596,7 +609,7 @@ fn pricing_hook_can_refuse_with_a_reason() {
 }
 
 #[test]
-fn pay_after_result_delivers_with_an_invoice_and_records_late_payment() {
+fn pay_after_result_delivers_then_asks_for_payment() {
     let mut h = Harness::new(|c| {
         c.pricing(FixedPrice(PRICE))
             .payment(PaymentPolicy::PayAfterResult)
@@ -607,14 +620,41 @@ fn pay_after_result_delivers_with_an_invoice_and_records_late_payment() {
     h.provider
         .handle_task_result(h.now(), request.id, Ok(TaskOutput::new("result")))
         .unwrap();
+    // The result goes out at once, before any invoice.
     let out = h.drain();
+    let result = results(&out, None).remove(0);
+    assert_eq!(result.content, "result");
+    // Then payment-required, with the amount and the invoice.
     let out = h.answer_invoices(&out);
-    let result = &results(&out, None)[0];
-    assert_eq!(result.amount.as_ref().unwrap().msat, PRICE);
+    assert!(results(&out, None).is_empty());
+    let fb = feedback(&out, None);
+    assert_eq!(fb.len(), 1);
+    assert_eq!(fb[0].status, FeedbackStatus::PaymentRequired);
+    let amount = fb[0].amount.clone().unwrap();
+    assert_eq!(amount.msat, PRICE);
+    assert_eq!(
+        amount.bolt11.as_deref(),
+        Some(h.invoices[0].bolt11.as_str())
+    );
     assert_eq!(h.state(&request.id), JobState::Delivered { paid: false });
-    let receipt = h.zap(request.id, PRICE);
+    // A zap of the result event pays; a second payment is handed back.
+    let receipt = h.zap(result.id, PRICE);
     h.send(receipt);
     assert_eq!(h.state(&request.id), JobState::Delivered { paid: true });
+    let second = h.zap(fb[0].id, PRICE);
+    let out = h.send(second);
+    let refunds: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Refund(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0].reason, RefundReason::AlreadyPaid);
+    assert_eq!(refunds[0].amount_msat, PRICE);
+    assert_eq!(refunds[0].payer, Some(h.customer.public_key()));
+    assert_eq!(statuses(&out), [FeedbackStatus::Error]);
 }
 
 #[test]

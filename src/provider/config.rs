@@ -17,11 +17,16 @@ pub enum PaymentPolicy {
     /// Priced jobs send `payment-required` with an invoice first; work starts only after a
     /// verified zap receipt or a wallet proof for that invoice.
     PayFirst,
-    /// Work starts at once; the result is published with an `amount` and an invoice, and a
-    /// later payment is recorded. For trusted or low-value work.
+    /// Work starts at once; the result is published as soon as it is ready, then
+    /// `payment-required` feedback with the amount and an invoice. The first verified payment
+    /// (the invoice, or a zap of the result, of that feedback or of the request) is recorded;
+    /// later ones are handed back as [`Output::Refund`](super::Output::Refund). For trusted or
+    /// low-value work.
     PayAfterResult,
-    /// Work starts at once; when done, a `partial` sample and `payment-required` go out, and
-    /// the full result is released after a verified payment.
+    /// Work starts at once; when done, the result is built and signed but held, the task's
+    /// sample (if any) goes out as `partial` feedback with `payment-required`, and the held
+    /// result is released after a verified payment. Nothing else the task reports as
+    /// progress is published before payment.
     PartialThenPay,
 }
 
@@ -33,11 +38,34 @@ pub struct Admission {
     /// These customers are never served.
     pub deny: BTreeSet<PublicKey>,
     /// Per customer: at most `max_requests` admitted in any `window_secs` (`None`: no limit).
+    /// A per-key limit cannot stop a flood from fresh keys, which cost nothing to make:
+    /// [`global_rate_limit`](Self::global_rate_limit) and the caps below do.
     pub rate_limit: Option<RateLimit>,
+    /// All customers together: at most `max_requests` requests become jobs in any
+    /// `window_secs` (`None`: no limit). Default 6,000 a minute (100 a second).
+    pub global_rate_limit: Option<RateLimit>,
+    /// All customers together: at most `max_requests` invoices asked of the Lightning backend
+    /// in any `window_secs`, so a flood of priced requests from throw-away keys cannot make
+    /// the host's node create invoices without bound (`None`: no limit). A priced request
+    /// beyond it is refused with `error` feedback. Default 120 a minute.
+    pub invoice_rate_limit: Option<RateLimit>,
+    /// The most jobs waiting to be paid before any work (pay-first: an invoice being made or
+    /// `payment-required` sent). When a new one would exceed it, the oldest unpaid job
+    /// expires (with `error` feedback) to make room, so unpaid requests cannot hold every
+    /// live slot. Default 250, a quarter of `max_live_jobs`.
+    pub max_unpaid_jobs: usize,
+    /// The most spent receipts and payment hashes the replay ledger holds. When it is full,
+    /// priced requests are refused ([`RejectReason::AtCapacity`](super::RejectReason)) until
+    /// entries expire: a payment is never forgotten to make room. Default 100,000.
+    pub max_ledger_entries: usize,
     /// The most jobs that are not terminal at once; requests beyond it are dropped.
     pub max_live_jobs: usize,
     /// The most jobs kept in total, terminal ones included (kept for deduplication and
-    /// late payments until they age out); the oldest terminal jobs are dropped first.
+    /// late payments until they age out); the oldest terminal jobs are dropped first. A
+    /// dropped job's id is remembered until its request turns stale (at most `max_jobs` ids):
+    /// when that memory is full too, new requests are refused
+    /// ([`RejectReason::AtCapacity`](super::RejectReason)) rather than risk running a job
+    /// twice.
     pub max_jobs: usize,
     /// The largest request accepted: content plus tag values, in bytes.
     pub max_request_bytes: usize,
@@ -54,6 +82,16 @@ impl Default for Admission {
                 max_requests: 30,
                 window_secs: 60,
             }),
+            global_rate_limit: Some(RateLimit {
+                max_requests: 6_000,
+                window_secs: 60,
+            }),
+            invoice_rate_limit: Some(RateLimit {
+                max_requests: 120,
+                window_secs: 60,
+            }),
+            max_unpaid_jobs: 250,
+            max_ledger_entries: 100_000,
             max_live_jobs: 1_000,
             max_jobs: 10_000,
             max_request_bytes: 64 * 1024,
@@ -110,7 +148,10 @@ pub struct ProviderConfig {
     pub processing_feedback: bool,
     /// Send `success` feedback after the result.
     pub success_feedback: bool,
-    /// Seconds a `payment-required` job waits for payment.
+    /// Seconds a `payment-required` job waits for payment. The invoice is asked for with an
+    /// expiry of this plus `invoice_timeout_secs`, and the window ends at the invoice's own
+    /// expiry when that is earlier. A payment seen after the window closed never starts work:
+    /// it is handed back as [`Output::Refund`](super::Output::Refund).
     pub payment_window_secs: u64,
     /// Seconds a task may run before it is cancelled.
     pub run_timeout_secs: u64,
@@ -118,8 +159,22 @@ pub struct ProviderConfig {
     pub input_wait_secs: u64,
     /// Seconds the host's Lightning backend has to answer an invoice request.
     pub invoice_timeout_secs: u64,
-    /// Seconds a terminal job is kept (for deduplication and late payments).
+    /// Seconds a terminal job is kept (for deduplication and late payments). A request older
+    /// than this is refused as stale, since its job may have been done and dropped.
     pub retention_secs: u64,
+    /// Seconds a request (or a gift-wrapped rumor) may be dated in the future; later ones are
+    /// refused ([`RejectReason::FutureDated`](super::RejectReason)), since a request that
+    /// never turns stale could be replayed forever. Default 300.
+    pub max_future_skew_secs: u64,
+    /// The least time, in seconds, a spent receipt or payment hash stays in the replay ledger
+    /// after it paid: at least the longest expiry of the invoices it could come from. It also
+    /// stays until its job's request is stale. Default 86,400 (a day).
+    pub spent_retention_secs: u64,
+    /// What the Lightning backend can invoice: prices are rounded up to a multiple of this
+    /// many millisats before the bid check, and the `amount` tag, the notifications and the
+    /// ledger carry the rounded amount. Default 1,000 (whole sats, what LNbits and most
+    /// wallet APIs take); 1 for a backend that invoices millisats.
+    pub invoice_unit_msat: u64,
     /// How far back, in seconds, the request subscription reaches on start.
     pub lookback_secs: u64,
     /// NIP-89 handler information to announce (`announce`), if any.
@@ -157,6 +212,9 @@ impl ProviderConfig {
             input_wait_secs: 600,
             invoice_timeout_secs: 60,
             retention_secs: 3_600,
+            max_future_skew_secs: 300,
+            spent_retention_secs: 86_400,
+            invoice_unit_msat: 1_000,
             lookback_secs: 60,
             announcement: None,
             announcement_id: "nostr-dvm".into(),

@@ -3,11 +3,10 @@
 use nostr::{Event, EventId, Filter, Kind, PublicKey, Tag, Timestamp, UnsignedEvent};
 
 use super::{
-    tags_size, Error, Job, Notification, Output, PaymentVia, Provider, RejectReason, Reply,
-    SUB_DELETIONS, SUB_INPUTS_PREFIX,
+    tags_size, Error, Job, Notification, Output, Provider, RejectReason, Reply, SUB_DELETIONS,
+    SUB_INPUTS_PREFIX,
 };
 use crate::job::JobState;
-use crate::nip57::{verify_zap_receipt, ZapExpectation};
 use crate::nip59;
 use crate::nip90::{FeedbackStatus, JobFeedback, JobResult};
 
@@ -39,7 +38,7 @@ impl Provider {
 
     /// Whether this request id is, or was, a job.
     pub(super) fn known(&self, id: &EventId) -> bool {
-        self.jobs.contains_key(id) || self.forgotten_set.contains(id)
+        self.jobs.contains_key(id) || self.forgotten_set.contains_key(id)
     }
 
     /// Requests naming providers in `p` tags are for them; untargeted ones are for anyone.
@@ -70,12 +69,48 @@ impl Provider {
             if job.state.is_terminal() {
                 return;
             }
+            let unpaid = matches!(state, JobState::Invoicing | JobState::AwaitingPayment);
             job.state = state;
             job.deadline = timeout_secs.map(|t| Timestamp::from(now.as_secs().saturating_add(t)));
             job.updated_at = now;
+            let key = (job.seq, id);
+            if unpaid {
+                self.unpaid.insert(key);
+            } else {
+                self.unpaid.remove(&key);
+            }
             self.dirty = true;
         }
         self.schedule(id);
+    }
+
+    /// Makes room for one more unpaid job: the oldest unpaid jobs expire, with `error`
+    /// feedback, while the unpaid cap is reached.
+    pub(super) fn make_unpaid_room(&mut self, now: Timestamp) {
+        let cap = self.config.admission.max_unpaid_jobs.max(1);
+        while self.unpaid.len() >= cap {
+            let Some(&(_, oldest)) = self.unpaid.first() else {
+                return;
+            };
+            let _ = self.send_feedback(
+                now,
+                oldest,
+                FeedbackStatus::Error,
+                Some("too many unpaid jobs: this one expired before it was paid".into()),
+                None,
+                false,
+            );
+            self.finish(now, oldest, JobState::Expired);
+            self.notify(Notification::JobExpired { job: oldest });
+        }
+    }
+
+    /// Counts one invoice against the global invoice rate; `false` when the rate is reached.
+    pub(super) fn take_invoice_slot(&mut self, now: Timestamp) -> bool {
+        match self.config.admission.invoice_rate_limit {
+            Some(limit) => take_slot(&mut self.invoice_times, now, limit),
+            None => true,
+        }
     }
 
     /// Puts a job in the timer index at its next wake-up (or takes it out).
@@ -118,8 +153,9 @@ impl Provider {
         job.state = state;
         job.deadline = None;
         job.updated_at = now;
-        job.output = None;
+        job.held = None;
         let seq = job.seq;
+        self.unpaid.remove(&(seq, id));
         let deps = std::mem::take(&mut job.waiting_for);
         self.live = self.live.saturating_sub(1);
         self.terminal.insert((now, seq, id));
@@ -210,12 +246,26 @@ impl Provider {
         Ok(())
     }
 
-    /// The per-customer rate limit, for a request whose author is proven; counts it.
+    /// The per-customer and global rate limits, for a request whose author is proven;
+    /// counts it.
     pub(super) fn admit_rate(
         &mut self,
         now: Timestamp,
         author: &PublicKey,
     ) -> Result<(), RejectReason> {
+        if let Some(limit) = self.config.admission.global_rate_limit {
+            let window_start = now.as_secs().saturating_sub(limit.window_secs);
+            while self
+                .global_rate
+                .front()
+                .is_some_and(|t| t.as_secs() <= window_start)
+            {
+                self.global_rate.pop_front();
+            }
+            if self.global_rate.len() >= limit.max_requests as usize {
+                return Err(RejectReason::RateLimited);
+            }
+        }
         if let Some(limit) = self.config.admission.rate_limit {
             let window_start = now.as_secs().saturating_sub(limit.window_secs);
             let times = self.rate.entry(*author).or_default();
@@ -226,6 +276,9 @@ impl Provider {
                 return Err(RejectReason::RateLimited);
             }
             times.push_back(now);
+        }
+        if self.config.admission.global_rate_limit.is_some() {
+            self.global_rate.push_back(now);
         }
         Ok(())
     }
@@ -243,21 +296,33 @@ impl Provider {
         });
     }
 
-    /// Keeps the job table within `max_jobs` by dropping the oldest terminal jobs.
-    pub(super) fn make_room(&mut self) {
+    /// Keeps the job table within `max_jobs` by dropping the oldest terminal jobs; `false`
+    /// when no job can be dropped (none is terminal, or the memory of dropped ids is full of
+    /// ids whose requests are not stale yet).
+    pub(super) fn make_room(&mut self, now: Timestamp) -> bool {
         let max = self.config.admission.max_jobs.max(1);
         while self.jobs.len() >= max {
             let Some(&(_, _, oldest)) = self.terminal.first() else {
-                return;
+                return false;
             };
-            self.forget_job(&oldest);
+            if self.forgotten.len() >= max {
+                self.expire_forgotten(now);
+                if self.forgotten.len() >= max {
+                    return false;
+                }
+            }
+            self.forget_job(now, &oldest);
         }
+        true
     }
 
-    pub(super) fn forget_job(&mut self, id: &EventId) {
+    pub(super) fn forget_job(&mut self, now: Timestamp, id: &EventId) {
         if let Some(job) = self.jobs.remove(id) {
             if let Some(fid) = job.payment_feedback() {
                 self.bindings.remove(&fid);
+            }
+            if let Some(rid) = job.result_id {
+                self.bindings.remove(&rid);
             }
             if let Some(t) = job.wake {
                 self.timers.remove(&(t, job.seq, *id));
@@ -267,23 +332,55 @@ impl Provider {
             } else {
                 self.live = self.live.saturating_sub(1);
             }
-            self.ledger.forget(id);
-            self.remember_forgotten(*id);
+            self.unpaid.remove(&(job.seq, *id));
+            // Its payments stay spent until their own expiry.
+            self.ledger.release_job(id);
+            let stale_at = Timestamp::from(
+                job.request
+                    .created_at
+                    .as_secs()
+                    .saturating_add(self.config.retention_secs)
+                    .saturating_add(1),
+            );
+            self.remember_forgotten(now, *id, stale_at);
             self.dirty = true;
         }
     }
 
-    /// Remembers a dropped job's id, within `max_jobs` ids.
-    pub(super) fn remember_forgotten(&mut self, id: EventId) {
+    /// Remembers a dropped job's id until `stale_at`, when the stale check refuses its
+    /// request; within `max_jobs` ids (the soonest to expire goes first when full, which
+    /// only a job whose retention ran out can cause: `make_room` never evicts into a full
+    /// memory).
+    pub(super) fn remember_forgotten(&mut self, now: Timestamp, id: EventId, stale_at: Timestamp) {
+        if stale_at <= now {
+            return;
+        }
         let cap = self.config.admission.max_jobs.max(1);
+        self.expire_forgotten(now);
         while self.forgotten.len() >= cap {
-            if let Some(old) = self.forgotten.pop_front() {
-                self.forgotten_set.remove(&old);
+            let Some(first) = self.forgotten.pop_first() else {
+                break;
+            };
+            self.forgotten_set.remove(&first.1);
+        }
+        if let Some(old) = self.forgotten_set.insert(id, stale_at) {
+            self.forgotten.remove(&(old, id));
+        }
+        self.forgotten.insert((stale_at, id));
+    }
+
+    /// Drops the remembered ids whose requests are stale at `now`; whether any went.
+    pub(super) fn expire_forgotten(&mut self, now: Timestamp) -> bool {
+        let mut any = false;
+        while let Some(&(t, id)) = self.forgotten.first() {
+            if t > now {
+                break;
             }
+            self.forgotten.remove(&(t, id));
+            self.forgotten_set.remove(&id);
+            any = true;
         }
-        if self.forgotten_set.insert(id) {
-            self.forgotten.push_back(id);
-        }
+        any
     }
 
     // ---- replies -------------------------------------------------------------------------
@@ -323,8 +420,22 @@ impl Provider {
         id: EventId,
         event: Event,
     ) -> Result<EventId, Error> {
+        let (event, seen_id) = self.seal_reply(now, id, event)?;
+        let relays = self.job_relays(id);
+        self.outbox.push_back(Output::Publish { event, relays });
+        self.dirty = true;
+        Ok(seen_id)
+    }
+
+    /// A signed reply in the job's reply scheme (gift-wrapped to the customer when the
+    /// request was), and its id as the customer sees it.
+    pub(super) fn seal_reply(
+        &mut self,
+        now: Timestamp,
+        id: EventId,
+        event: Event,
+    ) -> Result<(Event, EventId), Error> {
         let job = self.jobs.get(&id).ok_or(Error::UnknownJob(id))?;
-        let relays = self.reply_relays(job);
         let seen_id = event.id;
         let event = match job.reply {
             Reply::Direct => event,
@@ -335,9 +446,15 @@ impl Provider {
                     .map_err(|e| Error::Build(e.to_string()))?
             }
         };
-        self.outbox.push_back(Output::Publish { event, relays });
-        self.dirty = true;
-        Ok(seen_id)
+        Ok((event, seen_id))
+    }
+
+    /// Where a job's replies go: the request's relays, then the provider's own.
+    pub(super) fn job_relays(&self, id: EventId) -> Vec<String> {
+        self.jobs
+            .get(&id)
+            .map(|job| self.reply_relays(job))
+            .unwrap_or_else(|| self.config.relays.clone())
     }
 
     fn reply_relays(&self, job: &Job) -> Vec<String> {
@@ -348,164 +465,6 @@ impl Provider {
             }
         }
         relays
-    }
-
-    // ---- payments ------------------------------------------------------------------------
-
-    pub(super) fn on_zap_receipt(&mut self, now: Timestamp, receipt: Event) {
-        // Which job does it claim to pay? Its `e` tag names the request or our feedback.
-        let mut job = None;
-        let mut target = None;
-        for tag in receipt.tags.iter() {
-            if let [name, value, ..] = tag.as_slice() {
-                if name == "e" {
-                    if let Ok(e) = EventId::from_hex(value) {
-                        target = Some(e);
-                        job = self
-                            .bindings
-                            .get(&e)
-                            .copied()
-                            .or_else(|| self.jobs.contains_key(&e).then_some(e));
-                    }
-                }
-            }
-        }
-        let Some(id) = job else {
-            // Not a zap for any job of ours: ordinary zaps to the provider's key are normal.
-            // It may be a zap on a request that has not reached us yet: keep it a while.
-            if let Some(target) = target {
-                self.keep_early_receipt(now, target, receipt);
-            }
-            return;
-        };
-        let Some(j) = self.jobs.get(&id) else { return };
-        let bind_to: Vec<EventId> = std::iter::once(id).chain(j.payment_feedback()).collect();
-        let mut expect = ZapExpectation::new(
-            self.keys.public_key(),
-            self.config.zappers.iter().copied(),
-            bind_to,
-            j.price_msat,
-            now,
-        )
-        .network(self.config.network.clone());
-        if let Some(lnurl) = &self.config.lnurl {
-            expect = expect.lnurl(lnurl);
-        }
-        if self.config.lenient_description_hash {
-            expect = expect.lenient_description_hash();
-        }
-        let zap = match verify_zap_receipt(&receipt, &expect) {
-            Ok(zap) => zap,
-            Err(e) => {
-                self.notify(Notification::PaymentRefused {
-                    job: Some(id),
-                    reason: e.to_string(),
-                });
-                return;
-            }
-        };
-        if !self.ledger.record_zap(id, zap.receipt_id, zap.payment_hash) {
-            self.notify(Notification::PaymentRefused {
-                job: Some(id),
-                reason: "receipt or payment hash already used".into(),
-            });
-            return;
-        }
-        self.dirty = true;
-        self.on_paid(
-            now,
-            id,
-            zap.amount_msat,
-            PaymentVia::Zap {
-                receipt: zap.receipt_id,
-            },
-        );
-    }
-
-    /// Keeps a receipt bound to an unknown event, if a trusted zapper signed it, until its
-    /// request arrives ([`take_early_receipts`](Self::take_early_receipts)) or it ages out.
-    fn keep_early_receipt(&mut self, now: Timestamp, target: EventId, receipt: Event) {
-        // Only a trusted zapper's, checked here: nobody else can push real ones out.
-        if !self.config.zappers.contains(&receipt.pubkey) || self.forgotten_set.contains(&target) {
-            return;
-        }
-        if self
-            .early_receipts
-            .iter()
-            .any(|e| e.receipt.id == receipt.id)
-            || !crate::nip01::verify(&receipt)
-        {
-            return;
-        }
-        self.expire_early_receipts(now);
-        if self.early_receipts.len() >= super::MAX_EARLY_RECEIPTS {
-            self.early_receipts.pop_front();
-        }
-        self.early_receipts.push_back(super::EarlyReceipt {
-            received_at: now,
-            target,
-            receipt,
-        });
-    }
-
-    fn expire_early_receipts(&mut self, now: Timestamp) {
-        let keep = super::EARLY_RECEIPT_SECS.max(self.config.lookback_secs);
-        while self
-            .early_receipts
-            .front()
-            .is_some_and(|e| e.received_at.as_secs().saturating_add(keep) < now.as_secs())
-        {
-            self.early_receipts.pop_front();
-        }
-    }
-
-    /// A job for `id` was just made: the receipts that came before it count now.
-    pub(super) fn take_early_receipts(&mut self, now: Timestamp, id: EventId) {
-        // On every request: a scan of at most MAX_EARLY_RECEIPTS ids, no allocation unless
-        // one matches (ordinary zaps of the provider's notes also wait here).
-        if !self.early_receipts.iter().any(|e| e.target == id) {
-            return;
-        }
-        self.expire_early_receipts(now);
-        let (early, rest): (std::collections::VecDeque<_>, _) =
-            std::mem::take(&mut self.early_receipts)
-                .into_iter()
-                .partition(|e| e.target == id);
-        self.early_receipts = rest;
-        for e in early {
-            self.on_zap_receipt(now, e.receipt);
-        }
-    }
-
-    /// A verified payment was recorded for `id`: move the job on.
-    pub(super) fn on_paid(
-        &mut self,
-        now: Timestamp,
-        id: EventId,
-        amount_msat: u64,
-        via: PaymentVia,
-    ) {
-        self.notify(Notification::PaymentReceived {
-            job: id,
-            amount_msat,
-            via,
-        });
-        let Some(job) = self.jobs.get_mut(&id) else {
-            return;
-        };
-        match job.state {
-            // A zap on the request itself can arrive before our invoice does.
-            JobState::AwaitingPayment | JobState::Invoicing => self.start_task(now, id),
-            JobState::AwaitingPaymentForResult => {
-                let _ = self.deliver(now, id, None, true);
-            }
-            JobState::Delivered { paid: false } => {
-                // Retention still counts from delivery.
-                job.state = JobState::Delivered { paid: true };
-                self.dirty = true;
-            }
-            _ => {}
-        }
     }
 
     // ---- cancellation and chaining ---------------------------------------------------------
@@ -660,7 +619,7 @@ impl Provider {
         };
         if job.state.is_terminal() {
             if job.updated_at.as_secs().saturating_add(retention) <= now.as_secs() {
-                self.forget_job(&id);
+                self.forget_job(now, &id);
             }
             return;
         }
@@ -677,6 +636,15 @@ impl Provider {
         }
         match job.state {
             JobState::AwaitingPayment | JobState::AwaitingPaymentForResult => {
+                // Tell the customer: a payment made after this would not count.
+                let _ = self.send_feedback(
+                    now,
+                    id,
+                    FeedbackStatus::Error,
+                    Some("the payment window closed unpaid".into()),
+                    None,
+                    false,
+                );
                 self.finish(now, id, JobState::Expired);
                 self.notify(Notification::JobExpired { job: id });
             }
@@ -687,8 +655,15 @@ impl Provider {
             JobState::WaitingForInputs => {
                 self.fail(now, id, "an input job produced no result in time".into());
             }
-            JobState::Invoicing | JobState::InvoicingResult => {
+            JobState::Invoicing => {
                 self.fail(now, id, "no invoice could be made".into());
+            }
+            JobState::InvoicingResult => {
+                self.no_invoice(
+                    now,
+                    id,
+                    "the Lightning backend did not answer in time".into(),
+                );
             }
             _ => {}
         }
@@ -715,4 +690,22 @@ impl Provider {
         ));
         self.dirty = true;
     }
+}
+
+/// Counts one event at `now` in a sliding window of `limit`; `false` (nothing counted) when
+/// the window is full.
+pub(super) fn take_slot(
+    times: &mut std::collections::VecDeque<Timestamp>,
+    now: Timestamp,
+    limit: super::RateLimit,
+) -> bool {
+    let window_start = now.as_secs().saturating_sub(limit.window_secs);
+    while times.front().is_some_and(|t| t.as_secs() <= window_start) {
+        times.pop_front();
+    }
+    if times.len() >= limit.max_requests as usize {
+        return false;
+    }
+    times.push_back(now);
+    true
 }

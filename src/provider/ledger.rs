@@ -1,45 +1,105 @@
 //! The replay ledger: a receipt or a payment hash pays for one job, once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use nostr::EventId;
+use nostr::{EventId, Timestamp};
 use serde::{Deserialize, Serialize};
 
-/// Every zap receipt id and payment hash that has paid for a job, and which job it paid.
+/// Every zap receipt id and payment hash that has paid for something, until it could no
+/// longer be accepted again, and which job each paid.
 ///
-/// Part of the provider's snapshot, so a receipt replayed after a restart is still refused.
-/// Entries for a job are dropped only when the job itself is pruned (its retention passed):
-/// by then its request and payment-required feedback are gone too, and a receipt can only
-/// pay for a job it is bound to.
+/// Its memory does not depend on the job table: a spent entry stays when its job is dropped
+/// (early, to make room, or after its retention), and goes only at the expiry it was recorded
+/// with, which the provider sets past the moment its job's request turns stale (so the job
+/// cannot be made again) and past the longest invoice expiry (see
+/// [`ProviderConfig::spent_retention_secs`](super::ProviderConfig::spent_retention_secs)).
+/// When it holds [`Admission::max_ledger_entries`](super::Admission::max_ledger_entries)
+/// entries, the provider refuses new paid work rather than forget one. Part of the provider's
+/// snapshot, so a receipt replayed after a restart is still refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "SavedLedger", into = "SavedLedger")]
 pub struct ReplayLedger {
-    receipts: BTreeSet<EventId>,
-    payment_hashes: BTreeSet<[u8; 32]>,
+    receipts: HashMap<EventId, Timestamp>,
+    payment_hashes: HashMap<[u8; 32], Timestamp>,
+    /// Every spent entry by expiry, for O(log n) expiry.
+    by_expiry: BTreeSet<(Timestamp, Spent)>,
+    /// The payments of the jobs still in the table.
     paid: BTreeMap<EventId, Vec<Entry>>,
 }
 
+/// One spent key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum Spent {
+    Receipt(EventId),
+    PaymentHash([u8; 32]),
+}
+
 /// One payment the ledger records for a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
     receipt: Option<EventId>,
     payment_hash: [u8; 32],
 }
 
+/// The ledger as it is saved: the spent entries with their expiry, and the jobs' payments.
+#[derive(Serialize, Deserialize)]
+struct SavedLedger {
+    spent: Vec<(Spent, Timestamp)>,
+    paid: Vec<(EventId, Vec<Entry>)>,
+}
+
+impl From<SavedLedger> for ReplayLedger {
+    fn from(saved: SavedLedger) -> Self {
+        let mut ledger = ReplayLedger::default();
+        for (key, expires) in saved.spent {
+            ledger.insert(key, expires);
+        }
+        ledger.paid = saved.paid.into_iter().collect();
+        ledger
+    }
+}
+
+impl From<ReplayLedger> for SavedLedger {
+    fn from(ledger: ReplayLedger) -> Self {
+        SavedLedger {
+            spent: ledger.by_expiry.iter().map(|(t, k)| (*k, *t)).collect(),
+            paid: ledger.paid.into_iter().collect(),
+        }
+    }
+}
+
 impl ReplayLedger {
     /// Whether this receipt or this payment hash has paid for anything already.
     pub fn seen(&self, receipt: Option<&EventId>, payment_hash: &[u8; 32]) -> bool {
-        receipt.is_some_and(|r| self.receipts.contains(r))
-            || self.payment_hashes.contains(payment_hash)
+        receipt.is_some_and(|r| self.receipts.contains_key(r))
+            || self.payment_hashes.contains_key(payment_hash)
     }
 
-    /// Records a verified zap for `job`; `false` (and nothing recorded) when the receipt or
-    /// its payment hash was used before.
-    pub fn record_zap(&mut self, job: EventId, receipt: EventId, payment_hash: [u8; 32]) -> bool {
+    fn insert(&mut self, key: Spent, expires: Timestamp) {
+        let previous = match key {
+            Spent::Receipt(id) => self.receipts.insert(id, expires),
+            Spent::PaymentHash(hash) => self.payment_hashes.insert(hash, expires),
+        };
+        if let Some(t) = previous {
+            self.by_expiry.remove(&(t, key));
+        }
+        self.by_expiry.insert((expires, key));
+    }
+
+    /// Records a verified zap for `job`, spent until `expires`; `false` (and nothing
+    /// recorded) when the receipt or its payment hash was used before.
+    pub fn record_zap(
+        &mut self,
+        job: EventId,
+        receipt: EventId,
+        payment_hash: [u8; 32],
+        expires: Timestamp,
+    ) -> bool {
         if self.seen(Some(&receipt), &payment_hash) {
             return false;
         }
-        self.receipts.insert(receipt);
-        self.payment_hashes.insert(payment_hash);
+        self.insert(Spent::Receipt(receipt), expires);
+        self.insert(Spent::PaymentHash(payment_hash), expires);
         self.paid.entry(job).or_default().push(Entry {
             receipt: Some(receipt),
             payment_hash,
@@ -47,48 +107,67 @@ impl ReplayLedger {
         true
     }
 
-    /// Records a wallet-proven payment; `false` when the payment hash was used before.
-    pub fn record_wallet(&mut self, payment_hash: [u8; 32]) -> bool {
-        !self.payment_hashes.contains(&payment_hash) && self.payment_hashes.insert(payment_hash)
-    }
-
-    /// Attaches a wallet payment hash recorded with [`record_wallet`](Self::record_wallet) to
-    /// the job it paid.
-    pub fn assign(&mut self, job: EventId, payment_hash: [u8; 32]) {
-        let entries = self.paid.entry(job).or_default();
-        if !entries.iter().any(|e| e.payment_hash == payment_hash) {
-            entries.push(Entry {
-                receipt: None,
-                payment_hash,
-            });
+    /// Records a wallet-proven payment of `job`'s invoice, spent until `expires`; `false`
+    /// (and nothing recorded) when the payment hash was used before.
+    pub fn record_wallet(
+        &mut self,
+        job: EventId,
+        payment_hash: [u8; 32],
+        expires: Timestamp,
+    ) -> bool {
+        if self.seen(None, &payment_hash) {
+            return false;
         }
+        self.insert(Spent::PaymentHash(payment_hash), expires);
+        self.paid.entry(job).or_default().push(Entry {
+            receipt: None,
+            payment_hash,
+        });
+        true
     }
 
-    /// Whether any payment was recorded for `job`.
+    /// Whether any payment was recorded for `job` (while the job is in the table).
     pub fn paid_job(&self, job: &EventId) -> bool {
         self.paid.get(job).is_some_and(|e| !e.is_empty())
     }
 
-    /// How many payments the ledger holds.
+    /// How many spent payments the ledger holds (one payment hash each, with its receipt
+    /// when a zap paid).
     pub fn len(&self) -> usize {
         self.payment_hashes.len()
     }
 
     /// Whether the ledger is empty.
     pub fn is_empty(&self) -> bool {
-        self.payment_hashes.is_empty()
+        self.by_expiry.is_empty()
     }
 
-    /// Forgets the payments of a pruned job.
-    pub fn forget(&mut self, job: &EventId) {
-        if let Some(entries) = self.paid.remove(job) {
-            for e in entries {
-                if let Some(r) = e.receipt {
-                    self.receipts.remove(&r);
-                }
-                self.payment_hashes.remove(&e.payment_hash);
+    /// The job was dropped from the table: forget which payments were its own, but keep them
+    /// spent until their expiry.
+    pub fn release_job(&mut self, job: &EventId) {
+        self.paid.remove(job);
+    }
+
+    /// When the next spent entry expires.
+    pub fn next_expiry(&self) -> Option<Timestamp> {
+        self.by_expiry.first().map(|(t, _)| *t)
+    }
+
+    /// Drops the spent entries whose expiry is at or before `now`; returns how many.
+    pub fn expire(&mut self, now: Timestamp) -> usize {
+        let mut dropped = 0;
+        while let Some(&(t, key)) = self.by_expiry.first() {
+            if t > now {
+                break;
             }
+            self.by_expiry.remove(&(t, key));
+            match key {
+                Spent::Receipt(id) => self.receipts.remove(&id),
+                Spent::PaymentHash(hash) => self.payment_hashes.remove(&hash),
+            };
+            dropped += 1;
         }
+        dropped
     }
 }
 
@@ -97,21 +176,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_receipt_or_a_hash_pays_once() {
+    fn a_receipt_or_a_hash_pays_once_until_it_expires() {
         let mut ledger = ReplayLedger::default();
         let job = EventId::all_zeros();
         let r1 = EventId::from_byte_array([1; 32]);
         let r2 = EventId::from_byte_array([2; 32]);
-        assert!(ledger.record_zap(job, r1, [9; 32]));
-        assert!(!ledger.record_zap(job, r1, [8; 32]), "same receipt");
-        assert!(!ledger.record_zap(job, r2, [9; 32]), "same payment hash");
-        assert!(!ledger.record_wallet([9; 32]));
-        assert!(ledger.record_wallet([7; 32]));
-        ledger.assign(job, [7; 32]);
+        let t = Timestamp::from(100);
+        assert!(ledger.record_zap(job, r1, [9; 32], t));
+        assert!(!ledger.record_zap(job, r1, [8; 32], t), "same receipt");
+        assert!(!ledger.record_zap(job, r2, [9; 32], t), "same payment hash");
+        assert!(!ledger.record_wallet(job, [9; 32], t));
+        assert!(ledger.record_wallet(job, [7; 32], Timestamp::from(200)));
         assert!(ledger.paid_job(&job));
         assert_eq!(ledger.len(), 2);
-        ledger.forget(&job);
-        assert!(ledger.is_empty());
+        // The job leaves the table: its payments stay spent.
+        ledger.release_job(&job);
         assert!(!ledger.paid_job(&job));
+        assert!(!ledger.record_zap(job, r1, [1; 32], t), "still spent");
+        assert_eq!(ledger.next_expiry(), Some(t));
+        assert_eq!(ledger.expire(Timestamp::from(99)), 0);
+        assert_eq!(ledger.expire(t), 2);
+        assert!(ledger.seen(None, &[7; 32]));
+        assert_eq!(ledger.expire(Timestamp::from(200)), 1);
+        assert!(ledger.is_empty());
+    }
+
+    #[test]
+    fn the_ledger_round_trips_through_serde() {
+        let mut ledger = ReplayLedger::default();
+        let job = EventId::from_byte_array([3; 32]);
+        ledger.record_zap(
+            job,
+            EventId::from_byte_array([4; 32]),
+            [5; 32],
+            Timestamp::from(7),
+        );
+        ledger.record_wallet(job, [6; 32], Timestamp::from(8));
+        let json = serde_json::to_string(&ledger).unwrap();
+        let back: ReplayLedger = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ledger);
     }
 }

@@ -20,6 +20,7 @@
 //!         Output::RunTask(request) => { /* run the Task, then handle_task_result */ }
 //!         Output::CancelTask(job) => { /* abort it */ }
 //!         Output::RequestInvoice { job, amount_msat, .. } => { /* ask the wallet, then handle_invoice */ }
+//!         Output::Refund(refund) => { /* a payment that must not pay for work: give it back */ }
 //!         Output::Notify(note) => { /* log */ }
 //!     }
 //! }
@@ -58,18 +59,18 @@ mod config;
 mod flow;
 mod ledger;
 mod output;
+mod payment;
 mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use lightning_invoice::Bolt11Invoice;
-use nostr::hashes::Hash as _;
 use nostr::{Event, EventId, Filter, Keys, Kind, PublicKey, Tag, Timestamp};
-use sha2::{Digest, Sha256};
 
 pub use config::{Admission, Heartbeat, PaymentPolicy, ProviderConfig, RateLimit};
 pub use ledger::ReplayLedger;
-pub use output::{Notification, Output, PaymentProof, PaymentVia, RejectReason};
+pub use output::{
+    Notification, Output, PaymentProof, PaymentVia, RefundDue, RefundReason, RejectReason,
+};
 pub use snapshot::ProviderSnapshot;
 
 use crate::job::JobState;
@@ -144,7 +145,11 @@ struct Job {
     price_msat: u64,
     /// Boxed: most jobs never get an invoice, and a small `Job` keeps the table compact.
     invoice: Option<Box<JobInvoice>>,
-    output: Option<Box<TaskOutput>>,
+    /// A result built and signed but held until payment (partial-then-pay).
+    held: Option<Box<HeldResult>>,
+    /// The id of the published result, as the customer sees it, while a payment for it is
+    /// still possible (pay-after-result): zaps of it pay for the job.
+    result_id: Option<EventId>,
     waiting_for: Vec<EventId>,
     resolved: Vec<(EventId, String)>,
     deadline: Option<Timestamp>,
@@ -152,6 +157,14 @@ struct Job {
     seq: u64,
     /// When the job is in the timer index, if it is (derived from the fields above).
     wake: Option<Timestamp>,
+}
+
+/// A result ready to publish (gift-wrapped already when the job replies so), and the sample
+/// the task chose to show before payment.
+#[derive(Debug, Clone)]
+struct HeldResult {
+    event: Event,
+    sample: Option<String>,
 }
 
 /// The invoice of a priced job and the feedback that asked for it.
@@ -223,10 +236,17 @@ pub struct Provider {
     terminal: BTreeSet<(Timestamp, u64, EventId)>,
     /// How many jobs are not terminal.
     live: usize,
-    /// Ids of jobs dropped from the table (retention passed, or evicted), oldest first, so a
-    /// replayed request cannot run again; bounded by `max_jobs`.
-    forgotten: VecDeque<EventId>,
-    forgotten_set: std::collections::HashSet<EventId>,
+    /// Ids of jobs dropped from the table (retention passed, or evicted) with the moment
+    /// their request turns stale, soonest first, so a replayed request cannot run again
+    /// until the stale check refuses it; bounded by `max_jobs`.
+    forgotten: BTreeSet<(Timestamp, EventId)>,
+    forgotten_set: HashMap<EventId, Timestamp>,
+    /// Jobs waiting to be paid before any work, oldest first: `(seq, job)`.
+    unpaid: BTreeSet<(u64, EventId)>,
+    /// Admission times of all customers within the global window.
+    global_rate: VecDeque<Timestamp>,
+    /// Times of the invoices asked for within the invoice-rate window.
+    invoice_times: VecDeque<Timestamp>,
     /// Zap receipts from a trusted zapper, signature checked, for an event we do not know
     /// (yet): a zap on a request that reaches us before the request does. Bounded; not in
     /// the snapshot (relays re-send receipts on resubscription).
@@ -280,8 +300,11 @@ impl Provider {
             timers: BTreeSet::new(),
             terminal: BTreeSet::new(),
             live: 0,
-            forgotten: VecDeque::new(),
-            forgotten_set: std::collections::HashSet::new(),
+            forgotten: BTreeSet::new(),
+            forgotten_set: HashMap::new(),
+            unpaid: BTreeSet::new(),
+            global_rate: VecDeque::new(),
+            invoice_times: VecDeque::new(),
             early_receipts: VecDeque::new(),
             seq: 0,
             dirty: true,
@@ -369,6 +392,8 @@ impl Provider {
             .into_iter()
             .chain(self.next_heartbeat)
             .chain(self.deletion_refresh_at)
+            .chain(self.ledger.next_expiry())
+            .chain(self.forgotten.first().map(|(t, _)| *t))
             .min()
     }
 
@@ -426,9 +451,17 @@ impl Provider {
             }
         }
         self.prune_rate(now);
+        if self.ledger.expire(now) > 0 {
+            self.dirty = true;
+        }
+        if self.expire_forgotten(now) {
+            self.dirty = true;
+        }
     }
 
-    /// Reports partial output of a running task: sent as `partial` feedback.
+    /// Reports partial output of a running task: sent as `partial` feedback. Under
+    /// [`PaymentPolicy::PartialThenPay`], a priced job that is not paid yet publishes nothing
+    /// before payment but the sample of its [`TaskOutput`]: progress is dropped.
     pub fn handle_task_progress(
         &mut self,
         now: Timestamp,
@@ -436,6 +469,13 @@ impl Provider {
         partial: impl Into<String>,
     ) -> Result<(), Error> {
         self.expect_state(job, JobState::Running)?;
+        let priced = self.jobs.get(&job).is_some_and(|j| j.price_msat > 0);
+        if priced
+            && self.config.payment == PaymentPolicy::PartialThenPay
+            && !self.ledger.paid_job(&job)
+        {
+            return Ok(());
+        }
         let content = partial.into();
         self.send_feedback(
             now,
@@ -466,116 +506,36 @@ impl Provider {
     }
 
     /// Reports the Lightning backend's answer to [`Output::RequestInvoice`]: a BOLT11
-    /// invoice for the job's price, or why there is none (the job then fails). An answer for
-    /// a job that no longer waits for an invoice (it was paid by a zap on the request in the
-    /// meantime, cancelled, or expired) is ignored.
+    /// invoice for the job's price, or why there is none (the job then fails; under
+    /// pay-after-result, whose result is out already, it ends unpaid). An answer for a job
+    /// that no longer waits for an invoice (paid by a zap on the request in the meantime,
+    /// cancelled, or expired) is ignored.
+    ///
+    /// The invoice must be for exactly the amount asked, on
+    /// [`ProviderConfig::network`], and not expired at `now`; otherwise this is the host's
+    /// error (`Err`), and the job fails at once with `error` feedback rather than wait for
+    /// the invoice timeout. The payment window ends at the earlier of
+    /// `now + payment_window_secs` and the invoice's expiry.
     pub fn handle_invoice(
         &mut self,
         now: Timestamp,
         job: EventId,
         invoice: Result<String, String>,
     ) -> Result<(), Error> {
-        let for_result = match self.jobs.get(&job).map(|j| &j.state) {
-            None => return Err(Error::UnknownJob(job)),
-            Some(JobState::Invoicing) => false,
-            Some(JobState::InvoicingResult) => true,
-            Some(_) => return Ok(()),
-        };
-        let bolt11 = match invoice {
-            Ok(bolt11) => bolt11,
-            Err(reason) => {
-                self.fail(now, job, format!("no invoice: {reason}"));
-                return Ok(());
-            }
-        };
-        let price = self.jobs.get(&job).map(|j| j.price_msat).unwrap_or(0);
-        let parsed: Bolt11Invoice = bolt11.trim().parse().map_err(|e| Error::InvalidInvoice {
-            job,
-            reason: format!("{e}"),
-        })?;
-        if parsed.amount_milli_satoshis() != Some(price) {
-            return Err(Error::InvalidInvoice {
-                job,
-                reason: format!(
-                    "amount {:?} msat, price {price} msat",
-                    parsed.amount_milli_satoshis()
-                ),
-            });
-        }
-        let payment_hash = parsed.payment_hash().to_byte_array();
-        if let Some(j) = self.jobs.get_mut(&job) {
-            let feedback = j.payment_feedback();
-            j.invoice = Some(Box::new(JobInvoice {
-                bolt11: bolt11.clone(),
-                payment_hash,
-                feedback,
-            }));
-        }
-        self.dirty = true;
-        if !for_result {
-            self.request_payment(now, job, price, bolt11, JobState::AwaitingPayment)
-        } else if self.ledger.paid_job(&job) {
-            // Paid (a zap on the request) while the invoice was being made: deliver as paid.
-            self.deliver(now, job, None, true)
-        } else {
-            match self.config.payment {
-                PaymentPolicy::PartialThenPay => {
-                    let sample = self
-                        .jobs
-                        .get(&job)
-                        .and_then(|j| j.output.as_ref())
-                        .and_then(|o| o.sample.clone());
-                    if let Some(sample) = sample {
-                        self.send_feedback(
-                            now,
-                            job,
-                            FeedbackStatus::Partial,
-                            None,
-                            Some(sample),
-                            false,
-                        )?;
-                    }
-                    self.request_payment(
-                        now,
-                        job,
-                        price,
-                        bolt11,
-                        JobState::AwaitingPaymentForResult,
-                    )
-                }
-                _ => self.deliver(now, job, Some((price, bolt11)), false),
-            }
-        }
+        self.on_invoice(now, job, invoice)
     }
 
     /// Reports a payment the host's own wallet saw: the preimage, or the payment hash of a
-    /// settled invoice. It must be the job's invoice.
+    /// settled invoice. It must be the job's invoice (`Err` otherwise: the host's error). A
+    /// payment that comes too late, for an ended job or for one already paid starts nothing
+    /// and becomes an [`Output::Refund`].
     pub fn handle_payment(
         &mut self,
         now: Timestamp,
         job: EventId,
         proof: PaymentProof,
     ) -> Result<(), Error> {
-        let j = self.jobs.get(&job).ok_or(Error::UnknownJob(job))?;
-        let hash = match proof {
-            PaymentProof::Preimage(preimage) => Sha256::digest(preimage).into(),
-            PaymentProof::SettledPaymentHash(hash) => hash,
-        };
-        if j.payment_hash() != Some(hash) {
-            return Err(Error::ProofMismatch(job));
-        }
-        if !self.ledger.record_wallet(hash) {
-            self.notify(Notification::PaymentRefused {
-                job: Some(job),
-                reason: "payment hash already used".into(),
-            });
-            return Ok(());
-        }
-        let amount = j.price_msat;
-        self.ledger.assign(job, hash);
-        self.dirty = true;
-        self.on_paid(now, job, amount, PaymentVia::Wallet);
-        Ok(())
+        self.on_wallet_payment(now, job, proof)
     }
 
     // ---- commands -----------------------------------------------------------------------
@@ -791,7 +751,25 @@ impl Provider {
             });
             return;
         }
-        self.make_room();
+        // A request dated far ahead would never turn stale: refuse it.
+        if request.created_at.as_secs()
+            > now
+                .as_secs()
+                .saturating_add(self.config.max_future_skew_secs)
+        {
+            self.notify(Notification::JobRejected {
+                job: id,
+                reason: RejectReason::FutureDated,
+            });
+            return;
+        }
+        if !self.make_room(now) {
+            self.notify(Notification::JobRejected {
+                job: id,
+                reason: RejectReason::AtCapacity,
+            });
+            return;
+        }
         self.seq += 1;
         let waiting_for: Vec<EventId> = request
             .inputs
@@ -805,7 +783,8 @@ impl Provider {
             state: JobState::Received,
             price_msat: 0,
             invoice: None,
-            output: None,
+            held: None,
+            result_id: None,
             waiting_for,
             resolved: Vec::new(),
             deadline: None,
@@ -829,7 +808,34 @@ impl Provider {
             None => return,
         };
         let bid = self.jobs.get(&id).and_then(|j| j.request.bid);
+        // Quote what the Lightning backend can invoice: the price rounded up to its unit.
+        let quote = match quote {
+            Quote::Price { amount_msat } if amount_msat > 0 => {
+                match round_up(amount_msat, self.config.invoice_unit_msat) {
+                    Some(amount_msat) => Quote::Price { amount_msat },
+                    None => Quote::Reject {
+                        reason: format!("price {amount_msat} msat cannot be invoiced"),
+                    },
+                }
+            }
+            quote => quote,
+        };
+        let ledger_full = self.ledger.len() >= self.config.admission.max_ledger_entries;
         match quote {
+            Quote::Price { amount_msat } if amount_msat > 0 && ledger_full => {
+                // Never forget a spent payment to make room: refuse new paid work instead.
+                self.finish(
+                    now,
+                    id,
+                    JobState::Rejected {
+                        reason: "replay ledger full".into(),
+                    },
+                );
+                self.notify(Notification::JobRejected {
+                    job: id,
+                    reason: RejectReason::AtCapacity,
+                });
+            }
             Quote::Reject { reason } => {
                 self.refuse_job(now, id, reason.clone(), RejectReason::Refused(reason));
             }
@@ -906,6 +912,16 @@ impl Provider {
         // A zap on the request may have paid already (before acceptance or inputs).
         let paid = self.ledger.paid_job(&id);
         if price > 0 && self.config.payment == PaymentPolicy::PayFirst && !paid {
+            if !self.take_invoice_slot(now) {
+                self.refuse_job(
+                    now,
+                    id,
+                    "too many invoices asked for: try again later".into(),
+                    RejectReason::InvoiceRateLimited,
+                );
+                return;
+            }
+            self.make_unpaid_room(now);
             self.set_state(
                 now,
                 id,
@@ -928,7 +944,11 @@ impl Provider {
             job: id,
             amount_msat,
             description: format!("DVM job {} (kind {kind})", hex_lower(id.as_bytes())),
-            expiry_secs: self.config.payment_window_secs,
+            // The window opens when the invoice arrives, at most the invoice timeout later.
+            expiry_secs: self
+                .config
+                .payment_window_secs
+                .saturating_add(self.config.invoice_timeout_secs),
         });
     }
 
@@ -979,92 +999,149 @@ impl Provider {
         })
     }
 
+    /// A task's output: the result is built and signed now, whatever the payment policy, so
+    /// a payment only ever releases an event that exists. A result that cannot be built (an
+    /// empty output cannot be NIP-44 encrypted, say) fails the job with `error` feedback.
     fn on_task_output(
         &mut self,
         now: Timestamp,
         id: EventId,
         output: TaskOutput,
     ) -> Result<(), Error> {
-        let Some(job) = self.jobs.get_mut(&id) else {
-            return Err(Error::UnknownJob(id));
-        };
+        let job = self.jobs.get(&id).ok_or(Error::UnknownJob(id))?;
         let price = job.price_msat;
         let paid = self.ledger.paid_job(&id);
-        if price > 0 && !paid && self.config.payment != PaymentPolicy::PayFirst {
-            job.output = Some(Box::new(output));
-            self.set_state(
-                now,
-                id,
-                JobState::InvoicingResult,
-                Some(self.config.invoice_timeout_secs),
-            );
-            self.push_invoice_request(id, price);
+        let (event, seen_id) = match self.build_result(now, id, output.content) {
+            Ok(built) => built,
+            Err(e) => {
+                self.fail(now, id, format!("the result could not be built: {e}"));
+                return Ok(());
+            }
+        };
+        if price == 0 || paid || self.config.payment == PaymentPolicy::PayFirst {
+            self.deliver(now, id, event, price > 0);
             return Ok(());
         }
-        job.output = Some(Box::new(output));
-        self.deliver(now, id, None, price > 0)
-    }
-
-    /// Publishes the result (with `amount` when given) and ends the job as delivered.
-    fn deliver(
-        &mut self,
-        now: Timestamp,
-        id: EventId,
-        amount: Option<(u64, String)>,
-        paid: bool,
-    ) -> Result<(), Error> {
-        let Some(job) = self.jobs.get(&id) else {
-            return Err(Error::UnknownJob(id));
-        };
-        let content = job
-            .output
-            .as_ref()
-            .map(|o| o.content.clone())
-            .unwrap_or_default();
-        let mut builder = JobResult::builder(&job.request, content);
-        if let Some((msat, bolt11)) = amount {
-            builder = builder.amount(msat, Some(bolt11));
+        match self.config.payment {
+            PaymentPolicy::PartialThenPay => {
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.held = Some(Box::new(HeldResult {
+                        event,
+                        sample: output.sample,
+                    }));
+                }
+            }
+            _ => {
+                // Pay after the result: it goes out now, payment-required follows it, and a
+                // zap of the result pays too.
+                self.outbox.push_back(Output::Publish {
+                    relays: self.job_relays(id),
+                    event,
+                });
+                self.bindings.insert(seen_id, id);
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.result_id = Some(seen_id);
+                }
+                self.notify(Notification::JobCompleted { job: id });
+            }
         }
-        let event = builder
-            .sign(&self.keys, now, &mut self.rng)
-            .map_err(|e| Error::Build(e.to_string()))?;
-        self.publish_reply(now, id, event)?;
-        if self.config.success_feedback {
-            self.send_feedback(now, id, FeedbackStatus::Success, None, None, false)?;
+        self.set_state(
+            now,
+            id,
+            JobState::InvoicingResult,
+            Some(self.config.invoice_timeout_secs),
+        );
+        if self.take_invoice_slot(now) {
+            self.push_invoice_request(id, price);
+        } else {
+            self.no_invoice(
+                now,
+                id,
+                "too many invoices asked for: try again later".into(),
+            );
         }
-        if let Some(job) = self.jobs.get_mut(&id) {
-            // the content has been published; keep no copy
-            job.output = None;
-        }
-        self.finish(now, id, JobState::Delivered { paid });
-        self.notify(Notification::JobCompleted { job: id });
         Ok(())
     }
 
+    /// Builds, signs (and gift-wraps, when the job replies so) the result of a job; returns
+    /// the event to publish and the result's id as the customer sees it.
+    fn build_result(
+        &mut self,
+        now: Timestamp,
+        id: EventId,
+        content: String,
+    ) -> Result<(Event, EventId), Error> {
+        let job = self.jobs.get(&id).ok_or(Error::UnknownJob(id))?;
+        let event = JobResult::builder(&job.request, content)
+            .sign(&self.keys, now, &mut self.rng)
+            .map_err(|e| Error::Build(e.to_string()))?;
+        self.seal_reply(now, id, event)
+    }
+
+    /// Publishes a built result and ends the job as delivered.
+    fn deliver(&mut self, now: Timestamp, id: EventId, event: Event, paid: bool) {
+        self.outbox.push_back(Output::Publish {
+            relays: self.job_relays(id),
+            event,
+        });
+        self.dirty = true;
+        if self.config.success_feedback {
+            let _ = self.send_feedback(now, id, FeedbackStatus::Success, None, None, false);
+        }
+        self.finish(now, id, JobState::Delivered { paid });
+        self.notify(Notification::JobCompleted { job: id });
+    }
+
+    /// Releases the held result of a partial-then-pay job that was just paid.
+    fn release_held(&mut self, now: Timestamp, id: EventId) {
+        match self.jobs.get_mut(&id).and_then(|j| j.held.take()) {
+            Some(held) => self.deliver(now, id, held.event, true),
+            None => self.fail(now, id, "the result was lost".into()),
+        }
+    }
+
+    /// The invoice of a job whose work is done could not be made: under pay-after-result the
+    /// result is out and the job ends unpaid; under partial-then-pay it fails.
+    fn no_invoice(&mut self, now: Timestamp, id: EventId, reason: String) {
+        self.notify(Notification::InvoiceFailed {
+            job: id,
+            reason: reason.clone(),
+        });
+        if self.jobs.get(&id).is_some_and(|j| j.held.is_none()) {
+            self.finish(now, id, JobState::Delivered { paid: false });
+        } else {
+            self.fail(now, id, format!("no invoice: {reason}"));
+        }
+    }
+
+    /// Sends `payment-required` with the job's amount and invoice; the job then waits in
+    /// `next` until the window closes: `window_secs` from now.
     fn request_payment(
         &mut self,
         now: Timestamp,
         id: EventId,
         price: u64,
-        bolt11: String,
         next: JobState,
+        window_secs: u64,
     ) -> Result<(), Error> {
-        debug_assert_eq!(
-            self.jobs.get(&id).and_then(|j| j.bolt11()),
-            Some(bolt11.as_str())
-        );
         let fid = self.send_feedback(now, id, FeedbackStatus::PaymentRequired, None, None, true)?;
         if let Some(invoice) = self.jobs.get_mut(&id).and_then(|j| j.invoice.as_mut()) {
             invoice.feedback = Some(fid);
         }
         self.bindings.insert(fid, id);
-        self.set_state(now, id, next, Some(self.config.payment_window_secs));
+        self.set_state(now, id, next, Some(window_secs));
         self.notify(Notification::PaymentRequired {
             job: id,
             amount_msat: price,
         });
         Ok(())
     }
+}
+
+/// `amount` rounded up to a multiple of `unit` (a unit of 0 counts as 1); `None` on overflow.
+fn round_up(amount: u64, unit: u64) -> Option<u64> {
+    let unit = unit.max(1);
+    amount.div_ceil(unit).checked_mul(unit)
 }
 
 /// The size of a request for admission: content plus tag values.

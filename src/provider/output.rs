@@ -1,6 +1,6 @@
 //! What a provider asks its host to do, and what it tells it.
 
-use nostr::{Event, EventId, Filter, PublicKey};
+use nostr::{Event, EventId, Filter, PublicKey, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::task::TaskRequest;
@@ -42,8 +42,59 @@ pub enum Output {
         /// How long the invoice should be valid, in seconds.
         expiry_secs: u64,
     },
+    /// A verified payment that must not pay for work: it came after the payment window
+    /// closed or the request expired, for a job that had ended, or for a job already paid.
+    /// The ledger has recorded it (it is never handed back twice) and the customer was told
+    /// with `error` feedback; giving the money back is the host's to do.
+    Refund(RefundDue),
     /// Something the application may want to know.
     Notify(Notification),
+}
+
+/// A payment to give back: everything a refund path (the customer's lightning address, NWC,
+/// Cashu, or a human) needs, in one value that stays the same whichever path acts on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundDue {
+    /// The job the payment was for.
+    pub job: EventId,
+    /// The job's customer (the request's author).
+    pub customer: PublicKey,
+    /// Who paid, when the proof says: a zap request's author. A wallet proof names nobody.
+    pub payer: Option<PublicKey>,
+    /// The amount paid, in millisats.
+    pub amount_msat: u64,
+    /// How it was paid (the zap receipt's id, or the host's wallet).
+    pub via: PaymentVia,
+    /// The paid invoice's payment hash.
+    pub payment_hash: [u8; 32],
+    /// When the provider handled the payment.
+    pub received_at: Timestamp,
+    /// Why it does not pay for work.
+    pub reason: RefundReason,
+}
+
+/// Why a verified payment is to be refunded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefundReason {
+    /// It was handled after the job's payment window (or its invoice) had closed.
+    PaymentWindowClosed,
+    /// It was handled after the request's NIP-40 expiration.
+    RequestExpired,
+    /// The job had already ended in this state (its name).
+    JobEnded(String),
+    /// The job had already been paid.
+    AlreadyPaid,
+}
+
+impl core::fmt::Display for RefundReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RefundReason::PaymentWindowClosed => f.write_str("the payment window had closed"),
+            RefundReason::RequestExpired => f.write_str("the request had expired"),
+            RefundReason::JobEnded(state) => write!(f, "the job had already ended ({state})"),
+            RefundReason::AlreadyPaid => f.write_str("the job was already paid"),
+        }
+    }
 }
 
 /// Something that happened, for the application's logs and metrics.
@@ -78,6 +129,14 @@ pub enum Notification {
         amount_msat: u64,
         /// How it was proven.
         via: PaymentVia,
+    },
+    /// The Lightning backend gave no usable invoice for a job (under pay-after-result the
+    /// result is out already, and the job ends unpaid).
+    InvoiceFailed {
+        /// The job.
+        job: EventId,
+        /// Why.
+        reason: String,
     },
     /// A payment proof was refused.
     PaymentRefused {
@@ -141,7 +200,8 @@ pub enum RejectReason {
     NotAllowed,
     /// The customer exceeded the rate limit. Not told (a flood must not make us sign).
     RateLimited,
-    /// Too many live jobs. Not told, for the same reason.
+    /// Too many live jobs, a full replay ledger (for priced work), or no room left to
+    /// remember dropped jobs. Not told, for the same reason.
     AtCapacity,
     /// The request is larger than the limit. Not told.
     TooLarge {
@@ -155,6 +215,11 @@ pub enum RejectReason {
     },
     /// The request had already expired (NIP-40). Not told.
     Expired,
+    /// The request is dated further in the future than `max_future_skew_secs`. Not told.
+    FutureDated,
+    /// Too many invoices were asked for in the last window (`invoice_rate_limit`). Told:
+    /// the customer may try again later.
+    InvoiceRateLimited,
     /// The request is older than the provider's retention window, so it may be a replay of a
     /// job already done and forgotten. Not told.
     Stale,

@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use nostr::{Event, EventId, Filter, Keys, PublicKey, Timestamp, UnsignedEvent};
 use serde::{Deserialize, Serialize};
 
-use super::{Error, Job, Notification, Output, Provider, ProviderConfig, ReplayLedger, Reply};
+use super::{
+    Error, Job, Notification, Output, Provider, ProviderConfig, RefundDue, ReplayLedger, Reply,
+};
 use crate::job::JobState;
 use crate::nip90::JobRequest;
 use crate::rng::{DvmRng, RngState};
-use crate::task::TaskOutput;
 
 /// A provider's whole state: jobs, replay ledger, RNG position, tombstones, rate windows and
 /// the outputs not yet drained. Serialize it with any serde format; it holds the RNG seed, so
@@ -25,11 +26,13 @@ pub struct ProviderSnapshot {
     outbox: Vec<SavedOutput>,
     next_heartbeat: Option<Timestamp>,
     deletion_refresh_at: Option<Timestamp>,
-    forgotten: Vec<EventId>,
+    forgotten: Vec<(EventId, Timestamp)>,
     seq: u64,
 }
 
-const VERSION: u32 = 1;
+/// Version 2: the ledger keeps spent entries with their expiry, forgotten ids expire, and a
+/// job holds its built result instead of the task's output.
+const VERSION: u32 = 2;
 
 impl ProviderSnapshot {
     /// Adds an event for the restored provider to publish first: for a host that stops while
@@ -51,7 +54,9 @@ struct SavedJob {
     bolt11: Option<String>,
     payment_hash: Option<[u8; 32]>,
     payment_feedback: Option<EventId>,
-    output: Option<TaskOutput>,
+    held_result: Option<Event>,
+    sample: Option<String>,
+    result_id: Option<EventId>,
     waiting_for: Vec<EventId>,
     resolved: Vec<(EventId, String)>,
     deadline: Option<Timestamp>,
@@ -79,6 +84,7 @@ enum SavedOutput {
         description: String,
         expiry_secs: u64,
     },
+    Refund(RefundDue),
     Notify(Notification),
 }
 
@@ -98,7 +104,9 @@ impl Provider {
                 bolt11: j.bolt11().map(str::to_owned),
                 payment_hash: j.payment_hash(),
                 payment_feedback: j.payment_feedback(),
-                output: j.output.as_deref().cloned(),
+                held_result: j.held.as_ref().map(|h| h.event.clone()),
+                sample: j.held.as_ref().and_then(|h| h.sample.clone()),
+                result_id: j.result_id,
                 waiting_for: j.waiting_for.clone(),
                 resolved: j.resolved.clone(),
                 deadline: j.deadline,
@@ -127,7 +135,7 @@ impl Provider {
             outbox: self.outbox.iter().map(save_output).collect(),
             next_heartbeat: self.next_heartbeat,
             deletion_refresh_at: self.deletion_refresh_at,
-            forgotten: self.forgotten.iter().copied().collect(),
+            forgotten: self.forgotten.iter().map(|(t, id)| (*id, *t)).collect(),
             seq: self.seq,
         }
     }
@@ -169,6 +177,9 @@ impl Provider {
             if let Some(fid) = saved.payment_feedback {
                 bindings.insert(fid, id);
             }
+            if let Some(rid) = saved.result_id {
+                bindings.insert(rid, id);
+            }
             if saved.state == JobState::WaitingForInputs {
                 for dep in &saved.waiting_for {
                     if !saved.resolved.iter().any(|(d, _)| d == dep) {
@@ -191,7 +202,13 @@ impl Provider {
                         })),
                         _ => None,
                     },
-                    output: saved.output.map(Box::new),
+                    held: saved.held_result.map(|event| {
+                        Box::new(super::HeldResult {
+                            event,
+                            sample: saved.sample,
+                        })
+                    }),
+                    result_id: saved.result_id,
                     waiting_for: saved.waiting_for,
                     resolved: saved.resolved,
                     deadline: saved.deadline,
@@ -227,7 +244,14 @@ impl Provider {
             terminal: BTreeSet::new(),
             live: 0,
             forgotten_set: snapshot.forgotten.iter().copied().collect(),
-            forgotten: snapshot.forgotten.into_iter().collect(),
+            forgotten: snapshot
+                .forgotten
+                .into_iter()
+                .map(|(id, t)| (t, id))
+                .collect(),
+            unpaid: BTreeSet::new(),
+            global_rate: VecDeque::new(),
+            invoice_times: VecDeque::new(),
             early_receipts: VecDeque::new(),
             seq: snapshot.seq,
             dirty: false,
@@ -241,6 +265,9 @@ impl Provider {
                     provider.terminal.insert((job.updated_at, seq, id));
                 } else {
                     provider.live += 1;
+                }
+                if matches!(job.state, JobState::Invoicing | JobState::AwaitingPayment) {
+                    provider.unpaid.insert((seq, id));
                 }
             }
             provider.schedule(id);
@@ -266,6 +293,7 @@ impl Provider {
                     description,
                     expiry_secs,
                 },
+                SavedOutput::Refund(r) => Output::Refund(r),
                 SavedOutput::Notify(n) => Output::Notify(n),
             };
             provider.outbox.push_back(output);
@@ -298,6 +326,7 @@ fn save_output(output: &Output) -> SavedOutput {
             description: description.clone(),
             expiry_secs: *expiry_secs,
         },
+        Output::Refund(r) => SavedOutput::Refund(r.clone()),
         Output::Notify(n) => SavedOutput::Notify(n.clone()),
     }
 }

@@ -18,10 +18,11 @@ use super::{
     now, until, watch_reconnections, InvoiceRequest, LightningBackend, NoLightning, RuntimeError,
     Settlements, SnapshotStore,
 };
-use crate::provider::{Notification, Output, PaymentProof, Provider, ProviderConfig};
+use crate::provider::{Notification, Output, PaymentProof, Provider, ProviderConfig, RefundDue};
 use crate::task::{Progress, Task, TaskError, TaskOutput};
 
 type NotifyHook = Arc<dyn Fn(&Notification) + Send + Sync>;
+type RefundHook = Arc<dyn Fn(&RefundDue) + Send + Sync>;
 
 /// Whether and how far a [`ProviderRuntime`] follows the relays a request names.
 ///
@@ -83,6 +84,7 @@ pub struct ProviderRuntime {
     backend: Arc<dyn LightningBackend>,
     store: Option<Arc<dyn SnapshotStore>>,
     on_notify: Option<NotifyHook>,
+    on_refund: Option<RefundHook>,
     connect_timeout: Duration,
     flush_timeout: Duration,
     relay_options: RelayOptions,
@@ -121,6 +123,7 @@ impl ProviderRuntime {
             backend: Arc::new(NoLightning),
             store: None,
             on_notify: None,
+            on_refund: None,
             connect_timeout: Duration::from_secs(10),
             flush_timeout: Duration::from_secs(5),
             relay_options: RelayOptions::new(),
@@ -164,6 +167,14 @@ impl ProviderRuntime {
     /// `tracing` at `info`).
     pub fn on_notification(mut self, hook: impl Fn(&Notification) + Send + Sync + 'static) -> Self {
         self.on_notify = Some(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` with every payment the provider hands back ([`RefundDue`]: it came after
+    /// the payment window, for an ended job, or for a job already paid). Without a hook they
+    /// are logged with `tracing` at `warn`, and giving the money back is up to the operator.
+    pub fn on_refund(mut self, hook: impl Fn(&RefundDue) + Send + Sync + 'static) -> Self {
+        self.on_refund = Some(Arc::new(hook));
         self
     }
 
@@ -221,6 +232,7 @@ impl ProviderRuntime {
             backend,
             store,
             on_notify,
+            on_refund,
             connect_timeout,
             flush_timeout,
             relay_options,
@@ -281,6 +293,7 @@ impl ProviderRuntime {
             tasks,
             backend,
             on_notify,
+            on_refund,
             commands: commands_tx,
             reports: reports_tx,
             running: HashMap::new(),
@@ -400,6 +413,7 @@ struct Host {
     tasks: Vec<Arc<dyn Task>>,
     backend: Arc<dyn LightningBackend>,
     on_notify: Option<NotifyHook>,
+    on_refund: Option<RefundHook>,
     commands: mpsc::UnboundedSender<Command>,
     reports: mpsc::UnboundedSender<Report>,
     running: HashMap<EventId, AbortHandle>,
@@ -457,6 +471,10 @@ impl Host {
                         let _ = reports.send(Report::Invoice(job, invoice));
                     });
                 }
+                Output::Refund(refund) => match &self.on_refund {
+                    Some(hook) => hook(&refund),
+                    None => tracing::warn!("refund due, no refund hook: {refund:?}"),
+                },
                 Output::Notify(note) => {
                     tracing::info!("{note:?}");
                     if let Some(hook) = &self.on_notify {

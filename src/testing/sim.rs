@@ -648,6 +648,7 @@ impl NetworkBuilder {
             pending_tasks: Vec::new(),
             pending_invoices: Vec::new(),
             cancelled_tasks: Vec::new(),
+            refunds: Vec::new(),
             outputs: Vec::new(),
             published: Vec::new(),
             handled: Vec::new(),
@@ -732,6 +733,7 @@ pub struct Network {
     pending_tasks: Vec<TaskRequest>,
     pending_invoices: Vec<PendingInvoice>,
     cancelled_tasks: Vec<EventId>,
+    refunds: Vec<crate::provider::RefundDue>,
     outputs: Vec<Output>,
     published: Vec<Event>,
     handled: Vec<Event>,
@@ -907,6 +909,11 @@ impl Network {
         &self.cancelled_tasks
     }
 
+    /// The payments the provider handed back, in order.
+    pub fn refunds(&self) -> &[crate::provider::RefundDue] {
+        &self.refunds
+    }
+
     // ---- the host loop --------------------------------------------------------------------
 
     /// One unit of the host's work: carries out the provider's next output, or else hands it
@@ -982,6 +989,7 @@ impl Network {
                 self.pending_tasks.retain(|t| t.job != job);
                 self.cancelled_tasks.push(job);
             }
+            Output::Refund(refund) => self.refunds.push(refund),
             Output::RequestInvoice {
                 job,
                 amount_msat,
@@ -1141,6 +1149,7 @@ impl Network {
             pending_tasks: self.pending_tasks.clone(),
             pending_invoices: self.pending_invoices.clone(),
             cancelled_tasks: self.cancelled_tasks.clone(),
+            refunds: self.refunds.clone(),
             outputs: self.outputs.clone(),
             published: self.published.clone(),
             handled: self.handled.clone(),
