@@ -75,6 +75,11 @@ impl ReplayLedger {
             || self.payment_hashes.contains_key(payment_hash)
     }
 
+    /// Whether this zap receipt has paid for anything already.
+    pub fn receipt_spent(&self, receipt: &EventId) -> bool {
+        self.receipts.contains_key(receipt)
+    }
+
     fn insert(&mut self, key: Spent, expires: Timestamp) {
         let previous = match key {
             Spent::Receipt(id) => self.receipts.insert(id, expires),
