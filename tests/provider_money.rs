@@ -149,10 +149,11 @@ fn a_receipt_older_than_its_job_is_refused() {
     let request = h.request(|b| b);
     let out = h.send(request.clone());
     h.answer_invoices(&out);
-    // A receipt paid two minutes before the request was made (lookback is 60 s).
-    h.now -= 120;
+    // A receipt paid before the request was made by more than the lookback (60 s) and the
+    // future skew a request may claim (300 s).
+    h.now -= 361;
     let receipt = h.zap(request.id, PRICE);
-    h.now += 120;
+    h.now += 361;
     let out = h.send(receipt);
     assert!(run_tasks(&out).is_empty());
     assert!(notes(&out).iter().any(|n| matches!(
@@ -553,4 +554,29 @@ fn a_full_ledger_refuses_paid_work_but_not_free_work() {
     assert_eq!(rejected(&h.send(priced)), [RejectReason::AtCapacity]);
     let free = h.request(|b| b.param("free", "yes"));
     assert_eq!(run_tasks(&h.send(free.clone())), [free.id]);
+}
+
+#[test]
+fn a_chained_job_whose_input_comes_after_its_expiration_does_not_run() {
+    // Found by the property tests: the input's result reached the provider after the chained
+    // request's NIP-40 expiration, before its timer ran, and the task started.
+    let mut h = Harness::new(unlimited);
+    let first = h.request(|b| b);
+    h.send(first.clone());
+    let expires = Timestamp::from(h.now + 10);
+    let second = h.request(|b| b.input(JobInput::job(first.id, None)).expiration(expires));
+    h.send(second.clone());
+    assert_eq!(h.state(&second.id), JobState::WaitingForInputs);
+    h.now += 11;
+    h.provider
+        .handle_task_result(h.now(), first.id, Ok(TaskOutput::new("input")))
+        .unwrap();
+    let result = published(&h.drain())
+        .into_iter()
+        .find(|e| e.kind.as_u16() == KIND + 1000)
+        .cloned()
+        .unwrap();
+    let out = h.send(result);
+    assert!(run_tasks(&out).is_empty());
+    assert_eq!(h.state(&second.id), JobState::Expired);
 }

@@ -4,10 +4,13 @@
 //! Each case picks a configuration (payment policy, automatic acceptance, deferred invoices,
 //! admission limits) and a sequence of up to 30 actions: new requests (plain, NIP-44, NIP-04
 //! or gift-wrapped; free, priced, refused by the pricing hook, with a bid below or above the
-//! price; chained on an earlier job; with a NIP-40 expiration), duplicate deliveries, zaps
+//! price; chained on an earlier job; with a NIP-40 expiration; dated ahead of the clock),
+//! duplicate deliveries, floods of cheap low-bid requests that roll the job table over, zaps
 //! (valid, overpaid, underpaid, forged by an untrusted zapper, replayed), wallet proofs (right
 //! or wrong), task results and progress, invoice answers, kind-5 deletions by the author or a
-//! stranger, host commands, time jumps, restarts and crashes. After every action it checks:
+//! stranger, host commands, time jumps (with the timers run, or late: a payment may then reach
+//! the provider after its deadline before the timer does), restarts and crashes. After every
+//! action it checks:
 //!
 //! - (a) pay first means pay first: under pay-first, no `RunTask` (and no result) for a priced
 //!   job before a genuinely valid payment for it was delivered; under partial-then-pay, no
@@ -21,6 +24,8 @@
 //! - (e) snapshot/restore changes nothing: at a random cut the whole world is forked with its
 //!   provider restored from a JSON snapshot, both get the same later inputs, and their outputs
 //!   must be equal, byte for byte;
+//! - (f) no task starts for a job whose request has expired, and a payment handed back
+//!   (`Output::Refund`) was a real payment for that job;
 //! - and that the host never errs when it does the right thing, host misuse changes nothing,
 //!   every pending task belongs to a running job, and a paid job is not asked to pay again.
 #![cfg(feature = "test-util")]
@@ -81,7 +86,12 @@ enum Action {
         bid: Bid,
         chain: Option<u8>,
         expires_in: Option<u16>,
+        /// Seconds the request is dated ahead of the clock.
+        ahead: Option<u16>,
     },
+    /// This many cheap requests bidding below their price, each refused at once: the job
+    /// table rolls over.
+    Flood(u8),
     /// Re-deliver the last event the provider handled.
     Again,
     /// Re-deliver a past event the provider handled.
@@ -110,6 +120,8 @@ enum Action {
     Reject(u8),
     Cancel(u8),
     Jump(u16),
+    /// The clock moves on but the host runs no timer yet.
+    Late(u16),
     NextTimeout,
     Restart,
     Crash,
@@ -196,15 +208,18 @@ fn action(pruning: bool) -> impl Strategy<Value = Action> {
             bid,
             prop::option::weighted(0.15, any::<u8>()),
             prop::option::weighted(0.1, 0u16..900),
+            prop::option::weighted(0.1, 0u16..700),
         )
-            .prop_map(|(customer, how, price, bid, chain, expires_in)| Action::Request {
+            .prop_map(|(customer, how, price, bid, chain, expires_in, ahead)| Action::Request {
                 customer,
                 how,
                 price,
                 bid,
                 chain,
                 expires_in,
+                ahead,
             }),
+        1 => (1u8..=12).prop_map(Action::Flood),
         2 => Just(Action::Again),
         2 => any::<u16>().prop_map(Action::Duplicate),
         6 => (any::<u8>(), zap, any::<bool>())
@@ -221,6 +236,7 @@ fn action(pruning: bool) -> impl Strategy<Value = Action> {
         1 => any::<u8>().prop_map(Action::Reject),
         1 => any::<u8>().prop_map(Action::Cancel),
         2 => (1..=max_jump).prop_map(Action::Jump),
+        1 => (1u16..=900).prop_map(Action::Late),
         1 => Just(Action::NextTimeout),
         1 => Just(Action::Restart),
         1 => Just(Action::Crash),
@@ -278,6 +294,8 @@ fn network(s: &Setup) -> Network {
 struct Effect {
     /// A request was submitted: its job id and price (0 when free or refused).
     submitted: Option<(EventId, u64)>,
+    /// Its NIP-40 expiration (unix seconds), if it has one.
+    expires: Option<(EventId, u64)>,
     /// A genuinely valid payment for this job was delivered.
     paid: Option<EventId>,
     /// The valid receipt made, to replay later.
@@ -341,6 +359,7 @@ fn apply(
             bid,
             chain,
             expires_in,
+            ahead,
         } => {
             let n = jobs.len();
             let mut b = JobRequest::builder(5050).input(JobInput::text(format!("job {n}")));
@@ -378,9 +397,22 @@ fn apply(
                 }
                 How::GiftWrap => Via::GiftWrap,
             };
-            let job = net.submit_with(CustomerId(usize::from(*customer)), b, via);
+            let dated = Timestamp::from(now.as_secs() + u64::from(ahead.unwrap_or(0)));
+            let (job, event) =
+                net.sign_request_dated(CustomerId(usize::from(*customer)), b, via, dated);
+            net.publish(event);
             let price = if *price == Price::Refused { 0 } else { amount };
             effect.submitted = Some((job, price));
+            effect.expires = expires_in.map(|secs| (job, now.as_secs() + u64::from(secs)));
+        }
+        Action::Flood(n) => {
+            for i in 0..*n {
+                let b = JobRequest::builder(5050)
+                    .input(JobInput::text(format!("flood {} {i}", jobs.len())))
+                    .param("price", "21000")
+                    .bid(1_000);
+                net.submit(CustomerId(usize::from(i % 3)), b);
+            }
         }
         Action::Again => {
             if let Some(event) = net.handled().last().cloned() {
@@ -520,6 +552,7 @@ fn apply(
             }
         }
         Action::Jump(secs) => net.advance(u64::from(*secs)),
+        Action::Late(secs) => net.advance_without_timers(u64::from(*secs)),
         Action::NextTimeout => {
             // without pruning, never as far as the retention of terminal jobs
             let horizon = now.as_secs() + if pruning { u64::MAX / 4 } else { 24 * 3600 };
@@ -549,6 +582,7 @@ fn exempt_from_paid_once(state_when_paid: &str) -> bool {
 struct Model {
     jobs: Vec<EventId>,
     prices: HashMap<EventId, u64>,
+    expires: HashMap<EventId, u64>,
     paid: HashSet<EventId>,
     /// The state each job was in when it was first paid.
     paid_in: HashMap<EventId, &'static str>,
@@ -615,6 +649,9 @@ fn check_run(setup: &Setup, actions: &[Action]) -> Result<(), TestCaseError> {
             m.jobs.push(job);
             m.prices.insert(job, price);
         }
+        if let Some((job, at)) = effect.expires {
+            m.expires.insert(job, at);
+        }
         if let Some(job) = effect.paid {
             if m.paid.insert(job) {
                 let was = state_before
@@ -668,6 +705,32 @@ fn check_run(setup: &Setup, actions: &[Action]) -> Result<(), TestCaseError> {
                 .collect();
             after.sort_by_key(|(id, _)| *id);
             prop_assert_eq!(&after, &state_before, "(d) at {}", ctx());
+        }
+        // (f)
+        for o in out {
+            match o {
+                Output::RunTask(request) => {
+                    let expired = m
+                        .expires
+                        .get(&request.job)
+                        .is_some_and(|at| *at <= net.now().as_secs());
+                    prop_assert!(
+                        !expired,
+                        "(f) task started for expired job {} at {}",
+                        request.job,
+                        ctx()
+                    );
+                }
+                Output::Refund(refund) => {
+                    prop_assert!(
+                        m.paid.contains(&refund.job) && refund.amount_msat > 0,
+                        "(f) refund of a payment never made: {:?} at {}",
+                        refund,
+                        ctx()
+                    );
+                }
+                _ => {}
+            }
         }
         // (a)
         for o in out {

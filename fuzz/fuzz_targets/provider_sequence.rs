@@ -1,11 +1,14 @@
 //! A `Provider` driven by an arbitrary sequence of inputs over the simulated network.
 //!
 //! Each input picks a configuration (payment policy, automatic acceptance, deferred invoices,
-//! live-job cap, rate limit) and up to 48 actions: real requests (plain, NIP-44, NIP-04 or
-//! gift-wrapped; free, priced, refused; with bids, job inputs and expirations), zaps (valid,
-//! overpaid, underpaid, forged by an untrusted zapper, replayed), wallet proofs, task results
-//! and progress, invoice answers, kind-5 deletions, host commands, time jumps, restarts,
-//! crashes, duplicate deliveries, and hostile events: any string through
+//! live-job cap, rate limit, and whether jobs are pruned: short retention, a job table of 6)
+//! and up to 48 actions: real requests (plain, NIP-44, NIP-04 or gift-wrapped; free, priced,
+//! refused; with bids, job inputs and expirations; dated ahead of the clock), floods of cheap
+//! low-bid requests that roll the job table over, zaps (valid, overpaid, underpaid, forged by
+//! an untrusted zapper, replayed), wallet proofs, task results and progress, invoice answers,
+//! kind-5 deletions, host commands, time jumps (with the timers run, or late, so that a
+//! payment reaches the provider past its deadline before the timer does), restarts, crashes,
+//! duplicate deliveries, and hostile events: any string through
 //! `Event::from_json`, structured events with arbitrary kind, tags and content (signed by a
 //! customer or a stranger, or carrying a made-up signature), and past events with one field
 //! changed (re-signed when the fuzzer holds the author's key).
@@ -15,12 +18,13 @@
 //! - (a) under pay-first, no `RunTask` for a priced job before a valid payment for it;
 //! - (b) at most one result event published per job;
 //! - (c) a terminal state stays terminal (`Delivered { paid: false }` may become `paid: true`);
+//! - (f) no task starts for a request that has expired, and every `Output::Refund` is for a
+//!   job that was really paid;
 //! - the host never errs when it does the right thing (the network's log stays empty), and
 //!   every pending task belongs to a running job.
 //!
-//! Jobs are kept for 30 days and time moves at most 40 hours, so no job is forgotten: a
-//! forgotten job's request delivered again is a known issue (it becomes a new job), not what
-//! this target looks for.
+//! With pruning, jobs are forgotten (retention passed, or evicted by a flood) and their public
+//! request and receipts stay replayable: (b) then says a forgotten job never runs again.
 #![no_main]
 
 use std::collections::{HashMap, HashSet};
@@ -48,6 +52,7 @@ struct Input {
     deferred_invoices: bool,
     max_live_jobs: u8,
     rate_limit: Option<u8>,
+    pruning: bool,
     actions: Vec<Act>,
 }
 
@@ -60,9 +65,12 @@ enum Act {
         bid: u8,
         chain: Option<u8>,
         expires_in: Option<u16>,
+        ahead: Option<u16>,
         text: String,
         params: Vec<(String, String)>,
     },
+    Flood(u8),
+    Late(u16),
     Again,
     Duplicate(u16),
     Zap {
@@ -153,16 +161,22 @@ fn network(input: &Input) -> Network {
         max_requests: u32::from(r % 8) + 1,
         window_secs: 60,
     });
+    let pruning = input.pruning;
     let mut net = builder.build(move |mut config| {
         config.payment = policy;
         config.auto_accept = auto_accept;
         config.success_feedback = true;
-        config.retention_secs = 30 * 24 * 3600;
         config.admission = Admission {
             max_live_jobs,
             rate_limit,
             ..Admission::default()
         };
+        if pruning {
+            config.retention_secs = 600;
+            config.admission.max_jobs = 6;
+        } else {
+            config.retention_secs = 30 * 24 * 3600;
+        }
         config.pricing(price_of)
     });
     for _ in 0..3 {
@@ -202,6 +216,7 @@ fn build(
 
 struct Model {
     policy: PaymentPolicy,
+    pruning: bool,
     jobs: Vec<EventId>,
     paid: HashSet<EventId>,
     receipts: Vec<Event>,
@@ -220,6 +235,7 @@ fn act(net: &mut Network, m: &mut Model, action: &Act) {
             bid,
             chain,
             expires_in,
+            ahead,
             text,
             params,
         } => {
@@ -258,9 +274,21 @@ fn act(net: &mut Network, m: &mut Model, action: &Act) {
                 _ => Via::Public,
             };
             let customer = CustomerId(usize::from(customer % 3));
-            let job = net.submit_with(customer, b, via);
+            let dated = Timestamp::from(now.as_secs() + u64::from(ahead.unwrap_or(0) % 1_000));
+            let (job, event) = net.sign_request_dated(customer, b, via, dated);
+            net.publish(event);
             m.jobs.push(job);
         }
+        Act::Flood(n) => {
+            for i in 0..(n % 16) {
+                let b = JobRequest::builder(5050)
+                    .input(JobInput::text(format!("flood {} {i}", m.jobs.len())))
+                    .param("price", "21000")
+                    .bid(1_000);
+                net.submit(CustomerId(usize::from(i % 3)), b);
+            }
+        }
+        Act::Late(secs) => net.advance_without_timers(u64::from(*secs) % 1_000),
         Act::Again => {
             if let Some(event) = net.handled().last().cloned() {
                 net.deliver(event);
@@ -393,7 +421,10 @@ fn act(net: &mut Network, m: &mut Model, action: &Act) {
                 net.run_until_idle();
             }
         }
-        Act::Jump(secs) => net.advance(u64::from(*secs) % 3_600),
+        Act::Jump(secs) => {
+            let cap = if m.pruning { 20_000 } else { 3_600 };
+            net.advance(u64::from(*secs) % cap)
+        }
         Act::NextTimeout => {
             if net
                 .provider()
@@ -529,6 +560,21 @@ fn check(net: &Network, m: &mut Model, mark: usize) {
         "host errors: {:?}",
         net.host_errors()
     );
+    // (f)
+    for output in net.outputs_since(mark) {
+        match output {
+            Output::RunTask(request) => assert!(
+                !request.request.is_expired(net.now()),
+                "(f) a task started for the expired request {}",
+                request.job
+            ),
+            Output::Refund(refund) => assert!(
+                m.paid.contains(&refund.job),
+                "(f) a refund of a payment never made: {refund:?}"
+            ),
+            _ => {}
+        }
+    }
     // (a)
     for output in net.outputs_since(mark) {
         if let Output::RunTask(request) = output {
@@ -579,6 +625,7 @@ fuzz_target!(|input: Input| {
     let mut net = network(&input);
     let mut m = Model {
         policy: net.config().payment,
+        pruning: input.pruning,
         jobs: Vec::new(),
         paid: HashSet::new(),
         receipts: Vec::new(),

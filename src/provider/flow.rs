@@ -348,21 +348,14 @@ impl Provider {
     }
 
     /// Remembers a dropped job's id until `stale_at`, when the stale check refuses its
-    /// request; within `max_jobs` ids (the soonest to expire goes first when full, which
-    /// only a job whose retention ran out can cause: `make_room` never evicts into a full
-    /// memory).
+    /// request. Never drops an id early: `make_room` refuses new jobs rather than evict into a
+    /// memory of `max_jobs` ids; a job whose retention ran out adds an id that lives at most
+    /// `max_future_skew_secs` more, so the memory stays below twice `max_jobs`.
     pub(super) fn remember_forgotten(&mut self, now: Timestamp, id: EventId, stale_at: Timestamp) {
         if stale_at <= now {
             return;
         }
-        let cap = self.config.admission.max_jobs.max(1);
         self.expire_forgotten(now);
-        while self.forgotten.len() >= cap {
-            let Some(first) = self.forgotten.pop_first() else {
-                break;
-            };
-            self.forgotten_set.remove(&first.1);
-        }
         if let Some(old) = self.forgotten_set.insert(id, stale_at) {
             self.forgotten.remove(&(old, id));
         }

@@ -238,7 +238,8 @@ pub struct Provider {
     live: usize,
     /// Ids of jobs dropped from the table (retention passed, or evicted) with the moment
     /// their request turns stale, soonest first, so a replayed request cannot run again
-    /// until the stale check refuses it; bounded by `max_jobs`.
+    /// until the stale check refuses it; bounded by twice `max_jobs` (see
+    /// `remember_forgotten`).
     forgotten: BTreeSet<(Timestamp, EventId)>,
     forgotten_set: HashMap<EventId, Timestamp>,
     /// Jobs waiting to be paid before any work, oldest first: `(seq, job)`.
@@ -878,11 +879,17 @@ impl Provider {
         self.notify(Notification::JobRejected { job: id, reason });
     }
 
-    /// Moves an admitted, priced job forward: wait for inputs, ask for payment, or run.
+    /// Moves an admitted, priced job forward: wait for inputs, ask for payment, or run. A
+    /// request that expired by `now` goes no further, whether or not its timer ran.
     fn proceed(&mut self, now: Timestamp, id: EventId) {
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
+        if job.request.is_expired(now) {
+            self.finish(now, id, JobState::Expired);
+            self.notify(Notification::JobExpired { job: id });
+            return;
+        }
         let unresolved = job
             .waiting_for
             .iter()

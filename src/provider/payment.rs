@@ -248,11 +248,13 @@ impl Provider {
                 return;
             }
         };
-        // A receipt from well before its job was made pays for something else.
+        // A receipt from well before its job was made pays for something else: older than the
+        // request minus the lookback (and the future skew a request may claim) is refused.
         if zap
             .paid_at
             .as_secs()
             .saturating_add(self.config.lookback_secs)
+            .saturating_add(self.config.max_future_skew_secs)
             < request_created.as_secs()
         {
             self.notify(Notification::PaymentRefused {

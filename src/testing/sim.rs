@@ -1045,6 +1045,14 @@ impl Network {
         self.advance_to(to);
     }
 
+    /// Moves the clock forward by `secs` without running the provider's due timers: a host
+    /// whose timer fires late, so that other inputs reach the provider first. The next
+    /// [`advance`](Self::advance) runs them.
+    pub fn advance_without_timers(&mut self, secs: u64) {
+        self.run_until_idle();
+        self.now = Timestamp::from(self.now.as_secs().saturating_add(secs));
+    }
+
     /// Moves time forward to `to` (never back), running every timer due by then at its own
     /// time.
     pub fn advance_to(&mut self, to: Timestamp) {
@@ -1214,9 +1222,26 @@ impl Network {
         builder: JobRequestBuilder,
         how: Via,
     ) -> (EventId, Event) {
+        let now = self.now;
+        self.sign_request_dated(customer, builder, how, now)
+    }
+
+    /// Like [`sign_request`](Self::sign_request), with the request (the rumor, when
+    /// gift-wrapped) dated `created_at`: a customer whose clock is off, or an attacker.
+    ///
+    /// # Panics
+    ///
+    /// When the builder cannot sign (an encrypted request without exactly one provider).
+    pub fn sign_request_dated(
+        &mut self,
+        customer: CustomerId,
+        builder: JobRequestBuilder,
+        how: Via,
+        created_at: Timestamp,
+    ) -> (EventId, Event) {
         let keys = self.customers[customer.0].keys.clone();
         let request = builder
-            .sign(&keys, self.now, &mut self.rng)
+            .sign(&keys, created_at, &mut self.rng)
             .unwrap_or_else(|e| panic!("the request cannot be signed: {e}"));
         let job = request.id;
         self.jobs.insert(job, customer);
