@@ -522,9 +522,14 @@ impl Host {
             }
             Report::Invoice(job, invoice) => provider.handle_invoice(now(), job, invoice),
         };
-        if let Err(e) = result {
-            // A late report for a job that was cancelled or timed out, or a bad invoice.
-            tracing::debug!("report not taken: {e}");
+        match result {
+            Ok(()) => {}
+            // The backend's invoice was refused: the job failed, and the operator must know.
+            Err(e @ crate::provider::Error::InvalidInvoice { .. }) => {
+                tracing::error!("the Lightning backend's invoice was refused: {e}");
+            }
+            // A late report for a job that was cancelled or timed out.
+            Err(e) => tracing::debug!("report not taken: {e}"),
         }
     }
 }
