@@ -55,12 +55,17 @@
 //!   `Provider::new` and mixed in again by each `restore`, unless a test set a deterministic
 //!   seed.
 
+mod admission;
+mod cancellation;
+mod chaining;
 mod config;
-mod flow;
+mod jobs;
 mod ledger;
 mod output;
 mod payment;
+mod replies;
 mod snapshot;
+mod timers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -77,9 +82,9 @@ use crate::job::JobState;
 use crate::nip57::ZAP_RECEIPT_KIND;
 use crate::nip59;
 use crate::nip89::HandlerInfo;
-use crate::nip90::{FeedbackStatus, InputType, JobInput, JobRequest, JobResult};
+use crate::nip90::{FeedbackStatus, JobRequest};
 use crate::rng::DvmRng;
-use crate::task::{Quote, TaskError, TaskOutput, TaskRequest};
+use crate::task::{TaskError, TaskOutput};
 
 /// Subscription id for job requests.
 pub const SUB_REQUESTS: &str = "dvm-requests";
@@ -211,6 +216,35 @@ impl Job {
 }
 
 /// A Data Vending Machine's provider side, sans IO. See the [module docs](self).
+///
+/// # Driving it
+///
+/// Its methods come in four families:
+///
+/// - **inputs**, `handle_*`: what happened outside. [`handle_event`](Self::handle_event) for
+///   every event a relay delivers on the provider's subscriptions;
+///   [`handle_task_result`](Self::handle_task_result) and
+///   [`handle_task_progress`](Self::handle_task_progress) for the tasks it asked to run;
+///   [`handle_invoice`](Self::handle_invoice) for the invoices it asked for;
+///   [`handle_payment`](Self::handle_payment) for payments the host's wallet saw; and
+///   [`handle_timeout`](Self::handle_timeout) once the time from `poll_timeout` has come.
+///   Remote input never makes them fail; `Err` means the host misused the provider.
+/// - **commands**: what the host decides. [`accept`](Self::accept),
+///   [`reject`](Self::reject), [`cancel`](Self::cancel), [`announce`](Self::announce), and
+///   [`resume`](Self::resume) after a restore.
+/// - **outputs**, `poll_*`: what the host must do. After every input and every command,
+///   drain [`poll_output`](Self::poll_output) until `None` and carry each output out in order;
+///   then read [`poll_timeout`](Self::poll_timeout) and call `handle_timeout` at that time
+///   (or earlier: it is harmless).
+/// - **getters**: [`job_state`](Self::job_state), [`jobs`](Self::jobs),
+///   [`ledger`](Self::ledger), [`needs_persistence`](Self::needs_persistence) (then save
+///   [`snapshot`](Self::snapshot)), and the like.
+///
+/// Every input takes `now`, the host's wall-clock time; the provider reads no clock.
+///
+/// Inside, each concern has its own file: `admission` (every check a request passes, cheapest
+/// first), `jobs` (a job's life), `payment` (invoices, receipts, wallet proofs, the ledger,
+/// refunds), `replies`, `timers`, `chaining`, `cancellation`, and `snapshot`.
 pub struct Provider {
     keys: Keys,
     config: ProviderConfig,
@@ -427,37 +461,7 @@ impl Provider {
     /// Runs the timers due at `now`: payment windows, run deadlines, input waits, request
     /// expirations, heartbeats, and the pruning of old terminal jobs.
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        let mut due = Vec::new();
-        while let Some(&(t, seq, id)) = self.timers.first() {
-            if t > now {
-                break;
-            }
-            self.timers.remove(&(t, seq, id));
-            if let Some(job) = self.jobs.get_mut(&id) {
-                job.wake = None;
-            }
-            due.push(id);
-        }
-        for id in due {
-            self.on_job_timer(now, id);
-            self.schedule(id);
-        }
-        if self.deletion_refresh_at.is_some_and(|t| t <= now) {
-            self.deletion_refresh_at = None;
-            self.push_deletion_filter();
-        }
-        if let Some(at) = self.next_heartbeat {
-            if at <= now {
-                self.publish_heartbeat(now);
-            }
-        }
-        self.prune_rate(now);
-        if self.ledger.expire(now) > 0 {
-            self.dirty = true;
-        }
-        if self.expire_forgotten(now) {
-            self.dirty = true;
-        }
+        self.on_timeout(now);
     }
 
     /// Reports partial output of a running task: sent as `partial` feedback. Under
@@ -645,504 +649,6 @@ impl Provider {
     }
 
     // ---- requests -----------------------------------------------------------------------
-
-    fn on_request_event(&mut self, now: Timestamp, event: Event) {
-        if self.known(&event.id) {
-            return;
-        }
-        if !self.addressed_to_us(&event) {
-            return;
-        }
-        if let Err(reason) = self.admit(&event) {
-            self.notify(Notification::JobRejected {
-                job: event.id,
-                reason,
-            });
-            return;
-        }
-        if !crate::nip01::verify(&event) {
-            self.refuse_event(event.id, "invalid id or signature");
-            return;
-        }
-        if let Err(reason) = self.admit_rate(now, &event.pubkey) {
-            self.notify(Notification::JobRejected {
-                job: event.id,
-                reason,
-            });
-            return;
-        }
-        let parsed =
-            JobRequest::from_verified_event_with(&event, Some(&self.keys), &self.config.registry);
-        self.on_request(now, parsed, event.id, event.pubkey, Reply::Direct);
-    }
-
-    fn on_gift_wrap(&mut self, now: Timestamp, wrap: Event) {
-        let gift = match nip59::unwrap(&self.keys, &wrap) {
-            Ok(gift) => gift,
-            Err(e) => {
-                self.refuse_event(wrap.id, &format!("gift wrap: {e}"));
-                return;
-            }
-        };
-        let rumor = gift.rumor;
-        let Some(id) = rumor.id else { return };
-        if !self.config.serves(rumor.kind) || self.known(&id) {
-            return;
-        }
-        let size = rumor.content.len() + tags_size(rumor.tags.iter());
-        let admitted = self
-            .admit_static(&rumor.pubkey, size)
-            .and_then(|()| self.admit_rate(now, &rumor.pubkey));
-        if let Err(reason) = admitted {
-            self.notify(Notification::JobRejected { job: id, reason });
-            return;
-        }
-        let parsed = JobRequest::from_rumor(&rumor, Some(&self.keys), &self.config.registry);
-        self.on_request(now, parsed, id, rumor.pubkey, Reply::GiftWrap);
-    }
-
-    fn on_request(
-        &mut self,
-        now: Timestamp,
-        parsed: Result<JobRequest, crate::nip90::ParseError>,
-        id: EventId,
-        author: PublicKey,
-        reply: Reply,
-    ) {
-        let request = match parsed {
-            Ok(r) => r,
-            Err(e) => {
-                self.notify(Notification::JobRejected {
-                    job: id,
-                    reason: RejectReason::Malformed(e.to_string()),
-                });
-                return;
-            }
-        };
-        if let Some((deleter, _)) = self.tombstones.get(&id) {
-            if *deleter == author {
-                return;
-            }
-        }
-        if request.encrypted.is_some_and(|e| !e.decrypted) {
-            self.notify(Notification::JobRejected {
-                job: id,
-                reason: RejectReason::Malformed("encrypted to another key".into()),
-            });
-            return;
-        }
-        if request.is_expired(now) {
-            self.notify(Notification::JobRejected {
-                job: id,
-                reason: RejectReason::Expired,
-            });
-            return;
-        }
-        // A request older than the retention window may be one whose job was already done
-        // and dropped: refuse it rather than run it twice.
-        if request
-            .created_at
-            .as_secs()
-            .saturating_add(self.config.retention_secs)
-            < now.as_secs()
-        {
-            self.notify(Notification::JobRejected {
-                job: id,
-                reason: RejectReason::Stale,
-            });
-            return;
-        }
-        // A request dated far ahead would never turn stale: refuse it.
-        if request.created_at.as_secs()
-            > now
-                .as_secs()
-                .saturating_add(self.config.max_future_skew_secs)
-        {
-            self.notify(Notification::JobRejected {
-                job: id,
-                reason: RejectReason::FutureDated,
-            });
-            return;
-        }
-        if !self.make_room(now) {
-            self.notify(Notification::JobRejected {
-                job: id,
-                reason: RejectReason::AtCapacity,
-            });
-            return;
-        }
-        self.seq += 1;
-        let waiting_for: Vec<EventId> = request
-            .inputs
-            .iter()
-            .filter(|i| i.input_type == InputType::Job)
-            .filter_map(|i| EventId::from_hex(&i.data).ok())
-            .collect();
-        let job = Job {
-            request,
-            reply,
-            state: JobState::Received,
-            price_msat: 0,
-            invoice: None,
-            held: None,
-            result_id: None,
-            waiting_for,
-            resolved: Vec::new(),
-            deadline: None,
-            updated_at: now,
-            seq: self.seq,
-            wake: None,
-        };
-        self.jobs.insert(id, Box::new(job));
-        self.live += 1;
-        self.schedule(id);
-        self.dirty = true;
-        self.live_set_changed(now);
-        self.notify(Notification::JobReceived {
-            job: id,
-            customer: author,
-        });
-
-        // Price it now: the customer gets an explicit answer whatever happens next.
-        let quote = match self.jobs.get(&id) {
-            Some(job) => self.config.pricing.quote(&job.request),
-            None => return,
-        };
-        let bid = self.jobs.get(&id).and_then(|j| j.request.bid);
-        // Quote what the Lightning backend can invoice: the price rounded up to its unit.
-        let quote = match quote {
-            Quote::Price { amount_msat } if amount_msat > 0 => {
-                match round_up(amount_msat, self.config.invoice_unit_msat) {
-                    Some(amount_msat) => Quote::Price { amount_msat },
-                    None => Quote::Reject {
-                        reason: format!("price {amount_msat} msat cannot be invoiced"),
-                    },
-                }
-            }
-            quote => quote,
-        };
-        let ledger_full = self.ledger.len() >= self.config.admission.max_ledger_entries;
-        match quote {
-            Quote::Price { amount_msat } if amount_msat > 0 && ledger_full => {
-                // Never forget a spent payment to make room: refuse new paid work instead.
-                self.finish(
-                    now,
-                    id,
-                    JobState::Rejected {
-                        reason: "replay ledger full".into(),
-                    },
-                );
-                self.notify(Notification::JobRejected {
-                    job: id,
-                    reason: RejectReason::AtCapacity,
-                });
-            }
-            Quote::Reject { reason } => {
-                self.refuse_job(now, id, reason.clone(), RejectReason::Refused(reason));
-            }
-            Quote::Price { amount_msat } if bid.is_some_and(|b| b.amount_msat < amount_msat) => {
-                let bid_msat = bid.map(|b| b.amount_msat).unwrap_or(0);
-                self.refuse_job(
-                    now,
-                    id,
-                    format!("price {amount_msat} msat is above the bid of {bid_msat} msat"),
-                    RejectReason::BidTooLow {
-                        price_msat: amount_msat,
-                        bid_msat,
-                    },
-                );
-            }
-            quote => {
-                if let (Quote::Price { amount_msat }, Some(job)) = (&quote, self.jobs.get_mut(&id))
-                {
-                    job.price_msat = *amount_msat;
-                }
-                if self.config.auto_accept {
-                    self.proceed(now, id);
-                }
-            }
-        }
-        self.take_early_receipts(now, id);
-    }
-
-    /// Refuses a job with `error` feedback.
-    fn refuse_job(&mut self, now: Timestamp, id: EventId, message: String, reason: RejectReason) {
-        let _ = self.send_feedback(
-            now,
-            id,
-            FeedbackStatus::Error,
-            Some(message.clone()),
-            None,
-            false,
-        );
-        self.finish(now, id, JobState::Rejected { reason: message });
-        self.notify(Notification::JobRejected { job: id, reason });
-    }
-
-    /// Moves an admitted, priced job forward: wait for inputs, ask for payment, or run. A
-    /// request that expired by `now` goes no further, whether or not its timer ran.
-    fn proceed(&mut self, now: Timestamp, id: EventId) {
-        let Some(job) = self.jobs.get(&id) else {
-            return;
-        };
-        if job.request.is_expired(now) {
-            self.finish(now, id, JobState::Expired);
-            self.notify(Notification::JobExpired { job: id });
-            return;
-        }
-        let unresolved = job
-            .waiting_for
-            .iter()
-            .any(|dep| !job.resolved.iter().any(|(d, _)| d == dep));
-        if unresolved {
-            self.set_state(
-                now,
-                id,
-                JobState::WaitingForInputs,
-                Some(self.config.input_wait_secs),
-            );
-            let deps = self
-                .jobs
-                .get(&id)
-                .map(|j| j.waiting_for.clone())
-                .unwrap_or_default();
-            for dep in deps {
-                let list = self.dependents.entry(dep).or_default();
-                if !list.contains(&id) {
-                    list.push(id);
-                }
-            }
-            self.subscribe_inputs(id);
-            return;
-        }
-        let price = job.price_msat;
-        // A zap on the request may have paid already (before acceptance or inputs).
-        let paid = self.ledger.paid_job(&id);
-        if price > 0 && self.config.payment == PaymentPolicy::PayFirst && !paid {
-            if !self.take_invoice_slot(now) {
-                self.refuse_job(
-                    now,
-                    id,
-                    "too many invoices asked for: try again later".into(),
-                    RejectReason::InvoiceRateLimited,
-                );
-                return;
-            }
-            self.make_unpaid_room(now);
-            self.set_state(
-                now,
-                id,
-                JobState::Invoicing,
-                Some(self.config.invoice_timeout_secs),
-            );
-            self.push_invoice_request(id, price);
-        } else {
-            self.start_task(now, id);
-        }
-    }
-
-    fn push_invoice_request(&mut self, id: EventId, amount_msat: u64) {
-        let kind = self
-            .jobs
-            .get(&id)
-            .map(|j| j.request.kind.as_u16())
-            .unwrap_or_default();
-        self.outbox.push_back(Output::RequestInvoice {
-            job: id,
-            amount_msat,
-            description: format!("DVM job {} (kind {kind})", hex_lower(id.as_bytes())),
-            // The window opens when the invoice arrives, at most the invoice timeout later.
-            expiry_secs: self
-                .config
-                .payment_window_secs
-                .saturating_add(self.config.invoice_timeout_secs),
-        });
-    }
-
-    fn start_task(&mut self, now: Timestamp, id: EventId) {
-        self.set_state(
-            now,
-            id,
-            JobState::Running,
-            Some(self.config.run_timeout_secs),
-        );
-        if self.config.processing_feedback {
-            let _ = self.send_feedback(now, id, FeedbackStatus::Processing, None, None, false);
-        }
-        if let Some(request) = self.task_request(id) {
-            self.outbox.push_back(Output::RunTask(Box::new(request)));
-        }
-        self.notify(Notification::JobStarted { job: id });
-    }
-
-    fn task_request(&self, id: EventId) -> Option<TaskRequest> {
-        let job = self.jobs.get(&id)?;
-        let inputs = job
-            .request
-            .inputs
-            .iter()
-            .map(|input| {
-                if input.input_type == InputType::Job {
-                    let resolved = EventId::from_hex(&input.data).ok().and_then(|dep| {
-                        job.resolved.iter().find(|(d, _)| *d == dep).map(|(_, c)| c)
-                    });
-                    if let Some(content) = resolved {
-                        return JobInput {
-                            data: content.clone(),
-                            input_type: InputType::Text,
-                            relay: input.relay.clone(),
-                            marker: input.marker.clone(),
-                        };
-                    }
-                }
-                input.clone()
-            })
-            .collect();
-        Some(TaskRequest {
-            job: id,
-            request: job.request.clone(),
-            inputs,
-            deadline: job.deadline,
-        })
-    }
-
-    /// A task's output: the result is built and signed now, whatever the payment policy, so
-    /// a payment only ever releases an event that exists. A result that cannot be built (an
-    /// empty output cannot be NIP-44 encrypted, say) fails the job with `error` feedback.
-    fn on_task_output(
-        &mut self,
-        now: Timestamp,
-        id: EventId,
-        output: TaskOutput,
-    ) -> Result<(), Error> {
-        let job = self.jobs.get(&id).ok_or(Error::UnknownJob(id))?;
-        let price = job.price_msat;
-        let paid = self.ledger.paid_job(&id);
-        let (event, seen_id) = match self.build_result(now, id, output.content) {
-            Ok(built) => built,
-            Err(e) => {
-                self.fail(now, id, format!("the result could not be built: {e}"));
-                return Ok(());
-            }
-        };
-        if price == 0 || paid || self.config.payment == PaymentPolicy::PayFirst {
-            self.deliver(now, id, event, price > 0);
-            return Ok(());
-        }
-        match self.config.payment {
-            PaymentPolicy::PartialThenPay => {
-                if let Some(job) = self.jobs.get_mut(&id) {
-                    job.held = Some(Box::new(HeldResult {
-                        event,
-                        sample: output.sample,
-                    }));
-                }
-            }
-            _ => {
-                // Pay after the result: it goes out now, payment-required follows it, and a
-                // zap of the result pays too.
-                self.outbox.push_back(Output::Publish {
-                    relays: self.job_relays(id),
-                    event,
-                });
-                self.bindings.insert(seen_id, id);
-                if let Some(job) = self.jobs.get_mut(&id) {
-                    job.result_id = Some(seen_id);
-                }
-                self.notify(Notification::JobCompleted { job: id });
-            }
-        }
-        self.set_state(
-            now,
-            id,
-            JobState::InvoicingResult,
-            Some(self.config.invoice_timeout_secs),
-        );
-        if self.take_invoice_slot(now) {
-            self.push_invoice_request(id, price);
-        } else {
-            self.no_invoice(
-                now,
-                id,
-                "too many invoices asked for: try again later".into(),
-            );
-        }
-        Ok(())
-    }
-
-    /// Builds, signs (and gift-wraps, when the job replies so) the result of a job; returns
-    /// the event to publish and the result's id as the customer sees it.
-    fn build_result(
-        &mut self,
-        now: Timestamp,
-        id: EventId,
-        content: String,
-    ) -> Result<(Event, EventId), Error> {
-        let job = self.jobs.get(&id).ok_or(Error::UnknownJob(id))?;
-        let event = JobResult::builder(&job.request, content)
-            .sign(&self.keys, now, &mut self.rng)
-            .map_err(|e| Error::Build(e.to_string()))?;
-        self.seal_reply(now, id, event)
-    }
-
-    /// Publishes a built result and ends the job as delivered.
-    fn deliver(&mut self, now: Timestamp, id: EventId, event: Event, paid: bool) {
-        self.outbox.push_back(Output::Publish {
-            relays: self.job_relays(id),
-            event,
-        });
-        self.dirty = true;
-        if self.config.success_feedback {
-            let _ = self.send_feedback(now, id, FeedbackStatus::Success, None, None, false);
-        }
-        self.finish(now, id, JobState::Delivered { paid });
-        self.notify(Notification::JobCompleted { job: id });
-    }
-
-    /// Releases the held result of a partial-then-pay job that was just paid.
-    fn release_held(&mut self, now: Timestamp, id: EventId) {
-        match self.jobs.get_mut(&id).and_then(|j| j.held.take()) {
-            Some(held) => self.deliver(now, id, held.event, true),
-            None => self.fail(now, id, "the result was lost".into()),
-        }
-    }
-
-    /// The invoice of a job whose work is done could not be made: under pay-after-result the
-    /// result is out and the job ends unpaid; under partial-then-pay it fails.
-    fn no_invoice(&mut self, now: Timestamp, id: EventId, reason: String) {
-        self.notify(Notification::InvoiceFailed {
-            job: id,
-            reason: reason.clone(),
-        });
-        if self.jobs.get(&id).is_some_and(|j| j.held.is_none()) {
-            self.finish(now, id, JobState::Delivered { paid: false });
-        } else {
-            self.fail(now, id, format!("no invoice: {reason}"));
-        }
-    }
-
-    /// Sends `payment-required` with the job's amount and invoice; the job then waits in
-    /// `next` until the window closes: `window_secs` from now.
-    fn request_payment(
-        &mut self,
-        now: Timestamp,
-        id: EventId,
-        price: u64,
-        next: JobState,
-        window_secs: u64,
-    ) -> Result<(), Error> {
-        let fid = self.send_feedback(now, id, FeedbackStatus::PaymentRequired, None, None, true)?;
-        if let Some(invoice) = self.jobs.get_mut(&id).and_then(|j| j.invoice.as_mut()) {
-            invoice.feedback = Some(fid);
-        }
-        self.bindings.insert(fid, id);
-        self.set_state(now, id, next, Some(window_secs));
-        self.notify(Notification::PaymentRequired {
-            job: id,
-            amount_msat: price,
-        });
-        Ok(())
-    }
 }
 
 /// `amount` rounded up to a multiple of `unit` (a unit of 0 counts as 1); `None` on overflow.

@@ -468,4 +468,58 @@ impl Provider {
             self.on_zap_receipt(now, e.receipt);
         }
     }
+
+    // ---- asking for payment -----------------------------------------------------------------
+
+    /// Sends `payment-required` with the job's amount and invoice; the job then waits in
+    /// `next` until the window closes: `window_secs` from now.
+    pub(super) fn request_payment(
+        &mut self,
+        now: Timestamp,
+        id: EventId,
+        price: u64,
+        next: JobState,
+        window_secs: u64,
+    ) -> Result<(), Error> {
+        let fid = self.send_feedback(now, id, FeedbackStatus::PaymentRequired, None, None, true)?;
+        if let Some(invoice) = self.jobs.get_mut(&id).and_then(|j| j.invoice.as_mut()) {
+            invoice.feedback = Some(fid);
+        }
+        self.bindings.insert(fid, id);
+        self.set_state(now, id, next, Some(window_secs));
+        self.notify(Notification::PaymentRequired {
+            job: id,
+            amount_msat: price,
+        });
+        Ok(())
+    }
+
+    /// Makes room for one more unpaid job: the oldest unpaid jobs expire, with `error`
+    /// feedback, while the unpaid cap is reached.
+    pub(super) fn make_unpaid_room(&mut self, now: Timestamp) {
+        let cap = self.config.admission.max_unpaid_jobs.max(1);
+        while self.unpaid.len() >= cap {
+            let Some(&(_, oldest)) = self.unpaid.first() else {
+                return;
+            };
+            let _ = self.send_feedback(
+                now,
+                oldest,
+                FeedbackStatus::Error,
+                Some("too many unpaid jobs: this one expired before it was paid".into()),
+                None,
+                false,
+            );
+            self.finish(now, oldest, JobState::Expired);
+            self.notify(Notification::JobExpired { job: oldest });
+        }
+    }
+
+    /// Counts one invoice against the global invoice rate; `false` when the rate is reached.
+    pub(super) fn take_invoice_slot(&mut self, now: Timestamp) -> bool {
+        match self.config.admission.invoice_rate_limit {
+            Some(limit) => super::admission::take_slot(&mut self.invoice_times, now, limit),
+            None => true,
+        }
+    }
 }

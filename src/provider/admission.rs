@@ -1,0 +1,442 @@
+//! Admission: every check a request passes before it becomes a job, cheapest first, and the
+//! bookkeeping that bounds the job table (dropping terminal jobs, remembering their ids).
+//!
+//! The order, top to bottom: the kind and the id already known; addressed to us; allow/deny
+//! lists, size, live-job cap and proof of work (all on what the event claims, before any
+//! curve math); the signature; the rate limits (counted only for proven authors); parsing and
+//! decryption; expiration, staleness and the future skew; room in the table; the price and
+//! the bid.
+
+use nostr::{Event, EventId, PublicKey, Timestamp};
+
+use super::{round_up, tags_size, Job, Notification, Provider, RejectReason, Reply};
+use crate::job::JobState;
+use crate::nip59;
+use crate::nip90::{InputType, JobRequest};
+use crate::task::Quote;
+
+impl Provider {
+    pub(super) fn on_request_event(&mut self, now: Timestamp, event: Event) {
+        if self.known(&event.id) {
+            return;
+        }
+        if !self.addressed_to_us(&event) {
+            return;
+        }
+        if let Err(reason) = self.admit(&event) {
+            self.notify(Notification::JobRejected {
+                job: event.id,
+                reason,
+            });
+            return;
+        }
+        if !crate::nip01::verify(&event) {
+            self.refuse_event(event.id, "invalid id or signature");
+            return;
+        }
+        if let Err(reason) = self.admit_rate(now, &event.pubkey) {
+            self.notify(Notification::JobRejected {
+                job: event.id,
+                reason,
+            });
+            return;
+        }
+        let parsed =
+            JobRequest::from_verified_event_with(&event, Some(&self.keys), &self.config.registry);
+        self.on_request(now, parsed, event.id, event.pubkey, Reply::Direct);
+    }
+
+    pub(super) fn on_gift_wrap(&mut self, now: Timestamp, wrap: Event) {
+        let gift = match nip59::unwrap(&self.keys, &wrap) {
+            Ok(gift) => gift,
+            Err(e) => {
+                self.refuse_event(wrap.id, &format!("gift wrap: {e}"));
+                return;
+            }
+        };
+        let rumor = gift.rumor;
+        let Some(id) = rumor.id else { return };
+        if !self.config.serves(rumor.kind) || self.known(&id) {
+            return;
+        }
+        let size = rumor.content.len() + tags_size(rumor.tags.iter());
+        let admitted = self
+            .admit_static(&rumor.pubkey, size)
+            .and_then(|()| self.admit_rate(now, &rumor.pubkey));
+        if let Err(reason) = admitted {
+            self.notify(Notification::JobRejected { job: id, reason });
+            return;
+        }
+        let parsed = JobRequest::from_rumor(&rumor, Some(&self.keys), &self.config.registry);
+        self.on_request(now, parsed, id, rumor.pubkey, Reply::GiftWrap);
+    }
+
+    pub(super) fn on_request(
+        &mut self,
+        now: Timestamp,
+        parsed: Result<JobRequest, crate::nip90::ParseError>,
+        id: EventId,
+        author: PublicKey,
+        reply: Reply,
+    ) {
+        let request = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                self.notify(Notification::JobRejected {
+                    job: id,
+                    reason: RejectReason::Malformed(e.to_string()),
+                });
+                return;
+            }
+        };
+        if let Some((deleter, _)) = self.tombstones.get(&id) {
+            if *deleter == author {
+                return;
+            }
+        }
+        if request.encrypted.is_some_and(|e| !e.decrypted) {
+            self.notify(Notification::JobRejected {
+                job: id,
+                reason: RejectReason::Malformed("encrypted to another key".into()),
+            });
+            return;
+        }
+        if request.is_expired(now) {
+            self.notify(Notification::JobRejected {
+                job: id,
+                reason: RejectReason::Expired,
+            });
+            return;
+        }
+        // A request older than the retention window may be one whose job was already done
+        // and dropped: refuse it rather than run it twice.
+        if request
+            .created_at
+            .as_secs()
+            .saturating_add(self.config.retention_secs)
+            < now.as_secs()
+        {
+            self.notify(Notification::JobRejected {
+                job: id,
+                reason: RejectReason::Stale,
+            });
+            return;
+        }
+        // A request dated far ahead would never turn stale: refuse it.
+        if request.created_at.as_secs()
+            > now
+                .as_secs()
+                .saturating_add(self.config.max_future_skew_secs)
+        {
+            self.notify(Notification::JobRejected {
+                job: id,
+                reason: RejectReason::FutureDated,
+            });
+            return;
+        }
+        if !self.make_room(now) {
+            self.notify(Notification::JobRejected {
+                job: id,
+                reason: RejectReason::AtCapacity,
+            });
+            return;
+        }
+        self.seq += 1;
+        let waiting_for: Vec<EventId> = request
+            .inputs
+            .iter()
+            .filter(|i| i.input_type == InputType::Job)
+            .filter_map(|i| EventId::from_hex(&i.data).ok())
+            .collect();
+        let job = Job {
+            request,
+            reply,
+            state: JobState::Received,
+            price_msat: 0,
+            invoice: None,
+            held: None,
+            result_id: None,
+            waiting_for,
+            resolved: Vec::new(),
+            deadline: None,
+            updated_at: now,
+            seq: self.seq,
+            wake: None,
+        };
+        self.jobs.insert(id, Box::new(job));
+        self.live += 1;
+        self.schedule(id);
+        self.dirty = true;
+        self.live_set_changed(now);
+        self.notify(Notification::JobReceived {
+            job: id,
+            customer: author,
+        });
+
+        // Price it now: the customer gets an explicit answer whatever happens next.
+        let quote = match self.jobs.get(&id) {
+            Some(job) => self.config.pricing.quote(&job.request),
+            None => return,
+        };
+        let bid = self.jobs.get(&id).and_then(|j| j.request.bid);
+        // Quote what the Lightning backend can invoice: the price rounded up to its unit.
+        let quote = match quote {
+            Quote::Price { amount_msat } if amount_msat > 0 => {
+                match round_up(amount_msat, self.config.invoice_unit_msat) {
+                    Some(amount_msat) => Quote::Price { amount_msat },
+                    None => Quote::Reject {
+                        reason: format!("price {amount_msat} msat cannot be invoiced"),
+                    },
+                }
+            }
+            quote => quote,
+        };
+        let ledger_full = self.ledger.len() >= self.config.admission.max_ledger_entries;
+        match quote {
+            Quote::Price { amount_msat } if amount_msat > 0 && ledger_full => {
+                // Never forget a spent payment to make room: refuse new paid work instead.
+                self.finish(
+                    now,
+                    id,
+                    JobState::Rejected {
+                        reason: "replay ledger full".into(),
+                    },
+                );
+                self.notify(Notification::JobRejected {
+                    job: id,
+                    reason: RejectReason::AtCapacity,
+                });
+            }
+            Quote::Reject { reason } => {
+                self.refuse_job(now, id, reason.clone(), RejectReason::Refused(reason));
+            }
+            Quote::Price { amount_msat } if bid.is_some_and(|b| b.amount_msat < amount_msat) => {
+                let bid_msat = bid.map(|b| b.amount_msat).unwrap_or(0);
+                self.refuse_job(
+                    now,
+                    id,
+                    format!("price {amount_msat} msat is above the bid of {bid_msat} msat"),
+                    RejectReason::BidTooLow {
+                        price_msat: amount_msat,
+                        bid_msat,
+                    },
+                );
+            }
+            quote => {
+                if let (Quote::Price { amount_msat }, Some(job)) = (&quote, self.jobs.get_mut(&id))
+                {
+                    job.price_msat = *amount_msat;
+                }
+                if self.config.auto_accept {
+                    self.proceed(now, id);
+                }
+            }
+        }
+        self.take_early_receipts(now, id);
+    }
+
+    /// Whether this request id is, or was, a job.
+    pub(super) fn known(&self, id: &EventId) -> bool {
+        self.jobs.contains_key(id) || self.forgotten_set.contains_key(id)
+    }
+
+    /// Requests naming providers in `p` tags are for them; untargeted ones are for anyone.
+    pub(super) fn addressed_to_us(&self, event: &Event) -> bool {
+        let me = self.keys.public_key();
+        let mut targeted = false;
+        for tag in event.tags.iter() {
+            if let [name, value, ..] = tag.as_slice() {
+                if name == "p" {
+                    targeted = true;
+                    if PublicKey::from_hex(value).is_ok_and(|p| p == me) {
+                        return true;
+                    }
+                }
+            }
+        }
+        !targeted
+    }
+
+    /// Admission checks on what the event claims, cheapest first, before its signature is
+    /// verified. They change no state: a forged event claiming someone's key must not use up
+    /// that customer's rate limit ([`admit_rate`](Self::admit_rate) runs after verification).
+    pub(super) fn admit(&self, event: &Event) -> Result<(), RejectReason> {
+        let size = event.content.len() + tags_size(event.tags.iter());
+        self.admit_static(&event.pubkey, size)?;
+        let min_pow = self.config.admission.min_pow;
+        if min_pow > 0 && !crate::nip13::meets_pow(event, min_pow) {
+            return Err(RejectReason::InsufficientPow {
+                difficulty: crate::nip13::difficulty(&event.id),
+            });
+        }
+        Ok(())
+    }
+
+    /// Allow and deny lists, size, and the live-job cap.
+    pub(super) fn admit_static(&self, author: &PublicKey, size: usize) -> Result<(), RejectReason> {
+        let admission = &self.config.admission;
+        if admission.deny.contains(author)
+            || admission
+                .allow
+                .as_ref()
+                .is_some_and(|a| !a.contains(author))
+        {
+            return Err(RejectReason::NotAllowed);
+        }
+        if size > admission.max_request_bytes {
+            return Err(RejectReason::TooLarge { bytes: size });
+        }
+        if self.live >= admission.max_live_jobs {
+            return Err(RejectReason::AtCapacity);
+        }
+        Ok(())
+    }
+
+    /// The per-customer and global rate limits, for a request whose author is proven;
+    /// counts it.
+    pub(super) fn admit_rate(
+        &mut self,
+        now: Timestamp,
+        author: &PublicKey,
+    ) -> Result<(), RejectReason> {
+        if let Some(limit) = self.config.admission.global_rate_limit {
+            let window_start = now.as_secs().saturating_sub(limit.window_secs);
+            while self
+                .global_rate
+                .front()
+                .is_some_and(|t| t.as_secs() <= window_start)
+            {
+                self.global_rate.pop_front();
+            }
+            if self.global_rate.len() >= limit.max_requests as usize {
+                return Err(RejectReason::RateLimited);
+            }
+        }
+        if let Some(limit) = self.config.admission.rate_limit {
+            let window_start = now.as_secs().saturating_sub(limit.window_secs);
+            let times = self.rate.entry(*author).or_default();
+            while times.front().is_some_and(|t| t.as_secs() <= window_start) {
+                times.pop_front();
+            }
+            if times.len() >= limit.max_requests as usize {
+                return Err(RejectReason::RateLimited);
+            }
+            times.push_back(now);
+        }
+        if self.config.admission.global_rate_limit.is_some() {
+            self.global_rate.push_back(now);
+        }
+        Ok(())
+    }
+
+    pub(super) fn prune_rate(&mut self, now: Timestamp) {
+        let Some(limit) = self.config.admission.rate_limit else {
+            return;
+        };
+        let window_start = now.as_secs().saturating_sub(limit.window_secs);
+        self.rate.retain(|_, times| {
+            while times.front().is_some_and(|t| t.as_secs() <= window_start) {
+                times.pop_front();
+            }
+            !times.is_empty()
+        });
+    }
+
+    /// Keeps the job table within `max_jobs` by dropping the oldest terminal jobs; `false`
+    /// when no job can be dropped (none is terminal, or the memory of dropped ids is full of
+    /// ids whose requests are not stale yet).
+    pub(super) fn make_room(&mut self, now: Timestamp) -> bool {
+        let max = self.config.admission.max_jobs.max(1);
+        while self.jobs.len() >= max {
+            let Some(&(_, _, oldest)) = self.terminal.first() else {
+                return false;
+            };
+            if self.forgotten.len() >= max {
+                self.expire_forgotten(now);
+                if self.forgotten.len() >= max {
+                    return false;
+                }
+            }
+            self.forget_job(now, &oldest);
+        }
+        true
+    }
+
+    pub(super) fn forget_job(&mut self, now: Timestamp, id: &EventId) {
+        if let Some(job) = self.jobs.remove(id) {
+            if let Some(fid) = job.payment_feedback() {
+                self.bindings.remove(&fid);
+            }
+            if let Some(rid) = job.result_id {
+                self.bindings.remove(&rid);
+            }
+            if let Some(t) = job.wake {
+                self.timers.remove(&(t, job.seq, *id));
+            }
+            if job.state.is_terminal() {
+                self.terminal.remove(&(job.updated_at, job.seq, *id));
+            } else {
+                self.live = self.live.saturating_sub(1);
+            }
+            self.unpaid.remove(&(job.seq, *id));
+            // Its payments stay spent until their own expiry.
+            self.ledger.release_job(id);
+            let stale_at = Timestamp::from(
+                job.request
+                    .created_at
+                    .as_secs()
+                    .saturating_add(self.config.retention_secs)
+                    .saturating_add(1),
+            );
+            self.remember_forgotten(now, *id, stale_at);
+            self.dirty = true;
+        }
+    }
+
+    /// Remembers a dropped job's id until `stale_at`, when the stale check refuses its
+    /// request. Never drops an id early: `make_room` refuses new jobs rather than evict into a
+    /// memory of `max_jobs` ids; a job whose retention ran out adds an id that lives at most
+    /// `max_future_skew_secs` more, so the memory stays below twice `max_jobs`.
+    pub(super) fn remember_forgotten(&mut self, now: Timestamp, id: EventId, stale_at: Timestamp) {
+        if stale_at <= now {
+            return;
+        }
+        self.expire_forgotten(now);
+        if let Some(old) = self.forgotten_set.insert(id, stale_at) {
+            self.forgotten.remove(&(old, id));
+        }
+        self.forgotten.insert((stale_at, id));
+    }
+
+    /// Drops the remembered ids whose requests are stale at `now`; whether any went.
+    pub(super) fn expire_forgotten(&mut self, now: Timestamp) -> bool {
+        let mut any = false;
+        while let Some(&(t, id)) = self.forgotten.first() {
+            if t > now {
+                break;
+            }
+            self.forgotten.remove(&(t, id));
+            self.forgotten_set.remove(&id);
+            any = true;
+        }
+        any
+    }
+}
+
+/// Counts one event at `now` in a sliding window of `limit`; `false` (nothing counted) when
+/// the window is full.
+pub(super) fn take_slot(
+    times: &mut std::collections::VecDeque<Timestamp>,
+    now: Timestamp,
+    limit: super::RateLimit,
+) -> bool {
+    let window_start = now.as_secs().saturating_sub(limit.window_secs);
+    while times.front().is_some_and(|t| t.as_secs() <= window_start) {
+        times.pop_front();
+    }
+    if times.len() >= limit.max_requests as usize {
+        return false;
+    }
+    times.push_back(now);
+    true
+}
