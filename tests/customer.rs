@@ -168,7 +168,7 @@ fn payment_is_explicit_unless_within_the_auto_pay_limit() {
         .iter()
         .any(|o| matches!(o, customer::Output::PayInvoice { .. })));
     let provider = w.provider_keys.public_key();
-    w.customer.pay(job, provider).unwrap();
+    w.customer.pay(w.now, job, provider).unwrap();
     let out: Vec<_> = std::iter::from_fn(|| w.customer.poll_output()).collect();
     assert!(matches!(
         &out[..],
@@ -177,12 +177,16 @@ fn payment_is_explicit_unless_within_the_auto_pay_limit() {
             ..
         }]
     ));
-    assert!(w.customer.pay(job, keys_from_seed(1).public_key()).is_err());
+    assert!(w
+        .customer
+        .pay(w.now, job, keys_from_seed(1).public_key())
+        .is_err());
 
     let mut w = World::new(
         |c| c.pricing(FixedPrice(5_000)),
         |mut c| {
-            c.auto_pay_limit_msat = Some(5_000);
+            // The limit covers the price and the fee allowance (1 sat by default).
+            c.auto_pay_limit_msat = Some(6_000);
             c
         },
     );
@@ -198,7 +202,7 @@ fn payment_is_explicit_unless_within_the_auto_pay_limit() {
     let mut w = World::new(
         |c| c.pricing(FixedPrice(5_001)),
         |mut c| {
-            c.auto_pay_limit_msat = Some(5_000);
+            c.auto_pay_limit_msat = Some(6_000);
             c
         },
     );

@@ -12,7 +12,9 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::outbox::OK_TIMEOUT;
 use super::{now, until, watch_reconnections, RuntimeError};
-use crate::customer::{discover, Customer, CustomerConfig, Delivery, Output};
+use crate::customer::{
+    discover, Customer, CustomerConfig, Delivery, Output, PaymentOutcome, PaymentRef,
+};
 use crate::nip89::{HandlerInfo, HANDLER_INFO_KIND};
 use crate::nip90::JobRequestBuilder;
 
@@ -41,8 +43,10 @@ impl Default for ConnectOptions {
 /// [`submit`](Self::submit) a job, then call [`next`](Self::next) (under a
 /// `tokio::time::timeout` of your choice): it feeds relay events to the customer, does the
 /// publishing and subscribing itself, and returns what the application must act on:
-/// [`Output::Notify`], [`Output::PayInvoice`] and [`Output::SendZap`]. Pay with your wallet,
-/// or, for [`Output::SendZap`], through the provider's LNURL server.
+/// [`Output::Notify`], [`Output::PayInvoice`], [`Output::SendZap`] and
+/// [`Output::LookupPayment`]. Pay with your wallet, or, for [`Output::SendZap`], through the
+/// provider's LNURL server, and report the outcome with
+/// [`payment_outcome`](Self::payment_outcome).
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -157,18 +161,41 @@ impl CustomerRuntime {
         Ok(job)
     }
 
-    /// Asks to pay `provider`'s invoice for `job`: the next [`next`](Self::next) returns
-    /// [`Output::PayInvoice`].
-    pub async fn pay(&mut self, job: EventId, provider: PublicKey) -> Result<(), RuntimeError> {
-        self.customer.pay(job, provider)?;
+    /// Asks to pay `provider`'s invoice for `job` (see [`Customer::pay`] for what is
+    /// refused): the next [`next`](Self::next) returns [`Output::PayInvoice`]. Report what the
+    /// wallet did with [`payment_outcome`](Self::payment_outcome).
+    pub async fn pay(
+        &mut self,
+        job: EventId,
+        provider: PublicKey,
+    ) -> Result<PaymentRef, RuntimeError> {
+        let payment = self.customer.pay(now(), job, provider)?;
         self.drain().await;
-        Ok(())
+        Ok(payment)
     }
 
     /// Asks to zap `provider`'s payment request for `job`: the next [`next`](Self::next)
-    /// returns [`Output::SendZap`] with the signed zap request.
-    pub async fn zap(&mut self, job: EventId, provider: PublicKey) -> Result<(), RuntimeError> {
-        self.customer.zap(now(), job, provider)?;
+    /// returns [`Output::SendZap`] with the signed zap request. Report what became of the
+    /// payment with [`payment_outcome`](Self::payment_outcome).
+    pub async fn zap(
+        &mut self,
+        job: EventId,
+        provider: PublicKey,
+    ) -> Result<PaymentRef, RuntimeError> {
+        let payment = self.customer.zap(now(), job, provider)?;
+        self.drain().await;
+        Ok(payment)
+    }
+
+    /// Reports what the wallet did with a payment ([`Output::PayInvoice`],
+    /// [`Output::SendZap`], or the look-up asked by [`Output::LookupPayment`]).
+    pub async fn payment_outcome(
+        &mut self,
+        payment: PaymentRef,
+        outcome: PaymentOutcome,
+    ) -> Result<(), RuntimeError> {
+        self.customer
+            .handle_payment_outcome(now(), payment, outcome)?;
         self.drain().await;
         Ok(())
     }
