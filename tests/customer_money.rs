@@ -3,7 +3,10 @@
 //! BOLT11 invoices.
 #![cfg(feature = "test-util")]
 
-use nostr_dvm::customer::{self, Customer, CustomerConfig, Delivery, Notification, Output};
+use nostr_dvm::customer::{
+    self, Customer, CustomerConfig, Delivery, InvoiceError, Notification, Output, PaymentOutcome,
+    PaymentRef, PaymentState,
+};
 use nostr_dvm::encryption::Scheme;
 use nostr_dvm::nip90::{
     FeedbackStatus, JobFeedback, JobInput, JobRequest, JobResult, KindRegistry,
@@ -23,6 +26,7 @@ struct Bench {
     node: TestLightningNode,
     out: Vec<Output>,
     preimage: u8,
+    jobs: u32,
 }
 
 impl Bench {
@@ -38,6 +42,7 @@ impl Bench {
             node: TestLightningNode::new(44),
             out: Vec::new(),
             preimage: 1,
+            jobs: 0,
         };
         bench.drain();
         bench
@@ -79,7 +84,9 @@ impl Bench {
     }
 
     fn public_job(&mut self, bid: Option<u64>) -> (EventId, JobRequest) {
-        let mut request = JobRequest::builder(Kind::from(KIND)).input(JobInput::text("q"));
+        self.jobs += 1;
+        let text = format!("question {}", self.jobs);
+        let mut request = JobRequest::builder(Kind::from(KIND)).input(JobInput::text(text));
         if let Some(bid) = bid {
             request = request.bid(bid);
         }
@@ -327,4 +334,459 @@ fn pay_then_zap_pays_once() {
 
 fn pay(customer: &mut Customer, now: Timestamp, job: EventId, provider: &Keys) {
     let _ = customer.pay(now, job, provider.public_key());
+}
+
+#[test]
+fn the_same_request_twice_is_refused() {
+    let mut b = Bench::new(|c| c);
+    let request = || JobRequest::builder(Kind::from(KIND)).input(JobInput::text("same"));
+    let now = b.now;
+    let job = b.customer.submit(now, request(), Delivery::Public).unwrap();
+    assert_eq!(
+        b.customer.submit(now, request(), Delivery::Public),
+        Err(customer::Error::DuplicateJob(job))
+    );
+}
+
+#[test]
+fn zap_then_pay_pays_once() {
+    let mut b = Bench::new(|c| c);
+    let provider = keys_from_seed(40);
+    let (job, request) = b.public_job(None);
+    let bolt11 = b.invoice(Some(2_000));
+    let fb = b.payment_required(&provider, &request, 2_000, Some(bolt11));
+    b.feed(fb);
+    let now = b.now;
+    b.customer.zap(now, job, provider.public_key()).unwrap();
+    assert!(matches!(
+        b.customer.pay(now, job, provider.public_key()),
+        Err(customer::Error::AlreadyPaid { .. })
+    ));
+    b.drain();
+    assert_eq!(b.invoices_paid().len() + b.zaps(), 1, "{:?}", b.out);
+}
+
+// ---- what is paid, and what is said -------------------------------------------------------------
+
+#[test]
+fn a_refused_invoice_is_reported_and_pay_refuses_it() {
+    let mut b = Bench::new(|c| c);
+    let provider = keys_from_seed(40);
+    let (job, request) = b.public_job(None);
+    let bolt11 = b.invoice(Some(9_000));
+    let fb = b.payment_required(&provider, &request, 2_000, Some(bolt11));
+    let out = b.feed(fb);
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Notify(Notification::PaymentRequested {
+            amount_msat: 2_000,
+            bolt11: None,
+            ..
+        })
+    )));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Notify(Notification::InvoiceRefused {
+            reason: InvoiceError::AmountMismatch {
+                invoice_msat: 9_000,
+                tag_msat: 2_000
+            },
+            ..
+        })
+    )));
+    let now = b.now;
+    assert!(matches!(
+        b.customer.pay(now, job, provider.public_key()),
+        Err(customer::Error::InvalidInvoice {
+            reason: InvoiceError::AmountMismatch { .. },
+            ..
+        })
+    ));
+
+    let (job, request) = b.public_job(None);
+    let bolt11 = b.invoice(None);
+    let fb = b.payment_required(&provider, &request, 2_000, Some(bolt11));
+    b.feed(fb);
+    assert!(matches!(
+        b.customer.pay(now, job, provider.public_key()),
+        Err(customer::Error::InvalidInvoice {
+            reason: InvoiceError::Amountless,
+            ..
+        })
+    ));
+    // An invoice that was valid when it arrived, paid after it expired.
+    let (job, request) = b.public_job(None);
+    let bolt11 = b.invoice(Some(2_000));
+    let fb = b.payment_required(&provider, &request, 2_000, Some(bolt11));
+    b.feed(fb);
+    let later = Timestamp::from(T0 + 600);
+    assert!(matches!(
+        b.customer.pay(later, job, provider.public_key()),
+        Err(customer::Error::InvalidInvoice {
+            reason: InvoiceError::Expired { .. },
+            ..
+        })
+    ));
+    assert!(b.invoices_paid().is_empty());
+}
+
+#[test]
+fn the_wallet_gets_the_invoice_amount_hash_and_fee_cap() {
+    let mut b = Bench::new(|mut c| {
+        c.auto_pay_limit_msat = Some(3_000);
+        c.max_fee_msat = 500;
+        c
+    });
+    let provider = keys_from_seed(40);
+    let (job, request) = b.public_job(None);
+    let bolt11 = b.invoice(Some(2_500));
+    let fb = b.payment_required(&provider, &request, 2_500, Some(bolt11.clone()));
+    b.feed(fb);
+    let paid: Vec<_> = b
+        .out
+        .iter()
+        .filter_map(|o| match o {
+            Output::PayInvoice {
+                job: j,
+                bolt11: b,
+                amount_msat,
+                max_fee_msat,
+                payment_hash,
+                ..
+            } => Some((*j, b.clone(), *amount_msat, *max_fee_msat, *payment_hash)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paid.len(), 1);
+    let (j, paid_bolt11, amount, fee, hash) = paid[0].clone();
+    assert_eq!((j, paid_bolt11, amount, fee), (job, bolt11, 2_500, 500));
+    assert_eq!(b.customer.committed_msat(&job), 3_000);
+    assert_eq!(
+        b.customer
+            .payment(&PaymentRef::Invoice(hash))
+            .map(|p| p.state),
+        Some(PaymentState::InFlight)
+    );
+}
+
+#[test]
+fn the_fee_allowance_counts_against_the_auto_pay_limit() {
+    let mut b = Bench::new(|mut c| {
+        c.auto_pay_limit_msat = Some(2_500);
+        c.max_fee_msat = 1_000;
+        c
+    });
+    let provider = keys_from_seed(40);
+    let (_, request) = b.public_job(None);
+    let bolt11 = b.invoice(Some(2_000));
+    let fb = b.payment_required(&provider, &request, 2_000, Some(bolt11));
+    b.feed(fb);
+    assert!(b.invoices_paid().is_empty());
+}
+
+#[test]
+fn the_host_may_pay_above_the_limit_but_never_above_the_bid() {
+    let mut b = Bench::with_limit(1_000);
+    let provider = keys_from_seed(40);
+    let (job, request) = b.public_job(Some(4_000));
+    let bolt11 = b.invoice(Some(3_500));
+    let fb = b.payment_required(&provider, &request, 3_500, Some(bolt11));
+    b.feed(fb);
+    assert!(b.invoices_paid().is_empty());
+    let now = b.now;
+    // 3,500 + 1,000 of fee allowance > 4,000.
+    assert!(matches!(
+        b.customer.pay(now, job, provider.public_key()),
+        Err(customer::Error::OverBudget {
+            needed_msat: 4_500,
+            left_msat: 4_000,
+            ..
+        })
+    ));
+    assert!(matches!(
+        b.customer.zap(now, job, provider.public_key()),
+        Err(customer::Error::OverBudget { .. })
+    ));
+
+    let (job, request) = b.public_job(Some(4_000));
+    let bolt11 = b.invoice(Some(3_000));
+    let fb = b.payment_required(&provider, &request, 3_000, Some(bolt11));
+    b.feed(fb);
+    b.customer.pay(now, job, provider.public_key()).unwrap();
+    b.drain();
+    assert_eq!(b.invoices_paid().len(), 1);
+}
+
+#[test]
+fn a_failed_payment_frees_the_budget_but_its_invoice_is_not_paid_again() {
+    let mut b = Bench::with_limit(10_000);
+    let provider = keys_from_seed(40);
+    let (job, request) = b.public_job(None);
+    let bolt11 = b.invoice(Some(2_000));
+    let fb = b.payment_required(&provider, &request, 2_000, Some(bolt11));
+    b.feed(fb);
+    let hash = match b
+        .out
+        .iter()
+        .find(|o| matches!(o, Output::PayInvoice { .. }))
+    {
+        Some(Output::PayInvoice { payment_hash, .. }) => *payment_hash,
+        _ => panic!("not auto-paid: {:?}", b.out),
+    };
+    let now = b.now;
+    let failed = PaymentOutcome::Failed {
+        reason: "no route".into(),
+    };
+    b.customer
+        .handle_payment_outcome(now, PaymentRef::Invoice(hash), failed)
+        .unwrap();
+    assert!(b
+        .drain()
+        .iter()
+        .any(|o| matches!(o, Output::Notify(Notification::PaymentFailed { .. }))));
+    assert_eq!(b.customer.committed_msat(&job), 0);
+    assert!(matches!(
+        b.customer.pay(now, job, provider.public_key()),
+        Err(customer::Error::AlreadyPaid { .. })
+    ));
+    // A zap is still possible, once.
+    b.customer.zap(now, job, provider.public_key()).unwrap();
+    assert!(b.customer.zap(now, job, provider.public_key()).is_err());
+}
+
+#[test]
+fn a_paid_outcome_is_checked_and_recorded() {
+    let mut b = Bench::with_limit(10_000);
+    let provider = keys_from_seed(40);
+    let (job, request) = b.public_job(None);
+    b.preimage = 99;
+    let bolt11 = b.invoice(Some(2_000)); // preimage [100; 32]
+    let fb = b.payment_required(&provider, &request, 2_000, Some(bolt11));
+    b.feed(fb);
+    let hash = match b
+        .out
+        .iter()
+        .find(|o| matches!(o, Output::PayInvoice { .. }))
+    {
+        Some(Output::PayInvoice { payment_hash, .. }) => *payment_hash,
+        _ => panic!("not auto-paid"),
+    };
+    let reference = PaymentRef::Invoice(hash);
+    let now = b.now;
+    let wrong = PaymentOutcome::Paid {
+        preimage: Some([1; 32]),
+        fee_msat: 10,
+    };
+    assert_eq!(
+        b.customer.handle_payment_outcome(now, reference, wrong),
+        Err(customer::Error::PreimageMismatch)
+    );
+    let paid = PaymentOutcome::Paid {
+        preimage: Some([100; 32]),
+        fee_msat: 10,
+    };
+    b.customer
+        .handle_payment_outcome(now, reference, paid.clone())
+        .unwrap();
+    b.customer
+        .handle_payment_outcome(now, reference, paid)
+        .unwrap();
+    let notes = b
+        .drain()
+        .iter()
+        .filter(|o| matches!(o, Output::Notify(Notification::Paid { fee_msat: 10, .. })))
+        .count();
+    assert_eq!(notes, 1);
+    assert_eq!(b.customer.committed_msat(&job), 2_010);
+    assert!(matches!(
+        b.customer.handle_payment_outcome(
+            now,
+            PaymentRef::Invoice([0; 32]),
+            PaymentOutcome::Pending
+        ),
+        Err(customer::Error::UnknownPayment(_))
+    ));
+}
+
+// ---- item 11: bounded state, and no payment in doubt -------------------------------------------
+
+#[test]
+fn a_payment_in_doubt_is_looked_up_after_a_restore_never_paid_again() {
+    let mut b = Bench::with_limit(10_000);
+    let provider = keys_from_seed(40);
+    let (job, request) = b.public_job(None);
+    let bolt11 = b.invoice(Some(2_000));
+    let fb = b.payment_required(&provider, &request, 2_000, Some(bolt11.clone()));
+    // The customer decides to pay; the host saves before draining, then crashes.
+    b.customer.handle_event(b.now, fb.clone());
+    assert!(b.customer.needs_persistence());
+    let snapshot = b.customer.snapshot();
+    assert!(!b.customer.needs_persistence());
+    let json = serde_json::to_string(&snapshot).unwrap();
+    let snapshot: customer::CustomerSnapshot = serde_json::from_str(&json).unwrap();
+    let mut config = CustomerConfig::new(["wss://relay.example"]);
+    config.auto_pay_limit_msat = Some(10_000);
+    config.seed = nostr_dvm::rng::SeedSource::Deterministic([7; 32]);
+    b.customer = Customer::restore(keys_from_seed(43), config, snapshot, b.now).unwrap();
+    b.out.clear();
+    let out = b.drain();
+    assert!(b.invoices_paid().is_empty(), "{out:?}");
+    let lookups: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::LookupPayment {
+                job: j,
+                payment,
+                bolt11: b,
+                ..
+            } => Some((*j, *payment, b.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lookups.len(), 1, "{out:?}");
+    assert_eq!(lookups[0].0, job);
+    assert_eq!(lookups[0].2.as_deref(), Some(bolt11.as_str()));
+    assert!(out.iter().any(|o| matches!(o, Output::Subscribe { .. })));
+    // The same feedback delivered again after the restart is no new request.
+    let again = b.feed(fb);
+    assert!(again.is_empty(), "{again:?}");
+    // The wallet says it is still in flight, then paid.
+    let now = b.now;
+    b.customer
+        .handle_payment_outcome(now, lookups[0].1, PaymentOutcome::Pending)
+        .unwrap();
+    assert!(matches!(
+        b.customer.pay(now, job, provider.public_key()),
+        Err(customer::Error::AlreadyPaid { .. })
+    ));
+    b.customer
+        .handle_payment_outcome(
+            now,
+            lookups[0].1,
+            PaymentOutcome::Paid {
+                preimage: None,
+                fee_msat: 3,
+            },
+        )
+        .unwrap();
+    b.drain();
+    assert!(b.invoices_paid().is_empty());
+}
+
+#[test]
+fn a_zap_in_doubt_is_looked_up_too() {
+    let mut b = Bench::new(|c| c);
+    let provider = keys_from_seed(40);
+    let (job, request) = b.public_job(None);
+    let fb = b.payment_required(&provider, &request, 2_000, None);
+    b.feed(fb);
+    let now = b.now;
+    let reference = b.customer.zap(now, job, provider.public_key()).unwrap();
+    let snapshot = b.customer.snapshot();
+    let mut config = CustomerConfig::new(["wss://relay.example"]);
+    config.seed = nostr_dvm::rng::SeedSource::Deterministic([7; 32]);
+    let mut restored = Customer::restore(keys_from_seed(43), config, snapshot, now).unwrap();
+    let out: Vec<_> = std::iter::from_fn(|| restored.poll_output()).collect();
+    assert!(!out.iter().any(|o| matches!(o, Output::SendZap { .. })));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::LookupPayment { payment, .. } if *payment == reference)));
+    assert!(restored.zap(now, job, provider.public_key()).is_err());
+}
+
+#[test]
+fn ended_jobs_are_forgotten_after_the_retention_unless_a_payment_is_in_doubt() {
+    let mut b = Bench::new(|mut c| {
+        c.auto_pay_limit_msat = Some(10_000);
+        c.done_retention_secs = 100;
+        c
+    });
+    let provider = keys_from_seed(40);
+    let (done, request) = b.public_job(None);
+    let result = b.result(&provider, &request, "x");
+    b.feed(result);
+    assert_eq!(b.customer.is_ended(&done), Some(true));
+    let (paying, request) = b.public_job(None);
+    let bolt11 = b.invoice(Some(2_000));
+    let fb = b.payment_required(&provider, &request, 2_000, Some(bolt11));
+    b.feed(fb);
+    let result = b.result(&provider, &request, "y");
+    b.feed(result);
+    assert_eq!(b.customer.is_ended(&paying), Some(true));
+    assert_eq!(b.customer.poll_timeout(), Some(Timestamp::from(T0 + 100)));
+    b.customer.handle_timeout(Timestamp::from(T0 + 100));
+    assert_eq!(b.customer.is_ended(&done), None);
+    assert_eq!(b.customer.is_ended(&paying), Some(true));
+    assert_eq!(b.customer.job_count(), 1);
+    let hash = match b
+        .out
+        .iter()
+        .find(|o| matches!(o, Output::PayInvoice { .. }))
+    {
+        Some(Output::PayInvoice { payment_hash, .. }) => *payment_hash,
+        _ => panic!("not auto-paid"),
+    };
+    let later = Timestamp::from(T0 + 200);
+    b.customer
+        .handle_payment_outcome(
+            later,
+            PaymentRef::Invoice(hash),
+            PaymentOutcome::Paid {
+                preimage: None,
+                fee_msat: 0,
+            },
+        )
+        .unwrap();
+    assert!(b.customer.poll_timeout().is_some_and(|t| t <= later));
+    b.customer.handle_timeout(later);
+    assert_eq!(b.customer.job_count(), 0);
+    assert_eq!(b.customer.payments().count(), 0);
+    assert_eq!(b.customer.poll_timeout(), None);
+}
+
+#[test]
+fn answers_per_job_are_capped() {
+    let mut b = Bench::new(|mut c| {
+        c.max_answers_per_job = 3;
+        c
+    });
+    let (job, request) = b.public_job(None);
+    for seed in 60..65 {
+        let provider = keys_from_seed(seed);
+        let fb = JobFeedback::builder(&request, FeedbackStatus::Processing)
+            .sign(&provider, b.now, &mut b.rng)
+            .unwrap();
+        b.feed(fb);
+    }
+    assert_eq!(b.customer.answers(&job).map(|a| a.len()), Some(3));
+    assert_eq!(b.refusals().len(), 2, "{:?}", b.refusals());
+}
+
+#[test]
+fn an_answer_in_another_encryption_scheme_is_refused() {
+    let mut b = Bench::new(|c| c);
+    let provider = keys_from_seed(40);
+    let request = JobRequest::builder(Kind::from(KIND)).input(JobInput::text("secret"));
+    let (_, mut request) = b.submit(
+        request,
+        Delivery::Encrypted(provider.public_key(), Scheme::Nip44),
+        &provider,
+    );
+    // NIP-04 instead of NIP-44.
+    if let Some(enc) = request.encrypted.as_mut() {
+        enc.scheme = Scheme::Nip04;
+    }
+    let result = b.result(&provider, &request, "x");
+    b.feed(result);
+    // An encrypted answer to a plaintext job is refused too.
+    let (_, plain) = b.public_job(None);
+    let mut encrypted = plain.clone();
+    encrypted.encrypted = request.encrypted;
+    let result = b.result(&provider, &encrypted, "y");
+    b.feed(result);
+    assert!(!b
+        .out
+        .iter()
+        .any(|o| matches!(o, Output::Notify(Notification::Result { .. }))));
+    assert_eq!(b.refusals().len(), 2, "{:?}", b.refusals());
 }

@@ -165,6 +165,8 @@ struct Job {
     ended: Option<(Timestamp, JobEnd)>,
     /// The answers counted, to ignore them when delivered again.
     seen: VecDeque<EventId>,
+    /// Its payments (keys of [`Customer::payments`]), in the order they were asked for.
+    payments: Vec<PaymentRef>,
 }
 
 /// A Data Vending Machine customer, sans IO. See the [module docs](self).
@@ -261,9 +263,17 @@ impl Customer {
     }
 
     fn in_flight(&self, job: &EventId) -> bool {
-        self.payments
-            .values()
-            .any(|p| p.job == *job && p.state == PaymentState::InFlight)
+        self.job_payments(job)
+            .any(|p| p.state == PaymentState::InFlight)
+    }
+
+    /// A job's payments.
+    fn job_payments(&self, job: &EventId) -> impl Iterator<Item = &Payment> {
+        self.jobs
+            .get(job)
+            .into_iter()
+            .flat_map(|j| j.payments.iter())
+            .filter_map(|r| self.payments.get(r))
     }
 
     /// Signs and publishes a request built with [`JobRequest::builder`], delivered as asked.
@@ -288,6 +298,9 @@ impl Customer {
             JobRequest::from_verified_event_with(&event, Some(&self.keys), &self.config.registry)
                 .map_err(|e| Error::Build(e.to_string()))?;
         let id = event.id;
+        if self.jobs.contains_key(&id) {
+            return Err(Error::DuplicateJob(id));
+        }
         let published = match delivery {
             Delivery::GiftWrap(provider) => nip59::gift_wrap(
                 &self.keys,
@@ -316,6 +329,7 @@ impl Customer {
                 result_from: None,
                 ended: None,
                 seen: VecDeque::new(),
+                payments: Vec::new(),
             },
         );
         self.dirty = true;
@@ -635,8 +649,11 @@ impl Customer {
             .collect();
         old.sort();
         for id in old {
-            self.jobs.remove(&id);
-            self.payments.retain(|_, p| p.job != id);
+            if let Some(job) = self.jobs.remove(&id) {
+                for reference in job.payments {
+                    self.payments.remove(&reference);
+                }
+            }
             self.dirty = true;
         }
     }

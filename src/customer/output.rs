@@ -199,6 +199,10 @@ pub enum Error {
     /// The request could not be built.
     #[error("cannot build the request: {0}")]
     Build(String),
+    /// A job with this id (the same request, signed at the same second) is already
+    /// submitted.
+    #[error("job {0} is already submitted")]
+    DuplicateJob(EventId),
     /// No job has this id.
     #[error("no job {0}")]
     UnknownJob(EventId),

@@ -124,9 +124,7 @@ impl Customer {
     /// The millisats a job has committed: the amounts and fee allowances of its payments
     /// that did not fail.
     pub fn committed_msat(&self, job: &EventId) -> u64 {
-        self.payments
-            .values()
-            .filter(|p| p.job == *job)
+        self.job_payments(job)
             .map(Payment::committed_msat)
             .fold(0, u64::saturating_add)
     }
@@ -332,16 +330,13 @@ impl Customer {
 
     /// Whether a payment to `provider` for `job` is made or under way.
     pub(super) fn paying(&self, job: EventId, provider: PublicKey) -> bool {
-        self.payments
-            .values()
-            .any(|p| p.job == job && p.provider == provider && p.state != PaymentState::Failed)
+        self.job_payments(&job)
+            .any(|p| p.provider == provider && p.state != PaymentState::Failed)
     }
 
     /// Whether `provider` was ever asked to be paid on `job` (failed attempts included).
     fn attempted(&self, job: EventId, provider: PublicKey) -> bool {
-        self.payments
-            .values()
-            .any(|p| p.job == job && p.provider == provider)
+        self.job_payments(&job).any(|p| p.provider == provider)
     }
 
     fn check_bid(&self, job: EventId, amount_msat: u64) -> Result<(), Error> {
@@ -367,6 +362,7 @@ impl Customer {
         self.payments.insert(reference, payment);
         self.dirty = true;
         if let Some(j) = self.jobs.get_mut(&job) {
+            j.payments.push(reference);
             if j.payee.is_none() {
                 j.payee = Some(provider);
             }

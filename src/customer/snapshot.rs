@@ -118,8 +118,17 @@ impl Customer {
                     result_from: saved.result_from,
                     ended: saved.ended,
                     seen: saved.seen.into_iter().collect::<VecDeque<_>>(),
+                    payments: Vec::new(),
                 },
             );
+        }
+        let mut payments: Vec<(PaymentRef, Payment)> = snapshot.payments;
+        payments.sort_by_key(|(r, p)| (p.started_at, *r));
+        for (reference, payment) in &payments {
+            let job = jobs.get_mut(&payment.job).ok_or_else(|| {
+                Error::Restore(format!("a payment of unknown job {}", payment.job))
+            })?;
+            job.payments.push(*reference);
         }
         let rng = DvmRng::restore(snapshot.rng, &config.seed);
         let mut customer = Self {
@@ -127,7 +136,7 @@ impl Customer {
             config,
             rng,
             jobs,
-            payments: snapshot.payments.into_iter().collect(),
+            payments: payments.into_iter().collect(),
             outbox: VecDeque::new(),
             dirty: false,
         };
