@@ -52,7 +52,8 @@
 //! - auto-pay pays only the job's payee (the provider it is addressed to, or for a public job
 //!   the first provider paid or whose result is accepted), once per provider and job, and
 //!   only while the job's committed millisats stay within min(auto-pay limit, bid);
-//! - the host's own `pay`/`zap` may go above the auto-pay limit but never above the bid, and
+//! - the host's own `pay`/`zap` may go above the auto-pay limit but never above the bid (the
+//!   request's `bid` tag, or its second, maximum value when that is larger), and
 //!   never pays a provider twice for a job (`pay` then `zap` is refused) nor hands the same
 //!   invoice to the wallet twice.
 //!
