@@ -22,6 +22,8 @@
 //! - (f) an answer in another scheme than the request's, an answer to an ended job, and an
 //!   answer delivered again are never counted (no notification but a refusal);
 //! - (g) the state stays bounded: answers per job within the cap, ended jobs forgotten;
+//! - (h) snapshot/restore changes nothing: at a random cut a twin is restored from a JSON
+//!   snapshot, both get the same later inputs, and their outputs must be equal;
 //! - and the host never errs when it reports what its wallet did.
 #![cfg(feature = "test-util")]
 
@@ -130,6 +132,8 @@ struct Setup {
     fee: usize,
     max_answers: usize,
     retention: u64,
+    /// Where a twin is forked from a snapshot (past the end: no twin).
+    cut: usize,
 }
 
 fn setup() -> impl Strategy<Value = Setup> {
@@ -139,13 +143,15 @@ fn setup() -> impl Strategy<Value = Setup> {
         0..FEES.len(),
         1usize..6,
         prop_oneof![Just(60u64), Just(3_600)],
+        0usize..50,
     )
-        .prop_map(|(seed, limit, fee, max_answers, retention)| Setup {
+        .prop_map(|(seed, limit, fee, max_answers, retention, cut)| Setup {
             seed,
             limit,
             fee,
             max_answers,
             retention,
+            cut,
         })
 }
 
@@ -230,6 +236,7 @@ struct WalletPayment {
     outcome: Option<Result<u64, ()>>,
 }
 
+#[derive(Clone)]
 struct JobInfo {
     id: EventId,
     /// The request as providers read it.
@@ -261,6 +268,8 @@ struct Case {
     submitted: u32,
     /// While set, outputs stay in the customer (lost in the coming crash).
     hold: bool,
+    /// Every output drained.
+    log: Vec<Output>,
 }
 
 impl Case {
@@ -295,6 +304,7 @@ impl Case {
             manual: HashSet::new(),
             submitted: 0,
             hold: false,
+            log: Vec::new(),
         };
         let _ = case.drain();
         case
@@ -425,9 +435,53 @@ impl Case {
                 }
                 _ => {}
             }
+            self.log.push(output.clone());
             all.push(output);
         }
         all
+    }
+
+    /// A twin of this case whose customer is restored from a snapshot of this one's: fed the
+    /// same inputs from now on, it must say exactly the same.
+    fn fork(&mut self) -> Result<Case, TestCaseError> {
+        let json = serde_json::to_string(&self.customer.snapshot())
+            .map_err(|e| TestCaseError::fail(format!("snapshot: {e}")))?;
+        let snapshot: CustomerSnapshot = serde_json::from_str(&json)
+            .map_err(|e| TestCaseError::fail(format!("snapshot: {e}")))?;
+        let customer =
+            Customer::restore(self.keys.clone(), self.config.clone(), snapshot, self.now)
+                .map_err(|e| TestCaseError::fail(format!("restore: {e}")))?;
+        let mut twin = Case {
+            customer,
+            config: self.config.clone(),
+            keys: self.keys.clone(),
+            now: self.now,
+            rng: self.rng.clone(),
+            node: self.node.clone(),
+            preimage: self.preimage,
+            jobs: self.jobs.clone(),
+            providers: self.providers.clone(),
+            events: self.events.clone(),
+            counted: self.counted.clone(),
+            good_invoices: self.good_invoices.clone(),
+            handed: self.handed.clone(),
+            wallet: self.wallet.clone(),
+            manual: self.manual.clone(),
+            submitted: self.submitted,
+            hold: false,
+            log: Vec::new(),
+        };
+        // Its subscriptions and look-ups (answered from the wallet: nothing changes).
+        let out = twin.drain();
+        prop_assert!(
+            !out.iter().any(|o| matches!(
+                o,
+                Output::PayInvoice { .. } | Output::SendZap { .. } | Output::Notify(_)
+            )),
+            "a restored customer does something: {out:?}"
+        );
+        twin.log.clear();
+        Ok(twin)
     }
 
     fn feed(&mut self, event: Event, other_scheme: bool) -> Result<(), TestCaseError> {
@@ -757,21 +811,42 @@ fn first_e(event: &Event) -> Option<EventId> {
     })
 }
 
+/// Runs one action, crashing right after it when `crash`.
+fn run_step(case: &mut Case, action: &Action, crash: bool) -> Result<(), TestCaseError> {
+    if crash && !matches!(action, Action::Submit { .. }) {
+        // The action takes effect, the host saves, and the process dies before acting on
+        // the outputs.
+        case.hold = true;
+        let stepped = case.step(action);
+        case.hold = false;
+        stepped?;
+        case.crash()?;
+    } else {
+        case.step(action)?;
+    }
+    case.check()
+}
+
 fn check_run(setup: &Setup, actions: &[(Action, bool)]) -> Result<(), TestCaseError> {
     let mut case = Case::new(setup);
-    for (action, crash) in actions {
-        if *crash && !matches!(action, Action::Submit { .. }) {
-            // The action takes effect, the host saves, and the process dies before acting on
-            // the outputs.
-            case.hold = true;
-            let stepped = case.step(action);
-            case.hold = false;
-            stepped?;
-            case.crash()?;
-        } else {
-            case.step(action)?;
+    let mut twin: Option<Case> = None;
+    for (i, (action, crash)) in actions.iter().enumerate() {
+        if i == setup.cut {
+            twin = Some(case.fork()?);
         }
-        case.check()?;
+        case.log.clear();
+        run_step(&mut case, action, *crash)?;
+        if let Some(twin) = twin.as_mut() {
+            // (h) a restored customer behaves as the one it was saved from.
+            twin.log.clear();
+            run_step(twin, action, *crash)?;
+            prop_assert_eq!(
+                &case.log,
+                &twin.log,
+                "the restored twin differs after {:?}",
+                action
+            );
+        }
     }
     // (g) every job ends and is forgotten once its payments have outcomes.
     let open: Vec<PaymentRef> = case
