@@ -280,16 +280,44 @@ fn a_plaintext_answer_to_an_encrypted_job_is_refused() {
 }
 
 #[test]
-fn payment_requests_after_the_result_are_ignored() {
+fn payment_requests_after_the_result_are_paid_once_and_only_in_time() {
     let mut b = Bench::with_limit(10_000);
     let provider = keys_from_seed(40);
+    let ask = |b: &mut Bench, request: &JobRequest| {
+        let node = b.node.clone();
+        let now = b.now.as_secs();
+        let bolt11 = b.invoice_on(node, Some(2_000), now, 600);
+        let fb = b.payment_required(&provider, request, 2_000, Some(bolt11));
+        b.feed(fb);
+    };
+    // Paid first, then the result: a further request is not paid.
+    let (_, request) = b.public_job(None);
+    ask(&mut b, &request);
+    assert_eq!(b.invoices_paid().len(), 1);
+    let result = b.result(&provider, &request, "done");
+    b.feed(result);
+    ask(&mut b, &request);
+    assert_eq!(b.invoices_paid().len(), 1);
+
+    // The result, then requests (pay after the result): the first is paid, no other.
     let (_, request) = b.public_job(None);
     let result = b.result(&provider, &request, "done");
     b.feed(result);
-    let bolt11 = b.invoice(Some(2_000));
-    let fb = b.payment_required(&provider, &request, 2_000, Some(bolt11));
-    b.feed(fb);
-    assert!(b.invoices_paid().is_empty(), "{:?}", b.out);
+    for _ in 0..3 {
+        ask(&mut b, &request);
+    }
+    assert_eq!(b.invoices_paid().len(), 2);
+
+    // The result, then a request once the window has closed: the job is done, ignored.
+    let (job, request) = b.public_job(None);
+    let result = b.result(&provider, &request, "done");
+    b.feed(result);
+    assert_eq!(b.customer.is_ended(&job), Some(false));
+    b.now = Timestamp::from(T0 + 300);
+    b.customer.handle_timeout(b.now);
+    assert_eq!(b.customer.is_ended(&job), Some(true));
+    ask(&mut b, &request);
+    assert_eq!(b.invoices_paid().len(), 2, "{:?}", b.out);
 }
 
 #[test]
@@ -699,6 +727,7 @@ fn ended_jobs_are_forgotten_after_the_retention_unless_a_payment_is_in_doubt() {
     let mut b = Bench::new(|mut c| {
         c.auto_pay_limit_msat = Some(10_000);
         c.done_retention_secs = 100;
+        c.payment_after_result_secs = 0;
         c
     });
     let provider = keys_from_seed(40);

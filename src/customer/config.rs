@@ -25,6 +25,11 @@ pub struct CustomerConfig {
     /// The most providers whose answers are kept per job; answers from more are refused.
     /// Default: 16.
     pub max_answers_per_job: usize,
+    /// Seconds after a result during which its provider may still ask to be paid (NIP-90
+    /// pay-after-result: the result goes out, then `payment-required`); the job is done
+    /// earlier once that provider is paid or being paid. Other providers are no longer heard
+    /// once a result is in. 0: a job is done at its result. Default: 300.
+    pub payment_after_result_secs: u64,
     /// Seconds a job is kept after it ended (result, timeout, cancellation) before it is
     /// dropped, so late answers are recognised and ignored. A job with a payment whose outcome
     /// is unknown is kept until the outcome arrives. Default: 3,600 (one hour).
@@ -39,7 +44,8 @@ pub struct CustomerConfig {
 
 impl CustomerConfig {
     /// Defaults: these relays, no auto-pay, a 1-sat fee cap per payment, Bitcoin mainnet, a
-    /// 10-minute timeout, 16 providers per job, ended jobs kept one hour.
+    /// 10-minute timeout, 16 providers per job, 5 minutes for a payment asked after the
+    /// result, ended jobs kept one hour.
     pub fn new<S: Into<String>>(relays: impl IntoIterator<Item = S>) -> Self {
         Self {
             relays: relays.into_iter().map(Into::into).collect(),
@@ -48,6 +54,7 @@ impl CustomerConfig {
             network: Currency::Bitcoin,
             timeout_secs: 600,
             max_answers_per_job: 16,
+            payment_after_result_secs: 300,
             done_retention_secs: 3_600,
             registry: KindRegistry::nip90(),
             seed: SeedSource::OperatingSystem,

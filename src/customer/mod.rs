@@ -31,9 +31,11 @@
 //! the request's scheme (an encrypted job's answers encrypted with its scheme, a plaintext
 //! job's in plaintext), and decrypt when they are encrypted. At most
 //! [`CustomerConfig::max_answers_per_job`] providers are heard per job. An event already
-//! counted (the same id, delivered again) is ignored. Once a job is done (its result arrived
-//! and nothing is pending from that provider, such as a payment asked with the result), timed
-//! out or was cancelled, its answers are ignored; it is forgotten
+//! counted (the same id, delivered again) is ignored. Once a result is accepted, only its
+//! provider is heard, and only until the job is done: when that provider is paid (or being
+//! paid), or when [`CustomerConfig::payment_after_result_secs`] have passed (a provider paid
+//! after the result asks for it once the result is out). Once a job is done, timed out or
+//! cancelled, its answers are ignored; it is forgotten
 //! [`CustomerConfig::done_retention_secs`] later.
 //!
 //! Every NIP-44 nonce, NIP-04 IV, gift-wrap one-time key and timestamp tweak, and every
@@ -161,8 +163,8 @@ struct Job {
     /// The provider auto-pay may pay: the addressed one, or the first paid or whose result
     /// was accepted.
     payee: Option<PublicKey>,
-    /// The provider whose result was accepted.
-    result_from: Option<PublicKey>,
+    /// The provider whose result was accepted, and when.
+    result_from: Option<(PublicKey, Timestamp)>,
     ended: Option<(Timestamp, JobEnd)>,
     /// The answers counted, to ignore them when delivered again.
     seen: VecDeque<EventId>,
@@ -254,13 +256,25 @@ impl Customer {
         self.jobs
             .iter()
             .filter_map(|(id, j)| match j.ended {
-                None => Some(j.deadline),
+                None => Some(self.live_until(j)),
                 Some((at, _)) if !self.in_flight(id) => Some(Timestamp::from(
                     at.as_secs().saturating_add(self.config.done_retention_secs),
                 )),
                 Some(_) => None,
             })
             .min()
+    }
+
+    /// When a job that has not ended ends: its deadline, or once it has its result, when the
+    /// window for a payment asked after the result closes.
+    fn live_until(&self, job: &Job) -> Timestamp {
+        match job.result_from {
+            Some((_, at)) => Timestamp::from(
+                at.as_secs()
+                    .saturating_add(self.config.payment_after_result_secs),
+            ),
+            None => job.deadline,
+        }
     }
 
     fn in_flight(&self, job: &EventId) -> bool {
@@ -383,7 +397,7 @@ impl Customer {
             self.refuse(event.id, "public answer to a gift-wrapped job".into());
             return;
         }
-        if job.result_from.is_some_and(|p| p != provider) {
+        if job.result_from.is_some_and(|(p, _)| p != provider) {
             // Another provider's result was accepted: this one's answers no longer count.
             return;
         }
@@ -556,7 +570,7 @@ impl Customer {
         if job.result_from.is_some() {
             return;
         }
-        job.result_from = Some(provider);
+        job.result_from = Some((provider, now));
         if job.payee.is_none() {
             job.payee = Some(provider);
         }
@@ -618,14 +632,14 @@ impl Customer {
         Ok(())
     }
 
-    /// Gives up on jobs past their timeout (a job that has its result but still waits for a
-    /// payment asked with it simply ends), and forgets jobs ended more than
+    /// Gives up on jobs past their timeout, ends jobs whose window for a payment asked after
+    /// the result has closed, and forgets jobs ended more than
     /// `done_retention_secs` ago whose payments all have an outcome.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         let mut due: Vec<(EventId, bool)> = self
             .jobs
             .iter()
-            .filter(|(_, j)| j.ended.is_none() && j.deadline <= now)
+            .filter(|(_, j)| j.ended.is_none() && self.live_until(j) <= now)
             .map(|(id, j)| (*id, j.result_from.is_some()))
             .collect();
         due.sort();

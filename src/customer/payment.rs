@@ -406,23 +406,23 @@ impl Customer {
         let _ = self.pay(now, job, provider);
     }
 
-    /// Ends a job that has its result once nothing is pending from the provider that sent
-    /// it (a payment asked with the result and not made yet).
+    /// Ends a job that has its result once its provider is paid (or being paid), or once the
+    /// window for a payment asked after the result has closed.
     pub(super) fn maybe_done(&mut self, now: Timestamp, job: EventId) {
         let Some(j) = self.jobs.get(&job) else {
             return;
         };
-        let Some(from) = j.result_from else {
+        let Some((from, at)) = j.result_from else {
             return;
         };
         if j.ended.is_some() {
             return;
         }
-        let pending = j
-            .answers
-            .get(&from)
-            .is_some_and(|a| a.payment.is_some() && !self.paying(job, from));
-        if !pending {
+        let window_closed = at
+            .as_secs()
+            .saturating_add(self.config.payment_after_result_secs)
+            <= now.as_secs();
+        if window_closed || self.paying(job, from) {
             self.end(now, job, JobEnd::Done);
         }
     }

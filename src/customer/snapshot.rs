@@ -33,7 +33,7 @@ struct SavedJob {
     answers: Vec<(PublicKey, ProviderAnswer)>,
     deadline: Timestamp,
     payee: Option<PublicKey>,
-    result_from: Option<PublicKey>,
+    result_from: Option<(PublicKey, Timestamp)>,
     ended: Option<(Timestamp, JobEnd)>,
     seen: Vec<EventId>,
 }
