@@ -20,7 +20,9 @@
 
 mod support;
 
-use nostr_dvm::customer::{CustomerConfig, Delivery, Notification as CustomerNote, Output};
+use nostr_dvm::customer::{
+    CustomerConfig, Delivery, Notification as CustomerNote, Output, PaymentOutcome, PaymentRef,
+};
 use nostr_dvm::nip90::{JobInput, JobRequest};
 use nostr_dvm::nostr::{Keys, Kind, Timestamp};
 use nostr_dvm::provider::PaymentPolicy;
@@ -115,6 +117,16 @@ async fn quickstart() -> support::Result<()> {
                         short(&invoice.bolt11)
                     ),
                 );
+                // The wallet tells the customer the zap is paid (it records every payment).
+                customer
+                    .payment_outcome(
+                        PaymentRef::Zap(zap_request.id),
+                        PaymentOutcome::Paid {
+                            preimage: Some(invoice.preimage),
+                            fee_msat: 0,
+                        },
+                    )
+                    .await?;
                 let receipt = zapper.receipt(&zap_request, &invoice, now, &mut OsRng);
                 customer.publish(&receipt).await?;
                 clock.say("zapper", format!("receipt {} published", short(receipt.id)));

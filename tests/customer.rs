@@ -168,7 +168,7 @@ fn payment_is_explicit_unless_within_the_auto_pay_limit() {
         .iter()
         .any(|o| matches!(o, customer::Output::PayInvoice { .. })));
     let provider = w.provider_keys.public_key();
-    w.customer.pay(job, provider).unwrap();
+    w.customer.pay(w.now, job, provider).unwrap();
     let out: Vec<_> = std::iter::from_fn(|| w.customer.poll_output()).collect();
     assert!(matches!(
         &out[..],
@@ -177,12 +177,16 @@ fn payment_is_explicit_unless_within_the_auto_pay_limit() {
             ..
         }]
     ));
-    assert!(w.customer.pay(job, keys_from_seed(1).public_key()).is_err());
+    assert!(w
+        .customer
+        .pay(w.now, job, keys_from_seed(1).public_key())
+        .is_err());
 
     let mut w = World::new(
         |c| c.pricing(FixedPrice(5_000)),
         |mut c| {
-            c.auto_pay_limit_msat = Some(5_000);
+            // The limit covers the price and the fee allowance (1 sat by default).
+            c.auto_pay_limit_msat = Some(6_000);
             c
         },
     );
@@ -198,7 +202,7 @@ fn payment_is_explicit_unless_within_the_auto_pay_limit() {
     let mut w = World::new(
         |c| c.pricing(FixedPrice(5_001)),
         |mut c| {
-            c.auto_pay_limit_msat = Some(5_000);
+            c.auto_pay_limit_msat = Some(6_000);
             c
         },
     );
@@ -386,4 +390,91 @@ fn discovery_reads_announcements() {
     let found = customer::discover([&event], Kind::from(KIND));
     assert_eq!(found.len(), 1);
     assert!(customer::discover([&event], Kind::from(5001)).is_empty());
+}
+
+#[test]
+fn a_payment_asked_with_the_result_is_auto_paid_once_and_ends_the_job() {
+    let mut w = World::new(
+        |c| {
+            c.pricing(FixedPrice(5_000))
+                .payment(provider::PaymentPolicy::PayAfterResult)
+        },
+        |mut c| {
+            c.auto_pay_limit_msat = Some(10_000);
+            c
+        },
+    );
+    let job = w
+        .customer
+        .submit(w.now, w.request(), Delivery::Public)
+        .unwrap();
+    assert_eq!(w.customer.is_ended(&job), Some(false));
+    w.pump("paid after");
+    assert_eq!(w.results(), [(job, "paid after".to_owned())]);
+    let paid: Vec<_> = w
+        .customer_out
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                customer::Output::PayInvoice {
+                    amount_msat: 5_000,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(paid.len(), 1, "{:?}", w.customer_out);
+    assert_eq!(w.customer.is_ended(&job), Some(true));
+}
+
+#[test]
+fn partial_then_pay_is_paid_once_and_the_result_released() {
+    let mut w = World::new(
+        |c| {
+            c.pricing(FixedPrice(5_000))
+                .payment(provider::PaymentPolicy::PartialThenPay)
+        },
+        |mut c| {
+            c.auto_pay_limit_msat = Some(10_000);
+            c
+        },
+    );
+    let job = w
+        .customer
+        .submit(w.now, w.request(), Delivery::Public)
+        .unwrap();
+    w.pump("the full answer");
+    assert!(w.results().is_empty());
+    let hash = w
+        .customer_out
+        .iter()
+        .find_map(|o| match o {
+            customer::Output::PayInvoice { payment_hash, .. } => Some(*payment_hash),
+            _ => None,
+        })
+        .unwrap();
+    // The wallet pays; the provider's own wallet sees it; the host reports the outcome.
+    w.provider
+        .handle_payment(w.now, job, provider::PaymentProof::Preimage([8; 32]))
+        .unwrap();
+    w.customer
+        .handle_payment_outcome(
+            w.now,
+            customer::PaymentRef::Invoice(hash),
+            customer::PaymentOutcome::Paid {
+                preimage: Some([8; 32]),
+                fee_msat: 1,
+            },
+        )
+        .unwrap();
+    w.pump("the full answer");
+    assert_eq!(w.results(), [(job, "the full answer".to_owned())]);
+    let paid = w
+        .customer_out
+        .iter()
+        .filter(|o| matches!(o, customer::Output::PayInvoice { .. }))
+        .count();
+    assert_eq!(paid, 1);
+    assert_eq!(w.customer.is_ended(&job), Some(true));
 }

@@ -1,5 +1,5 @@
 //! The customer: a sans-IO state machine that submits jobs, tracks the providers that answer,
-//! and asks the host to pay only when told to.
+//! and pays only what it checked, within a budget per job.
 //!
 //! ```
 //! use nostr_dvm::customer::{Customer, CustomerConfig, Delivery, Output};
@@ -14,7 +14,7 @@
 //! while let Some(output) = customer.poll_output() {
 //!     match output {
 //!         Output::Publish { .. } | Output::Subscribe { .. } | Output::Unsubscribe(_) => {}
-//!         Output::PayInvoice { .. } | Output::SendZap { .. } => {}
+//!         Output::PayInvoice { .. } | Output::SendZap { .. } | Output::LookupPayment { .. } => {}
 //!         Output::Notify(_) => {}
 //!     }
 //! }
@@ -27,15 +27,42 @@
 //! Feedback and results are refused ([`Notification::Refused`]) unless they are validly
 //! signed (or come inside a valid gift wrap), answer one of our jobs (`e` tag, the right
 //! kind, our key in `p`, and a `request` tag, when present, naming the same job), come from a
-//! provider the job may be answered by (a job addressed to one provider: only that one), and
-//! decrypt when they are encrypted.
+//! provider the job may be answered by (a job addressed to one provider: only that one), use
+//! the request's scheme (an encrypted job's answers encrypted with its scheme, a plaintext
+//! job's in plaintext), and decrypt when they are encrypted. At most
+//! [`CustomerConfig::max_answers_per_job`] providers are heard per job. An event already
+//! counted (the same id, delivered again) is ignored. Once a result is accepted, only its
+//! provider is heard, and only until the job is done: when that provider is paid (or being
+//! paid), or when [`CustomerConfig::payment_after_result_secs`] have passed (a provider paid
+//! after the result asks for it once the result is out). Once a job is done, timed out or
+//! cancelled, its answers are ignored; it is forgotten
+//! [`CustomerConfig::done_retention_secs`] later.
 //!
 //! Every NIP-44 nonce, NIP-04 IV, gift-wrap one-time key and timestamp tweak, and every
 //! signature's aux data comes from the customer's own CSPRNG, seeded from the operating system
 //! in [`Customer::new`] unless [`CustomerConfig::seed`] is deterministic (tests only).
 //!
-//! Nothing is paid unless the host calls
-//! [`Customer::pay`], or the amount is within the configured auto-pay limit.
+//! # Money
+//!
+//! Nothing is paid unless the host calls [`Customer::pay`] or [`Customer::zap`], or an
+//! auto-pay limit is set. The customer pays what the invoice says, so it reads the invoice
+//! ([`check_invoice`]): it must be for the configured network, for exactly the `amount`
+//! tag, and not expired; an invoice that fails is never paid ([`Notification::InvoiceRefused`]).
+//! Amounts are budgeted per job: each payment commits its amount plus the fee allowance
+//! ([`CustomerConfig::max_fee_msat`]) and
+//!
+//! - auto-pay pays only the job's payee (the provider it is addressed to, or for a public job
+//!   the first provider paid or whose result is accepted), once per provider and job, and
+//!   only while the job's committed millisats stay within min(auto-pay limit, bid);
+//! - the host's own `pay`/`zap` may go above the auto-pay limit but never above the bid (the
+//!   request's `bid` tag, or its second, maximum value when that is larger), and
+//!   never pays a provider twice for a job (`pay` then `zap` is refused) nor hands the same
+//!   invoice to the wallet twice.
+//!
+//! The intent to pay is recorded before [`Output::PayInvoice`] or [`Output::SendZap`] goes
+//! out; the host reports the outcome with [`Customer::handle_payment_outcome`]. Persist the
+//! customer ([`Customer::snapshot`]) before paying: a restored customer asks the host to look
+//! up every payment without an outcome ([`Output::LookupPayment`]), never to pay it again.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -43,15 +70,31 @@ use nostr::{Event, EventId, Filter, Keys, Kind, PublicKey, Tag, Timestamp, Unsig
 use serde::{Deserialize, Serialize};
 
 use crate::encryption::Scheme;
-use crate::nip57::ZapRequestBuilder;
 use crate::nip59;
 use crate::nip90::{
-    FeedbackStatus, JobFeedback, JobRequest, JobRequestBuilder, JobResult, KindRegistry,
+    Amount, Encryption, FeedbackStatus, JobFeedback, JobRequest, JobRequestBuilder, JobResult,
 };
-use crate::rng::{DvmRng, SeedSource};
+use crate::rng::DvmRng;
+
+mod config;
+mod invoice;
+mod output;
+mod payment;
+mod snapshot;
+
+pub use config::CustomerConfig;
+pub use invoice::{check_invoice, CheckedInvoice, InvoiceError};
+/// The Lightning networks ([`CustomerConfig::network`]).
+pub use lightning_invoice::Currency;
+pub use output::{Error, Notification, Output};
+pub use payment::{Payment, PaymentOutcome, PaymentRef, PaymentRequest, PaymentState};
+pub use snapshot::CustomerSnapshot;
+
+/// The most event ids remembered per job to ignore re-delivered answers.
+pub const MAX_SEEN_PER_JOB: usize = 256;
 
 /// How a request reaches providers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Delivery {
     /// Public, for any provider of the kind.
     Public,
@@ -70,183 +113,44 @@ impl Delivery {
             Delivery::To(p) | Delivery::Encrypted(p, _) | Delivery::GiftWrap(p) => Some(*p),
         }
     }
-}
 
-/// How the customer runs.
-#[derive(Debug, Clone)]
-pub struct CustomerConfig {
-    /// Relays to publish requests on and to ask providers to answer on.
-    pub relays: Vec<String>,
-    /// Pay payment requests up to this many millisats without asking (`None`: always ask).
-    pub auto_pay_limit_msat: Option<u64>,
-    /// Seconds after submission when a job with no result is given up.
-    pub timeout_secs: u64,
-    /// The request/result/feedback kind triples.
-    pub registry: KindRegistry,
-    /// Where the customer's CSPRNG (nonces, IVs, one-time keys, signature aux data) gets its
-    /// seed: the operating system by default, drawn anew by every `Customer::new`; a fixed
-    /// seed ([`SeedSource::Deterministic`]) only for reproducible tests.
-    pub seed: SeedSource,
-}
-
-impl CustomerConfig {
-    /// Defaults: these relays, no auto-pay, a 10-minute timeout.
-    pub fn new<S: Into<String>>(relays: impl IntoIterator<Item = S>) -> Self {
-        Self {
-            relays: relays.into_iter().map(Into::into).collect(),
-            auto_pay_limit_msat: None,
-            timeout_secs: 600,
-            registry: KindRegistry::nip90(),
-            seed: SeedSource::OperatingSystem,
+    /// Why an answer encrypted as `encrypted` does not fit this delivery, if it does not.
+    fn scheme_mismatch(&self, encrypted: Option<&Encryption>) -> Option<&'static str> {
+        match (self, encrypted) {
+            (Delivery::GiftWrap(_), _) => None,
+            (Delivery::Encrypted(_, scheme), Some(e)) if e.scheme == *scheme => None,
+            (Delivery::Encrypted(..), Some(_)) => {
+                Some("answer encrypted with another scheme than the request")
+            }
+            (Delivery::Encrypted(..), None) => Some("plaintext answer to an encrypted job"),
+            (Delivery::Public | Delivery::To(_), Some(_)) => {
+                Some("encrypted answer to a plaintext job")
+            }
+            (Delivery::Public | Delivery::To(_), None) => None,
         }
     }
 }
 
-/// What the customer asks its host to do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Output {
-    /// Publish this event on these relays.
-    Publish {
-        /// The event.
-        event: Event,
-        /// Where.
-        relays: Vec<String>,
-    },
-    /// Open or replace subscription `id`.
-    Subscribe {
-        /// The id.
-        id: String,
-        /// The filter.
-        filter: Filter,
-    },
-    /// Close subscription `id`.
-    Unsubscribe(String),
-    /// Pay this BOLT11 invoice with the host's wallet.
-    PayInvoice {
-        /// The job.
-        job: EventId,
-        /// The provider asking.
-        provider: PublicKey,
-        /// The invoice.
-        bolt11: String,
-        /// Its amount, in millisats.
-        amount_msat: u64,
-    },
-    /// Send this signed zap request to the provider's LNURL callback and pay the invoice it
-    /// returns (NIP-57 Appendix B).
-    SendZap {
-        /// The job.
-        job: EventId,
-        /// The provider.
-        provider: PublicKey,
-        /// The signed kind 9734 zap request, bound to the provider's feedback.
-        zap_request: Event,
-        /// The amount, in millisats.
-        amount_msat: u64,
-    },
-    /// Something for the application.
-    Notify(Notification),
-}
-
-/// What happened to a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Notification {
-    /// A provider sent feedback.
-    Feedback {
-        /// The job.
-        job: EventId,
-        /// The provider.
-        provider: PublicKey,
-        /// Its status.
-        status: FeedbackStatus,
-        /// The extra information of the status tag.
-        info: Option<String>,
-    },
-    /// A provider asks to be paid before going on (or to release the result).
-    PaymentRequested {
-        /// The job.
-        job: EventId,
-        /// The provider.
-        provider: PublicKey,
-        /// The amount, in millisats.
-        amount_msat: u64,
-        /// The invoice, if it sent one.
-        bolt11: Option<String>,
-    },
-    /// A partial result.
-    Partial {
-        /// The job.
-        job: EventId,
-        /// The provider.
-        provider: PublicKey,
-        /// The sample.
-        content: String,
-    },
-    /// A result, checked and decrypted.
-    Result {
-        /// The job.
-        job: EventId,
-        /// The provider.
-        provider: PublicKey,
-        /// The result's content.
-        content: String,
-        /// The result event's id (for zapping it, for instance).
-        result_id: EventId,
-    },
-    /// A provider reported an error.
-    Failed {
-        /// The job.
-        job: EventId,
-        /// The provider.
-        provider: PublicKey,
-        /// What it said.
-        reason: String,
-    },
-    /// The job got no result before its timeout.
-    TimedOut {
-        /// The job.
-        job: EventId,
-    },
-    /// An event was not counted as an answer.
-    Refused {
-        /// The event.
-        event: EventId,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// What the host did wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The request could not be built.
-    #[error("cannot build the request: {0}")]
-    Build(String),
-    /// No job has this id.
-    #[error("no job {0}")]
-    UnknownJob(EventId),
-    /// This provider asked for no payment on this job.
-    #[error("provider {provider} asked for no payment on job {job}")]
-    NothingToPay {
-        /// The job.
-        job: EventId,
-        /// The provider.
-        provider: PublicKey,
-    },
-}
-
 /// What one provider said about one job.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderAnswer {
     /// The last status it sent.
     pub status: Option<FeedbackStatus>,
-    /// Its pending payment request: amount, invoice, and the feedback event to zap.
-    pub payment: Option<(u64, Option<String>, EventId)>,
-    /// Whether we asked the host to pay it.
-    pub paid: bool,
+    /// Its last payment request. What was paid is in [`Customer::payments`].
+    pub payment: Option<PaymentRequest>,
     /// Its result, if any.
     pub result: Option<String>,
+}
+
+/// Why a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum JobEnd {
+    /// Its result arrived and nothing is pending from that provider.
+    Done,
+    /// No result before the timeout.
+    TimedOut,
+    /// The host cancelled it.
+    Cancelled,
 }
 
 /// One submitted job.
@@ -256,7 +160,16 @@ struct Job {
     delivery: Delivery,
     answers: BTreeMap<PublicKey, ProviderAnswer>,
     deadline: Timestamp,
-    done: bool,
+    /// The provider auto-pay may pay: the addressed one, or the first paid or whose result
+    /// was accepted.
+    payee: Option<PublicKey>,
+    /// The provider whose result was accepted, and when.
+    result_from: Option<(PublicKey, Timestamp)>,
+    ended: Option<(Timestamp, JobEnd)>,
+    /// The answers counted, to ignore them when delivered again.
+    seen: VecDeque<EventId>,
+    /// Its payments (keys of [`Customer::payments`]), in the order they were asked for.
+    payments: Vec<PaymentRef>,
 }
 
 /// A Data Vending Machine customer, sans IO. See the [module docs](self).
@@ -265,7 +178,9 @@ pub struct Customer {
     config: CustomerConfig,
     rng: DvmRng,
     jobs: HashMap<EventId, Job>,
+    payments: BTreeMap<PaymentRef, Payment>,
     outbox: VecDeque<Output>,
+    dirty: bool,
 }
 
 impl Customer {
@@ -277,21 +192,27 @@ impl Customer {
             config,
             rng,
             jobs: HashMap::new(),
+            payments: BTreeMap::new(),
             outbox: VecDeque::new(),
+            dirty: true,
         };
-        customer.outbox.push_back(Output::Subscribe {
+        customer.subscribe_inbox(now);
+        customer
+    }
+
+    fn subscribe_inbox(&mut self, since: Timestamp) {
+        self.outbox.push_back(Output::Subscribe {
             id: "dvm-customer-inbox".into(),
             filter: Filter::new()
                 .kinds([
                     Kind::from(nip59::GIFT_WRAP_KIND),
                     Kind::from(nip59::EPHEMERAL_GIFT_WRAP_KIND),
                 ])
-                .pubkey(customer.keys.public_key())
+                .pubkey(self.keys.public_key())
                 .since(Timestamp::from(
-                    now.as_secs().saturating_sub(nip59::MAX_TIMESTAMP_TWEAK),
+                    since.as_secs().saturating_sub(nip59::MAX_TIMESTAMP_TWEAK),
                 )),
         });
-        customer
     }
 
     /// The customer's public key.
@@ -304,20 +225,70 @@ impl Customer {
         self.jobs.get(job).map(|j| &j.answers)
     }
 
+    /// Whether a job has ended (done, timed out or cancelled); `None` for a job the customer
+    /// does not know (never submitted, or forgotten after
+    /// [`done_retention_secs`](CustomerConfig::done_retention_secs)).
+    pub fn is_ended(&self, job: &EventId) -> Option<bool> {
+        self.jobs.get(job).map(|j| j.ended.is_some())
+    }
+
+    /// How many jobs the customer keeps (live and ended, not yet forgotten).
+    pub fn job_count(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Whether the state changed since the last [`snapshot`](Self::snapshot): save it before
+    /// acting on a [`Output::PayInvoice`] or [`Output::SendZap`].
+    pub fn needs_persistence(&self) -> bool {
+        self.dirty
+    }
+
     /// The next thing for the host to do.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outbox.pop_front()
     }
 
-    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    /// When to call [`handle_timeout`](Self::handle_timeout) next: a live job's deadline, or
+    /// when an ended job is to be forgotten.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.jobs
-            .values()
-            .filter(|j| !j.done)
-            .map(|j| j.deadline)
+            .iter()
+            .filter_map(|(id, j)| match j.ended {
+                None => Some(self.live_until(j)),
+                Some((at, _)) if !self.in_flight(id) => Some(Timestamp::from(
+                    at.as_secs().saturating_add(self.config.done_retention_secs),
+                )),
+                Some(_) => None,
+            })
             .min()
+    }
+
+    /// When a job that has not ended ends: its deadline, or once it has its result, when the
+    /// window for a payment asked after the result closes.
+    fn live_until(&self, job: &Job) -> Timestamp {
+        match job.result_from {
+            Some((_, at)) => Timestamp::from(
+                at.as_secs()
+                    .saturating_add(self.config.payment_after_result_secs),
+            ),
+            None => job.deadline,
+        }
+    }
+
+    fn in_flight(&self, job: &EventId) -> bool {
+        self.job_payments(job)
+            .any(|p| p.state == PaymentState::InFlight)
+    }
+
+    /// A job's payments.
+    fn job_payments(&self, job: &EventId) -> impl Iterator<Item = &Payment> {
+        self.jobs
+            .get(job)
+            .into_iter()
+            .flat_map(|j| j.payments.iter())
+            .filter_map(|r| self.payments.get(r))
     }
 
     /// Signs and publishes a request built with [`JobRequest::builder`], delivered as asked.
@@ -342,6 +313,9 @@ impl Customer {
             JobRequest::from_verified_event_with(&event, Some(&self.keys), &self.config.registry)
                 .map_err(|e| Error::Build(e.to_string()))?;
         let id = event.id;
+        if self.jobs.contains_key(&id) {
+            return Err(Error::DuplicateJob(id));
+        }
         let published = match delivery {
             Delivery::GiftWrap(provider) => nip59::gift_wrap(
                 &self.keys,
@@ -353,13 +327,8 @@ impl Customer {
             .map_err(|e| Error::Build(e.to_string()))?,
             _ => event,
         };
-        self.outbox.push_back(Output::Subscribe {
-            id: sub_id(&id),
-            filter: Filter::new()
-                .kinds([request.kinds.result, request.kinds.feedback])
-                .event(id)
-                .pubkey(self.keys.public_key()),
-        });
+        self.outbox
+            .push_back(job_subscription(&request, &self.keys));
         self.outbox.push_back(Output::Publish {
             event: published,
             relays: self.config.relays.clone(),
@@ -371,9 +340,14 @@ impl Customer {
                 delivery,
                 answers: BTreeMap::new(),
                 deadline: Timestamp::from(now.as_secs().saturating_add(self.config.timeout_secs)),
-                done: false,
+                payee: delivery.provider(),
+                result_from: None,
+                ended: None,
+                seen: VecDeque::new(),
+                payments: Vec::new(),
             },
         );
+        self.dirty = true;
         Ok(id)
     }
 
@@ -394,7 +368,6 @@ impl Customer {
     }
 
     fn on_answer(&mut self, now: Timestamp, event: Event, verify: bool) {
-        let _ = now;
         if verify && !crate::nip01::verify(&event) {
             self.refuse(event.id, "invalid id or signature".into());
             return;
@@ -405,6 +378,10 @@ impl Customer {
         let Some(job) = self.jobs.get(&job_id) else {
             return;
         };
+        if job.ended.is_some() || job.seen.contains(&event.id) {
+            // Done, timed out or cancelled; or counted already.
+            return;
+        }
         let provider = event.pubkey;
         if let Some(only) = job.delivery.provider() {
             if provider != only {
@@ -420,20 +397,48 @@ impl Customer {
             self.refuse(event.id, "public answer to a gift-wrapped job".into());
             return;
         }
-        let registry = self.config.registry.clone();
+        if job.result_from.is_some_and(|(p, _)| p != provider) {
+            // Another provider's result was accepted: this one's answers no longer count.
+            return;
+        }
+        if !job.answers.contains_key(&provider)
+            && job.answers.len() >= self.config.max_answers_per_job
+        {
+            self.refuse(
+                event.id,
+                format!(
+                    "more than {} providers answered the job",
+                    self.config.max_answers_per_job
+                ),
+            );
+            return;
+        }
+        let registry = &self.config.registry;
         if event.kind == job.request.kinds.feedback {
-            match JobFeedback::from_verified_event_with(&event, Some(&self.keys), &registry) {
-                Ok(fb) if fb.answers(&job.request) => self.on_feedback(job_id, provider, fb),
+            match JobFeedback::from_verified_event_with(&event, Some(&self.keys), registry) {
+                Ok(fb) if fb.answers(&job.request) => {
+                    if let Some(why) = job.delivery.scheme_mismatch(fb.encrypted.as_ref()) {
+                        self.refuse(event.id, why.into());
+                    } else if fb.encrypted.is_some_and(|e| !e.decrypted) {
+                        self.refuse(event.id, "feedback could not be decrypted".into());
+                    } else {
+                        self.seen(job_id, event.id);
+                        self.on_feedback(now, job_id, provider, fb);
+                    }
+                }
                 Ok(_) => self.refuse(event.id, "feedback for another job".into()),
                 Err(e) => self.refuse(event.id, format!("feedback: {e}")),
             }
         } else if event.kind == job.request.kinds.result {
-            match JobResult::from_verified_event_with(&event, Some(&self.keys), &registry) {
+            match JobResult::from_verified_event_with(&event, Some(&self.keys), registry) {
                 Ok(r) if r.answers(&job.request) && request_tag_matches(&r, &job_id) => {
-                    if r.encrypted.is_some_and(|e| !e.decrypted) {
+                    if let Some(why) = job.delivery.scheme_mismatch(r.encrypted.as_ref()) {
+                        self.refuse(event.id, why.into());
+                    } else if r.encrypted.is_some_and(|e| !e.decrypted) {
                         self.refuse(event.id, "result could not be decrypted".into());
                     } else {
-                        self.on_result(job_id, provider, r);
+                        self.seen(job_id, event.id);
+                        self.on_result(now, job_id, provider, r);
                     }
                 }
                 Ok(_) => self.refuse(event.id, "result for another job".into()),
@@ -442,76 +447,144 @@ impl Customer {
         }
     }
 
-    fn on_feedback(&mut self, job_id: EventId, provider: PublicKey, fb: JobFeedback) {
-        let auto_limit = self.config.auto_pay_limit_msat;
+    fn seen(&mut self, job: EventId, event: EventId) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            if j.seen.len() >= MAX_SEEN_PER_JOB {
+                j.seen.pop_front();
+            }
+            j.seen.push_back(event);
+        }
+        self.dirty = true;
+    }
+
+    fn on_feedback(
+        &mut self,
+        now: Timestamp,
+        job_id: EventId,
+        provider: PublicKey,
+        fb: JobFeedback,
+    ) {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
         let answer = job.answers.entry(provider).or_default();
         answer.status = Some(fb.status.clone());
-        let mut notes = vec![Notification::Feedback {
-            job: job_id,
-            provider,
-            status: fb.status.clone(),
-            info: fb.extra_info.clone(),
-        }];
+        self.outbox
+            .push_back(Output::Notify(Notification::Feedback {
+                job: job_id,
+                provider,
+                status: fb.status.clone(),
+                info: fb.extra_info.clone(),
+            }));
         match &fb.status {
             FeedbackStatus::PaymentRequired => {
                 if let Some(amount) = &fb.amount {
-                    answer.payment = Some((amount.msat, amount.bolt11.clone(), fb.id));
-                    notes.push(Notification::PaymentRequested {
-                        job: job_id,
-                        provider,
-                        amount_msat: amount.msat,
-                        bolt11: amount.bolt11.clone(),
-                    });
+                    self.on_payment_request(now, job_id, provider, fb.id, amount, false);
                 }
             }
             FeedbackStatus::Partial if !fb.content.is_empty() => {
-                notes.push(Notification::Partial {
+                self.outbox.push_back(Output::Notify(Notification::Partial {
                     job: job_id,
                     provider,
                     content: fb.content.clone(),
-                })
+                }))
             }
-            FeedbackStatus::Error => notes.push(Notification::Failed {
+            FeedbackStatus::Error => self.outbox.push_back(Output::Notify(Notification::Failed {
                 job: job_id,
                 provider,
                 reason: fb.extra_info.clone().unwrap_or_default(),
-            }),
+            })),
             _ => {}
-        }
-        for n in notes {
-            self.outbox.push_back(Output::Notify(n));
-        }
-        // Auto-pay only an invoice this very feedback carries, within the limit.
-        let auto = match (&fb.status, &fb.amount, auto_limit) {
-            (FeedbackStatus::PaymentRequired, Some(amount), Some(limit)) => {
-                amount.bolt11.is_some() && amount.msat <= limit
-            }
-            _ => false,
-        };
-        if auto {
-            let _ = self.pay(job_id, provider);
         }
     }
 
-    fn on_result(&mut self, job_id: EventId, provider: PublicKey, result: JobResult) {
+    /// Records a payment request (checking its invoice), tells the application, and pays it
+    /// if auto-pay allows.
+    fn on_payment_request(
+        &mut self,
+        now: Timestamp,
+        job: EventId,
+        provider: PublicKey,
+        event: EventId,
+        amount: &Amount,
+        after_result: bool,
+    ) {
+        if self.paying(job, provider) {
+            self.refuse(
+                event,
+                "payment request from a provider already paid (or being paid) for the job".into(),
+            );
+            return;
+        }
+        let invoice = amount
+            .bolt11
+            .as_deref()
+            .map(|b| check_invoice(b, amount.msat, &self.config.network, now));
+        let request = PaymentRequest {
+            amount_msat: amount.msat,
+            bolt11: amount.bolt11.clone(),
+            invoice: invoice.clone(),
+            event,
+            after_result,
+        };
+        if let Some(answer) = self
+            .jobs
+            .get_mut(&job)
+            .and_then(|j| j.answers.get_mut(&provider))
+        {
+            answer.payment = Some(request);
+        }
+        let (amount_msat, bolt11) = match &invoice {
+            Some(Ok(checked)) => (checked.amount_msat, amount.bolt11.clone()),
+            _ => (amount.msat, None),
+        };
+        self.outbox
+            .push_back(Output::Notify(Notification::PaymentRequested {
+                job,
+                provider,
+                amount_msat,
+                bolt11,
+            }));
+        if let Some(Err(reason)) = invoice {
+            self.outbox
+                .push_back(Output::Notify(Notification::InvoiceRefused {
+                    job,
+                    provider,
+                    event,
+                    reason,
+                }));
+        }
+        self.maybe_auto_pay(now, job, provider);
+    }
+
+    fn on_result(
+        &mut self,
+        now: Timestamp,
+        job_id: EventId,
+        provider: PublicKey,
+        result: JobResult,
+    ) {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        let answer = job.answers.entry(provider).or_default();
-        if answer.result.is_some() {
+        if job.result_from.is_some() {
             return;
         }
-        answer.result = Some(result.content.clone());
-        job.done = true;
+        job.result_from = Some((provider, now));
+        if job.payee.is_none() {
+            job.payee = Some(provider);
+        }
+        job.answers.entry(provider).or_default().result = Some(result.content.clone());
         self.outbox.push_back(Output::Notify(Notification::Result {
             job: job_id,
             provider,
             content: result.content,
             result_id: result.id,
         }));
+        if let Some(amount) = &result.amount {
+            self.on_payment_request(now, job_id, provider, result.id, amount, true);
+        }
+        self.maybe_done(now, job_id);
     }
 
     fn refuse(&mut self, event: EventId, reason: String) {
@@ -519,59 +592,26 @@ impl Customer {
             .push_back(Output::Notify(Notification::Refused { event, reason }));
     }
 
-    /// Pays `provider`'s payment request on `job` with its invoice.
-    pub fn pay(&mut self, job: EventId, provider: PublicKey) -> Result<(), Error> {
-        let j = self.jobs.get_mut(&job).ok_or(Error::UnknownJob(job))?;
-        let answer = j
-            .answers
-            .get_mut(&provider)
-            .ok_or(Error::NothingToPay { job, provider })?;
-        let Some((amount_msat, Some(bolt11), _)) = answer.payment.clone() else {
-            return Err(Error::NothingToPay { job, provider });
+    /// Ends a job: stops listening to it; it is forgotten `done_retention_secs` later.
+    fn end(&mut self, now: Timestamp, job: EventId, why: JobEnd) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
         };
-        if answer.paid {
-            return Ok(());
+        if j.ended.is_some() {
+            return;
         }
-        answer.paid = true;
-        self.outbox.push_back(Output::PayInvoice {
-            job,
-            provider,
-            bolt11,
-            amount_msat,
-        });
-        Ok(())
-    }
-
-    /// Pays `provider`'s payment request on `job` with a zap bound to its feedback: a signed
-    /// zap request for the host to send to the provider's LNURL callback.
-    pub fn zap(&mut self, now: Timestamp, job: EventId, provider: PublicKey) -> Result<(), Error> {
-        let j = self.jobs.get_mut(&job).ok_or(Error::UnknownJob(job))?;
-        let answer = j
-            .answers
-            .get_mut(&provider)
-            .ok_or(Error::NothingToPay { job, provider })?;
-        let Some((amount_msat, _, feedback)) = answer.payment.clone() else {
-            return Err(Error::NothingToPay { job, provider });
-        };
-        answer.paid = true;
-        let zap_request = ZapRequestBuilder::new(provider, self.config.relays.clone())
-            .amount_msat(amount_msat)
-            .event(feedback)
-            .sign(&self.keys, now, &mut self.rng)
-            .map_err(|e| Error::Build(e.to_string()))?;
-        self.outbox.push_back(Output::SendZap {
-            job,
-            provider,
-            zap_request,
-            amount_msat,
-        });
-        Ok(())
+        j.ended = Some((now, why));
+        self.dirty = true;
+        self.outbox.push_back(Output::Unsubscribe(sub_id(&job)));
+        if why == JobEnd::TimedOut {
+            self.outbox
+                .push_back(Output::Notify(Notification::TimedOut { job }));
+        }
     }
 
     /// Cancels a job: publishes a kind-5 deletion of the request and stops listening.
     pub fn cancel(&mut self, now: Timestamp, job: EventId) -> Result<(), Error> {
-        let j = self.jobs.get_mut(&job).ok_or(Error::UnknownJob(job))?;
-        j.done = true;
+        let j = self.jobs.get(&job).ok_or(Error::UnknownJob(job))?;
         let kind_tag = j.request.kind.as_u16().to_string();
         let tags = [
             vec!["e".to_owned(), job.to_hex()],
@@ -587,27 +627,61 @@ impl Customer {
             event,
             relays: self.config.relays.clone(),
         });
-        self.outbox.push_back(Output::Unsubscribe(sub_id(&job)));
+        self.dirty = true;
+        self.end(now, job, JobEnd::Cancelled);
         Ok(())
     }
 
-    /// Gives up on jobs past their timeout.
+    /// Gives up on jobs past their timeout, ends jobs whose window for a payment asked after
+    /// the result has closed, and forgets jobs ended more than
+    /// `done_retention_secs` ago whose payments all have an outcome.
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        let mut due: Vec<EventId> = self
+        let mut due: Vec<(EventId, bool)> = self
             .jobs
             .iter()
-            .filter(|(_, j)| !j.done && j.deadline <= now)
-            .map(|(id, _)| *id)
+            .filter(|(_, j)| j.ended.is_none() && self.live_until(j) <= now)
+            .map(|(id, j)| (*id, j.result_from.is_some()))
             .collect();
         due.sort();
-        for id in due {
-            if let Some(j) = self.jobs.get_mut(&id) {
-                j.done = true;
-            }
-            self.outbox.push_back(Output::Unsubscribe(sub_id(&id)));
-            self.outbox
-                .push_back(Output::Notify(Notification::TimedOut { job: id }));
+        for (id, has_result) in due {
+            let why = if has_result {
+                JobEnd::Done
+            } else {
+                JobEnd::TimedOut
+            };
+            self.end(now, id, why);
         }
+        let retention = self.config.done_retention_secs;
+        let mut old: Vec<EventId> = self
+            .jobs
+            .iter()
+            .filter(|(id, j)| {
+                j.ended
+                    .is_some_and(|(at, _)| at.as_secs().saturating_add(retention) <= now.as_secs())
+                    && !self.in_flight(id)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        old.sort();
+        for id in old {
+            if let Some(job) = self.jobs.remove(&id) {
+                for reference in job.payments {
+                    self.payments.remove(&reference);
+                }
+            }
+            self.dirty = true;
+        }
+    }
+}
+
+/// The subscription to a job's answers.
+fn job_subscription(request: &JobRequest, keys: &Keys) -> Output {
+    Output::Subscribe {
+        id: sub_id(&request.id),
+        filter: Filter::new()
+            .kinds([request.kinds.result, request.kinds.feedback])
+            .event(request.id)
+            .pubkey(keys.public_key()),
     }
 }
 

@@ -12,7 +12,10 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::outbox::OK_TIMEOUT;
 use super::{now, until, watch_reconnections, RuntimeError};
-use crate::customer::{discover, Customer, CustomerConfig, Delivery, Output};
+use crate::customer::{
+    discover, Customer, CustomerConfig, CustomerSnapshot, Delivery, Output, PaymentOutcome,
+    PaymentRef,
+};
 use crate::nip89::{HandlerInfo, HANDLER_INFO_KIND};
 use crate::nip90::JobRequestBuilder;
 
@@ -41,8 +44,10 @@ impl Default for ConnectOptions {
 /// [`submit`](Self::submit) a job, then call [`next`](Self::next) (under a
 /// `tokio::time::timeout` of your choice): it feeds relay events to the customer, does the
 /// publishing and subscribing itself, and returns what the application must act on:
-/// [`Output::Notify`], [`Output::PayInvoice`] and [`Output::SendZap`]. Pay with your wallet,
-/// or, for [`Output::SendZap`], through the provider's LNURL server.
+/// [`Output::Notify`], [`Output::PayInvoice`], [`Output::SendZap`] and
+/// [`Output::LookupPayment`]. Pay with your wallet, or, for [`Output::SendZap`], through the
+/// provider's LNURL server, and report the outcome with
+/// [`payment_outcome`](Self::payment_outcome).
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -85,8 +90,38 @@ impl CustomerRuntime {
         config: CustomerConfig,
         options: ConnectOptions,
     ) -> Result<Self, RuntimeError> {
+        let relays = config.relays.clone();
+        Self::start(&relays, options, move || {
+            Ok(Customer::new(keys, config, now()))
+        })
+        .await
+    }
+
+    /// Connects with a customer restored from `snapshot` ([`Customer::restore`]): it
+    /// subscribes again to its jobs' answers, and the first outputs [`next`](Self::next)
+    /// returns include an [`Output::LookupPayment`] for every payment that had no outcome
+    /// when the snapshot was taken. Look each up in the wallet and report it with
+    /// [`payment_outcome`](Self::payment_outcome); never pay it again.
+    pub async fn restore_with(
+        keys: Keys,
+        config: CustomerConfig,
+        snapshot: CustomerSnapshot,
+        options: ConnectOptions,
+    ) -> Result<Self, RuntimeError> {
+        let relays = config.relays.clone();
+        Self::start(&relays, options, move || {
+            Customer::restore(keys, config, snapshot, now()).map_err(RuntimeError::from)
+        })
+        .await
+    }
+
+    async fn start(
+        relays: &[String],
+        options: ConnectOptions,
+        customer: impl FnOnce() -> Result<Customer, RuntimeError>,
+    ) -> Result<Self, RuntimeError> {
         let client = Client::default();
-        for relay in &config.relays {
+        for relay in relays {
             client
                 .pool()
                 .add_relay(relay.as_str(), options.relay_options.clone())
@@ -97,7 +132,7 @@ impl CustomerRuntime {
         client.connect().await;
         client.wait_for_connection(options.timeout).await;
         let reconnected = watch_reconnections(&client).await;
-        let customer = Customer::new(keys, config, now());
+        let customer = customer()?;
         let mut runtime = Self {
             customer,
             client,
@@ -108,6 +143,14 @@ impl CustomerRuntime {
         };
         runtime.drain().await;
         Ok(runtime)
+    }
+
+    /// The customer's whole state, to save (for instance whenever
+    /// [`Customer::needs_persistence`] says so, and always before paying what
+    /// [`Output::PayInvoice`] or [`Output::SendZap`] asks) and give to
+    /// [`restore_with`](Self::restore_with) after a restart.
+    pub fn snapshot(&mut self) -> CustomerSnapshot {
+        self.customer.snapshot()
     }
 
     /// The customer state machine, for its getters.
@@ -157,18 +200,41 @@ impl CustomerRuntime {
         Ok(job)
     }
 
-    /// Asks to pay `provider`'s invoice for `job`: the next [`next`](Self::next) returns
-    /// [`Output::PayInvoice`].
-    pub async fn pay(&mut self, job: EventId, provider: PublicKey) -> Result<(), RuntimeError> {
-        self.customer.pay(job, provider)?;
+    /// Asks to pay `provider`'s invoice for `job` (see [`Customer::pay`] for what is
+    /// refused): the next [`next`](Self::next) returns [`Output::PayInvoice`]. Report what the
+    /// wallet did with [`payment_outcome`](Self::payment_outcome).
+    pub async fn pay(
+        &mut self,
+        job: EventId,
+        provider: PublicKey,
+    ) -> Result<PaymentRef, RuntimeError> {
+        let payment = self.customer.pay(now(), job, provider)?;
         self.drain().await;
-        Ok(())
+        Ok(payment)
     }
 
     /// Asks to zap `provider`'s payment request for `job`: the next [`next`](Self::next)
-    /// returns [`Output::SendZap`] with the signed zap request.
-    pub async fn zap(&mut self, job: EventId, provider: PublicKey) -> Result<(), RuntimeError> {
-        self.customer.zap(now(), job, provider)?;
+    /// returns [`Output::SendZap`] with the signed zap request. Report what became of the
+    /// payment with [`payment_outcome`](Self::payment_outcome).
+    pub async fn zap(
+        &mut self,
+        job: EventId,
+        provider: PublicKey,
+    ) -> Result<PaymentRef, RuntimeError> {
+        let payment = self.customer.zap(now(), job, provider)?;
+        self.drain().await;
+        Ok(payment)
+    }
+
+    /// Reports what the wallet did with a payment ([`Output::PayInvoice`],
+    /// [`Output::SendZap`], or the look-up asked by [`Output::LookupPayment`]).
+    pub async fn payment_outcome(
+        &mut self,
+        payment: PaymentRef,
+        outcome: PaymentOutcome,
+    ) -> Result<(), RuntimeError> {
+        self.customer
+            .handle_payment_outcome(now(), payment, outcome)?;
         self.drain().await;
         Ok(())
     }
@@ -195,6 +261,10 @@ impl CustomerRuntime {
     /// relay events and the customer's timeouts; `None` once the relay pool has shut down.
     pub async fn next(&mut self) -> Option<Output> {
         loop {
+            if self.pending.is_empty() {
+                // What the customer said while `publish` fed it relay events.
+                self.drain().await;
+            }
             if let Some(output) = self.pending.pop_front() {
                 return Some(output);
             }

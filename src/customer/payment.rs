@@ -1,0 +1,429 @@
+//! Payments: the budget per job, the intents recorded before the wallet is called, and
+//! their outcomes.
+
+use nostr::{Event, EventId, PublicKey, Timestamp};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::invoice::CheckedInvoice;
+use super::{Customer, Error, JobEnd, Notification, Output};
+use crate::nip57::ZapRequestBuilder;
+
+/// Which payment: the key under which the host reports its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PaymentRef {
+    /// An invoice payment, by its payment hash.
+    Invoice([u8; 32]),
+    /// A zap, by its zap request's id.
+    Zap(EventId),
+}
+
+/// What became of a payment, as the host's wallet tells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentOutcome {
+    /// It was paid.
+    Paid {
+        /// The preimage, when the wallet gives it (checked against the payment hash).
+        preimage: Option<[u8; 32]>,
+        /// The routing fee spent, in millisats.
+        fee_msat: u64,
+    },
+    /// It failed for good, or (answering [`Output::LookupPayment`]) the wallet never started
+    /// it. Its budget is free again; the same invoice is still never handed out again.
+    Failed {
+        /// What the wallet said.
+        reason: String,
+    },
+    /// Still in flight (answering [`Output::LookupPayment`]): report again when it settles.
+    Pending,
+}
+
+/// Where a payment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentState {
+    /// Handed to the host; no outcome yet.
+    InFlight,
+    /// Paid, with this routing fee.
+    Paid {
+        /// The routing fee, in millisats.
+        fee_msat: u64,
+    },
+    /// Failed.
+    Failed,
+}
+
+/// A payment the customer asked its host to make: recorded before the wallet is called.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    /// The job.
+    pub job: EventId,
+    /// The provider paid.
+    pub provider: PublicKey,
+    /// The amount, in millisats.
+    pub amount_msat: u64,
+    /// The fee allowance given to the wallet, in millisats.
+    pub max_fee_msat: u64,
+    /// The invoice, for an invoice payment.
+    pub bolt11: Option<String>,
+    /// The zap request, for a zap.
+    pub zap_request: Option<Event>,
+    /// Where it stands.
+    pub state: PaymentState,
+    /// When it was asked for.
+    pub started_at: Timestamp,
+}
+
+impl Payment {
+    /// What it takes from the job's budget: nothing once failed; the amount and the fee
+    /// allowance while in flight; the amount and the fee reported once paid.
+    pub fn committed_msat(&self) -> u64 {
+        match self.state {
+            PaymentState::Failed => 0,
+            PaymentState::InFlight => self.amount_msat.saturating_add(self.max_fee_msat),
+            PaymentState::Paid { fee_msat } => self.amount_msat.saturating_add(fee_msat),
+        }
+    }
+}
+
+/// A provider's request to be paid: from `payment-required` feedback, or from a result's
+/// `amount` tag (paid after the result).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRequest {
+    /// The amount the `amount` tag asks, in millisats.
+    pub amount_msat: u64,
+    /// The invoice, as sent.
+    pub bolt11: Option<String>,
+    /// The invoice's checks, when it sent one.
+    pub invoice: Option<Result<CheckedInvoice, super::InvoiceError>>,
+    /// The event that asked (feedback, or the result).
+    pub event: EventId,
+    /// Whether it came with the result (a zap then goes to the request).
+    pub after_result: bool,
+}
+
+/// How much a job may still spend.
+struct Budget {
+    /// Committed by its payments so far.
+    committed: u64,
+    /// The bid's cap, if the request had a bid.
+    bid: Option<u64>,
+}
+
+impl Customer {
+    /// Every payment the customer asked for and still remembers (the jobs that are dropped
+    /// take theirs along, except payments whose outcome is unknown).
+    pub fn payments(&self) -> impl Iterator<Item = (&PaymentRef, &Payment)> {
+        self.payments.iter()
+    }
+
+    /// One payment.
+    pub fn payment(&self, payment: &PaymentRef) -> Option<&Payment> {
+        self.payments.get(payment)
+    }
+
+    /// The millisats a job has committed: the amounts and fee allowances of its payments
+    /// that did not fail.
+    pub fn committed_msat(&self, job: &EventId) -> u64 {
+        self.job_payments(job)
+            .map(Payment::committed_msat)
+            .fold(0, u64::saturating_add)
+    }
+
+    fn budget(&self, job: &EventId) -> Option<Budget> {
+        let j = self.jobs.get(job)?;
+        let bid = j
+            .request
+            .bid
+            .map(|b| b.max_msat.map_or(b.amount_msat, |m| m.max(b.amount_msat)));
+        Some(Budget {
+            committed: self.committed_msat(job),
+            bid,
+        })
+    }
+
+    /// Pays `provider`'s payment request on `job` with its invoice: emits
+    /// [`Output::PayInvoice`] and returns the payment's reference.
+    ///
+    /// Refused with a typed error when the invoice failed a check (or has expired at `now`),
+    /// when this provider is already paid or being paid for the job (by invoice or zap), when
+    /// this invoice was already handed to the wallet, or when the amount plus the fee
+    /// allowance exceeds what is left of the request's bid. The auto-pay limit does not apply:
+    /// the host decides.
+    pub fn pay(
+        &mut self,
+        now: Timestamp,
+        job: EventId,
+        provider: PublicKey,
+    ) -> Result<PaymentRef, Error> {
+        let request = self.payable(job, provider)?;
+        let bolt11 = request
+            .bolt11
+            .clone()
+            .ok_or(Error::NoInvoice { job, provider })?;
+        let invoice = match request.invoice {
+            Some(Ok(invoice)) => invoice,
+            Some(Err(reason)) => {
+                return Err(Error::InvalidInvoice {
+                    job,
+                    provider,
+                    reason,
+                })
+            }
+            None => return Err(Error::NoInvoice { job, provider }),
+        };
+        invoice
+            .unexpired(now)
+            .map_err(|reason| Error::InvalidInvoice {
+                job,
+                provider,
+                reason,
+            })?;
+        let reference = PaymentRef::Invoice(invoice.payment_hash);
+        if self.payments.contains_key(&reference) {
+            return Err(Error::AlreadyPaid { job, provider });
+        }
+        self.check_bid(job, invoice.amount_msat)?;
+        self.start_payment(
+            now,
+            reference,
+            Payment {
+                job,
+                provider,
+                amount_msat: invoice.amount_msat,
+                max_fee_msat: self.config.max_fee_msat,
+                bolt11: Some(bolt11.clone()),
+                zap_request: None,
+                state: PaymentState::InFlight,
+                started_at: now,
+            },
+        );
+        self.outbox.push_back(Output::PayInvoice {
+            job,
+            provider,
+            bolt11,
+            amount_msat: invoice.amount_msat,
+            payment_hash: invoice.payment_hash,
+            max_fee_msat: self.config.max_fee_msat,
+        });
+        Ok(reference)
+    }
+
+    /// Pays `provider`'s payment request on `job` with a zap of the tag's amount, bound to its
+    /// feedback (or to the request, for a payment asked with the result): a signed zap
+    /// request for the host to send to the provider's LNURL callback. Refused as
+    /// [`pay`](Self::pay) is, except that the invoice is not needed.
+    pub fn zap(
+        &mut self,
+        now: Timestamp,
+        job: EventId,
+        provider: PublicKey,
+    ) -> Result<PaymentRef, Error> {
+        let request = self.payable(job, provider)?;
+        let amount_msat = request.amount_msat;
+        self.check_bid(job, amount_msat)?;
+        let target = if request.after_result {
+            job
+        } else {
+            request.event
+        };
+        let zap_request = ZapRequestBuilder::new(provider, self.config.relays.clone())
+            .amount_msat(amount_msat)
+            .event(target)
+            .sign(&self.keys, now, &mut self.rng)
+            .map_err(|e| Error::Build(e.to_string()))?;
+        let reference = PaymentRef::Zap(zap_request.id);
+        self.start_payment(
+            now,
+            reference,
+            Payment {
+                job,
+                provider,
+                amount_msat,
+                max_fee_msat: self.config.max_fee_msat,
+                bolt11: None,
+                zap_request: Some(zap_request.clone()),
+                state: PaymentState::InFlight,
+                started_at: now,
+            },
+        );
+        self.outbox.push_back(Output::SendZap {
+            job,
+            provider,
+            zap_request,
+            amount_msat,
+            max_fee_msat: self.config.max_fee_msat,
+        });
+        Ok(reference)
+    }
+
+    /// Reports what became of a payment ([`Output::PayInvoice`], [`Output::SendZap`] or
+    /// [`Output::LookupPayment`]). Reporting the same outcome twice is harmless; a paid
+    /// payment stays paid.
+    pub fn handle_payment_outcome(
+        &mut self,
+        now: Timestamp,
+        payment: PaymentRef,
+        outcome: PaymentOutcome,
+    ) -> Result<(), Error> {
+        let p = self
+            .payments
+            .get_mut(&payment)
+            .ok_or(Error::UnknownPayment(payment))?;
+        let (job, provider, amount_msat) = (p.job, p.provider, p.amount_msat);
+        let note = match outcome {
+            PaymentOutcome::Pending => return Ok(()),
+            PaymentOutcome::Paid { preimage, fee_msat } => {
+                if let (Some(preimage), PaymentRef::Invoice(hash)) = (preimage, payment) {
+                    let digest: [u8; 32] = Sha256::digest(preimage).into();
+                    if digest != hash {
+                        return Err(Error::PreimageMismatch);
+                    }
+                }
+                if matches!(p.state, PaymentState::Paid { .. }) {
+                    return Ok(());
+                }
+                p.state = PaymentState::Paid { fee_msat };
+                Notification::Paid {
+                    job,
+                    provider,
+                    payment,
+                    amount_msat,
+                    fee_msat,
+                }
+            }
+            PaymentOutcome::Failed { reason } => {
+                if p.state != PaymentState::InFlight {
+                    return Ok(());
+                }
+                p.state = PaymentState::Failed;
+                Notification::PaymentFailed {
+                    job,
+                    provider,
+                    payment,
+                    reason,
+                }
+            }
+        };
+        self.dirty = true;
+        self.outbox.push_back(Output::Notify(note));
+        let _ = now;
+        Ok(())
+    }
+
+    /// The payment request of `provider` on `job`, if it may be paid: no payment to this
+    /// provider for this job is made or under way.
+    fn payable(&self, job: EventId, provider: PublicKey) -> Result<PaymentRequest, Error> {
+        let j = self.jobs.get(&job).ok_or(Error::UnknownJob(job))?;
+        let answer = j
+            .answers
+            .get(&provider)
+            .ok_or(Error::NothingToPay { job, provider })?;
+        let request = answer
+            .payment
+            .clone()
+            .ok_or(Error::NothingToPay { job, provider })?;
+        if self.paying(job, provider) {
+            return Err(Error::AlreadyPaid { job, provider });
+        }
+        Ok(request)
+    }
+
+    /// Whether a payment to `provider` for `job` is made or under way.
+    pub(super) fn paying(&self, job: EventId, provider: PublicKey) -> bool {
+        self.job_payments(&job)
+            .any(|p| p.provider == provider && p.state != PaymentState::Failed)
+    }
+
+    /// Whether `provider` was ever asked to be paid on `job` (failed attempts included).
+    fn attempted(&self, job: EventId, provider: PublicKey) -> bool {
+        self.job_payments(&job).any(|p| p.provider == provider)
+    }
+
+    fn check_bid(&self, job: EventId, amount_msat: u64) -> Result<(), Error> {
+        let Some(budget) = self.budget(&job) else {
+            return Err(Error::UnknownJob(job));
+        };
+        let needed_msat = amount_msat.saturating_add(self.config.max_fee_msat);
+        if let Some(bid) = budget.bid {
+            let left_msat = bid.saturating_sub(budget.committed);
+            if needed_msat > left_msat {
+                return Err(Error::OverBudget {
+                    job,
+                    needed_msat,
+                    left_msat,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn start_payment(&mut self, now: Timestamp, reference: PaymentRef, payment: Payment) {
+        let (job, provider) = (payment.job, payment.provider);
+        self.payments.insert(reference, payment);
+        self.dirty = true;
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.payments.push(reference);
+            if j.payee.is_none() {
+                j.payee = Some(provider);
+            }
+        }
+        self.maybe_done(now, job);
+    }
+
+    /// Pays `provider`'s new payment request on `job` without asking, if everything allows:
+    /// an auto-pay limit is set, the invoice passed every check, the provider is the job's
+    /// payee (or the job has none yet), it was never asked to be paid on this job, and the
+    /// amount plus the fee allowance fits in what is left of min(limit, bid).
+    pub(super) fn maybe_auto_pay(&mut self, now: Timestamp, job: EventId, provider: PublicKey) {
+        let Some(limit) = self.config.auto_pay_limit_msat else {
+            return;
+        };
+        let Some(j) = self.jobs.get(&job) else {
+            return;
+        };
+        if j.ended.is_some() || j.payee.is_some_and(|p| p != provider) {
+            return;
+        }
+        let Some(Some(Ok(invoice))) = j
+            .answers
+            .get(&provider)
+            .and_then(|a| a.payment.as_ref())
+            .map(|r| r.invoice.clone())
+        else {
+            return;
+        };
+        if self.attempted(job, provider) || invoice.unexpired(now).is_err() {
+            return;
+        }
+        let Some(budget) = self.budget(&job) else {
+            return;
+        };
+        let cap = budget.bid.map_or(limit, |bid| bid.min(limit));
+        let needed = invoice.amount_msat.saturating_add(self.config.max_fee_msat);
+        if budget.committed.saturating_add(needed) > cap {
+            return;
+        }
+        let _ = self.pay(now, job, provider);
+    }
+
+    /// Ends a job that has its result once its provider is paid (or being paid), or once the
+    /// window for a payment asked after the result has closed.
+    pub(super) fn maybe_done(&mut self, now: Timestamp, job: EventId) {
+        let Some(j) = self.jobs.get(&job) else {
+            return;
+        };
+        let Some((from, at)) = j.result_from else {
+            return;
+        };
+        if j.ended.is_some() {
+            return;
+        }
+        let window_closed = at
+            .as_secs()
+            .saturating_add(self.config.payment_after_result_secs)
+            <= now.as_secs();
+        if window_closed || self.paying(job, from) {
+            self.end(now, job, JobEnd::Done);
+        }
+    }
+}
