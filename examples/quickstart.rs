@@ -131,7 +131,7 @@ async fn quickstart() -> support::Result<()> {
                 customer.publish(&receipt).await?;
                 clock.say("zapper", format!("receipt {} published", short(receipt.id)));
             }
-            other => clock.say("customer", format!("{other:?}")),
+            other => clock.customer_output(&other),
         }
         Ok(())
     };

@@ -517,12 +517,12 @@ fn the_host_may_pay_above_the_limit_but_never_above_the_bid() {
     let mut b = Bench::with_limit(1_000);
     let provider = keys_from_seed(40);
     let (job, request) = b.public_job(Some(4_000));
-    let bolt11 = b.invoice(Some(3_500));
-    let fb = b.payment_required(&provider, &request, 3_500, Some(bolt11));
+    let bolt11 = b.invoice(Some(4_500));
+    let fb = b.payment_required(&provider, &request, 4_500, Some(bolt11));
     b.feed(fb);
     assert!(b.invoices_paid().is_empty());
     let now = b.now;
-    // 3,500 + 1,000 of fee allowance > 4,000.
+    // 4,500 for the provider > its bid of 4,000.
     assert!(matches!(
         b.customer.pay(now, job, provider.public_key()),
         Err(customer::Error::OverBudget {
@@ -536,9 +536,10 @@ fn the_host_may_pay_above_the_limit_but_never_above_the_bid() {
         Err(customer::Error::OverBudget { .. })
     ));
 
+    // Exactly the bid: the fee allowance is the customer's own cost, not the provider's.
     let (job, request) = b.public_job(Some(4_000));
-    let bolt11 = b.invoice(Some(3_000));
-    let fb = b.payment_required(&provider, &request, 3_000, Some(bolt11));
+    let bolt11 = b.invoice(Some(4_000));
+    let fb = b.payment_required(&provider, &request, 4_000, Some(bolt11));
     b.feed(fb);
     b.customer.pay(now, job, provider.public_key()).unwrap();
     b.drain();
@@ -818,4 +819,19 @@ fn an_answer_in_another_encryption_scheme_is_refused() {
         .iter()
         .any(|o| matches!(o, Output::Notify(Notification::Result { .. }))));
     assert_eq!(b.refusals().len(), 2, "{:?}", b.refusals());
+}
+
+#[test]
+fn a_bid_of_exactly_the_price_is_auto_paid_when_the_limit_covers_the_fee() {
+    let mut b = Bench::new(|mut c| {
+        c.auto_pay_limit_msat = Some(5_000);
+        c.max_fee_msat = 1_000;
+        c
+    });
+    let provider = keys_from_seed(40);
+    let (_, request) = b.public_job(Some(4_000));
+    let bolt11 = b.invoice(Some(4_000));
+    let fb = b.payment_required(&provider, &request, 4_000, Some(bolt11));
+    b.feed(fb);
+    assert_eq!(b.invoices_paid().len(), 1);
 }

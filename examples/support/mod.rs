@@ -117,6 +117,31 @@ impl Clock {
         };
         self.say("provider", line);
     }
+
+    /// Prints a customer output the way all the examples do.
+    pub fn customer_output(&self, output: &Output) {
+        let line = match output {
+            Output::Notify(CustomerNote::Paid {
+                amount_msat,
+                fee_msat,
+                ..
+            }) => format!(
+                "the wallet paid {} sats (fee {fee_msat} msat)",
+                amount_msat / 1000
+            ),
+            Output::Notify(CustomerNote::PaymentFailed { reason, .. }) => {
+                format!("payment failed: {reason}")
+            }
+            Output::Notify(CustomerNote::InvoiceRefused { reason, .. }) => {
+                format!("invoice refused, not paid: {reason}")
+            }
+            Output::Notify(CustomerNote::Refused { reason, .. }) => {
+                format!("ignored an event: {reason}")
+            }
+            other => format!("{other:?}"),
+        };
+        self.say("customer", line);
+    }
 }
 
 // ---- the relay -----------------------------------------------------------------------------
@@ -386,13 +411,10 @@ pub async fn follow_job(
                 return Err(format!("the provider failed the job: {reason}").into());
             }
             Output::Notify(CustomerNote::TimedOut { .. }) => return Err("the job timed out".into()),
-            Output::Notify(CustomerNote::Refused { reason, .. }) => {
-                clock.say("customer", format!("ignored an event: {reason}"));
-            }
             pay @ (Output::Notify(CustomerNote::PaymentRequested { .. })
             | Output::PayInvoice { .. }
             | Output::SendZap { .. }) => payment(customer, pay).await?,
-            other => clock.say("customer", format!("{other:?}")),
+            other => clock.customer_output(&other),
         }
     }
 }

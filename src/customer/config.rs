@@ -15,8 +15,9 @@ pub struct CustomerConfig {
     /// the job's payee (see [`Customer`](super::Customer)), and never above the request's bid.
     pub auto_pay_limit_msat: Option<u64>,
     /// The most routing fee the wallet may spend on one payment, in millisats. It is handed
-    /// to the wallet with every payment and counts against the auto-pay limit and the job's
-    /// budget (bid). Default: 1,000 msat (1 sat). Bid enough to cover it.
+    /// to the wallet with every payment and counts against the auto-pay limit (what a job may
+    /// cost without asking), not against the bid (what a provider may be paid). Default:
+    /// 1,000 msat (1 sat).
     pub max_fee_msat: u64,
     /// The Lightning network invoices must be for. Default: Bitcoin mainnet.
     pub network: Currency,

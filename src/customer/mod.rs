@@ -49,13 +49,16 @@
 //! ([`check_invoice`]): it must be for the configured network, for exactly the `amount`
 //! tag, and not expired; an invoice that fails is never paid ([`Notification::InvoiceRefused`]).
 //! Amounts are budgeted per job: each payment commits its amount plus the fee allowance
-//! ([`CustomerConfig::max_fee_msat`]) and
+//! ([`CustomerConfig::max_fee_msat`]) against the auto-pay limit, and its amount (what the
+//! provider gets) against the bid, and
 //!
 //! - auto-pay pays only the job's payee (the provider it is addressed to, or for a public job
 //!   the first provider paid or whose result is accepted), once per provider and job, and
-//!   only while the job's committed millisats stay within min(auto-pay limit, bid);
-//! - the host's own `pay`/`zap` may go above the auto-pay limit but never above the bid (the
-//!   request's `bid` tag, or its second, maximum value when that is larger), and
+//!   only while the job's committed millisats, fees included, stay within the auto-pay limit
+//!   and the amounts paid to providers within the bid;
+//! - the host's own `pay`/`zap` may go above the auto-pay limit but never pay a provider
+//!   more than the bid (the request's `bid` tag, or its second, maximum value when that is
+//!   larger), and
 //!   never pays a provider twice for a job (`pay` then `zap` is refused) nor hands the same
 //!   invoice to the wallet twice.
 //!

@@ -241,8 +241,8 @@ pub enum Error {
         /// The provider.
         provider: PublicKey,
     },
-    /// The payment, with its fee allowance, would take the job over its bid.
-    #[error("job {job}: {needed_msat} msat (fee allowance included) exceeds what is left of the bid, {left_msat} msat")]
+    /// The payment would pay the job's providers more than its bid.
+    #[error("job {job}: {needed_msat} msat exceeds what is left of the bid, {left_msat} msat")]
     OverBudget {
         /// The job.
         job: EventId,

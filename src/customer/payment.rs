@@ -103,8 +103,11 @@ pub struct PaymentRequest {
 
 /// How much a job may still spend.
 struct Budget {
-    /// Committed by its payments so far.
+    /// Committed by its payments so far, fees included (against the auto-pay limit).
     committed: u64,
+    /// Committed to providers so far: the amounts, without fees (against the bid, which is
+    /// what the customer offered a provider).
+    to_providers: u64,
     /// The bid's cap, if the request had a bid.
     bid: Option<u64>,
 }
@@ -137,6 +140,11 @@ impl Customer {
             .map(|b| b.max_msat.map_or(b.amount_msat, |m| m.max(b.amount_msat)));
         Some(Budget {
             committed: self.committed_msat(job),
+            to_providers: self
+                .job_payments(job)
+                .filter(|p| p.state != PaymentState::Failed)
+                .map(|p| p.amount_msat)
+                .fold(0, u64::saturating_add),
             bid,
         })
     }
@@ -146,8 +154,8 @@ impl Customer {
     ///
     /// Refused with a typed error when the invoice failed a check (or has expired at `now`),
     /// when this provider is already paid or being paid for the job (by invoice or zap), when
-    /// this invoice was already handed to the wallet, or when the amount plus the fee
-    /// allowance exceeds what is left of the request's bid. The auto-pay limit does not apply:
+    /// this invoice was already handed to the wallet, or when the amount exceeds what is left
+    /// of the request's bid. The auto-pay limit does not apply:
     /// the host decides.
     pub fn pay(
         &mut self,
@@ -343,9 +351,10 @@ impl Customer {
         let Some(budget) = self.budget(&job) else {
             return Err(Error::UnknownJob(job));
         };
-        let needed_msat = amount_msat.saturating_add(self.config.max_fee_msat);
+        // The bid caps what providers are paid; routing fees are the customer's own cost.
+        let needed_msat = amount_msat;
         if let Some(bid) = budget.bid {
-            let left_msat = bid.saturating_sub(budget.committed);
+            let left_msat = bid.saturating_sub(budget.to_providers);
             if needed_msat > left_msat {
                 return Err(Error::OverBudget {
                     job,
@@ -373,7 +382,8 @@ impl Customer {
     /// Pays `provider`'s new payment request on `job` without asking, if everything allows:
     /// an auto-pay limit is set, the invoice passed every check, the provider is the job's
     /// payee (or the job has none yet), it was never asked to be paid on this job, and the
-    /// amount plus the fee allowance fits in what is left of min(limit, bid).
+    /// amount plus the fee allowance fits in what is left of the limit, and the amount in what
+    /// is left of the bid.
     pub(super) fn maybe_auto_pay(&mut self, now: Timestamp, job: EventId, provider: PublicKey) {
         let Some(limit) = self.config.auto_pay_limit_msat else {
             return;
@@ -398,9 +408,16 @@ impl Customer {
         let Some(budget) = self.budget(&job) else {
             return;
         };
-        let cap = budget.bid.map_or(limit, |bid| bid.min(limit));
+        // The limit caps what the job costs, fees included; the bid caps what the provider
+        // gets.
         let needed = invoice.amount_msat.saturating_add(self.config.max_fee_msat);
-        if budget.committed.saturating_add(needed) > cap {
+        if budget.committed.saturating_add(needed) > limit {
+            return;
+        }
+        if budget
+            .bid
+            .is_some_and(|bid| budget.to_providers.saturating_add(invoice.amount_msat) > bid)
+        {
             return;
         }
         let _ = self.pay(now, job, provider);
