@@ -680,33 +680,23 @@ fn gift_wrapped_requests_get_gift_wrapped_replies() {
 #[test]
 fn chained_job_waits_for_its_input_result() {
     let mut h = Harness::new(|c| c);
-    let first = EventId::from_byte_array([0x11; 32]);
-    let request = h.request(|b| {
-        b.input(JobInput::new(
-            first.to_hex(),
-            nostr_dvm::nip90::InputType::Job,
-        ))
-    });
+    // The customer's first job, addressed to another provider.
+    let other = keys_from_seed(77);
+    let first = h.request(|b| b.provider(other.public_key()).param("step", "1"));
+    let request = h.request(|b| b.input(JobInput::job(first.id, None)));
     let out = h.send(request.clone());
     assert!(run_tasks(&out).is_empty());
     assert_eq!(h.state(&request.id), JobState::WaitingForInputs);
+    // One subscription for every missing input, sent with the next refresh.
+    let out = h.advance(DELETION_REFRESH_SECS);
     assert!(out
         .iter()
-        .any(|o| matches!(o, Output::Subscribe { id, .. } if id.starts_with("dvm-inputs-"))));
-    // Another provider's result for the first job arrives.
-    let other = keys_from_seed(77);
-    let tags = vec![
-        Tag::parse(["e".to_owned(), first.to_hex()]).unwrap(),
-        Tag::parse(["p".to_owned(), h.customer.public_key().to_hex()]).unwrap(),
-    ];
-    let result = sign(
-        &other,
-        Kind::from(6050),
-        tags,
-        "transcript text",
-        h.now(),
-        &mut h.rng,
-    );
+        .any(|o| matches!(o, Output::Subscribe { id, .. } if id == "dvm-inputs")));
+    // The provider the customer named answers the first job.
+    let first = JobRequest::from_event(&first, None).unwrap();
+    let result = JobResult::builder(&first, "transcript text")
+        .sign(&other, h.now(), &mut h.rng)
+        .unwrap();
     let out = h.send(result);
     let task = out
         .iter()

@@ -7,6 +7,8 @@
 //! decryption; expiration, staleness and the future skew; room in the table; the price and
 //! the bid.
 
+use std::collections::{HashSet, VecDeque};
+
 use nostr::{Event, EventId, PublicKey, Timestamp};
 
 use super::{round_up, tags_size, Job, Notification, Provider, RejectReason, Reply};
@@ -17,13 +19,16 @@ use crate::task::Quote;
 
 impl Provider {
     pub(super) fn on_request_event(&mut self, now: Timestamp, event: Event) {
-        if self.known(&event.id) {
+        // Known ids and requests for other providers cost a lookup and a hex compare.
+        if self.known(&event.id) || !self.addressed_to_us(&event) {
             return;
         }
-        if !self.addressed_to_us(&event) {
-            return;
-        }
-        if let Err(reason) = self.admit(&event) {
+        // What the event claims, before any curve math.
+        if let Err(reason) = self
+            .admit(&event)
+            .and_then(|()| self.admit_time(now, event.created_at, &event))
+            .and_then(|()| self.check_rate(now, &event.pubkey))
+        {
             self.notify(Notification::JobRejected {
                 job: event.id,
                 reason,
@@ -34,19 +39,43 @@ impl Provider {
             self.refuse_event(event.id, "invalid id or signature");
             return;
         }
-        if let Err(reason) = self.admit_rate(now, &event.pubkey) {
-            self.notify(Notification::JobRejected {
-                job: event.id,
-                reason,
-            });
-            return;
-        }
         let parsed =
             JobRequest::from_verified_event_with(&event, Some(&self.keys), &self.config.registry);
         self.on_request(now, parsed, event.id, event.pubkey, Reply::Direct);
     }
 
+    /// A gift wrap: the same wrap from five relays is opened once, and a wrap is opened only
+    /// when it names this provider, is no larger than a request the provider would take could
+    /// make it, and carries the proof of work asked of requests (on the wrap's id, as NIP-59
+    /// suggests); all of that before any ECDH.
     pub(super) fn on_gift_wrap(&mut self, now: Timestamp, wrap: Event) {
+        if !self.seen_wraps.insert(wrap.id) {
+            return;
+        }
+        if !self.tags_us(&wrap) {
+            self.refuse_event(wrap.id, "gift wrap for someone else");
+            return;
+        }
+        let max = self.max_wrap_content();
+        if wrap.content.len() > max {
+            self.notify(Notification::JobRejected {
+                job: wrap.id,
+                reason: RejectReason::TooLarge {
+                    bytes: wrap.content.len(),
+                },
+            });
+            return;
+        }
+        let min_pow = self.config.admission.min_pow;
+        if min_pow > 0 && !crate::nip13::meets_pow(&wrap, min_pow) {
+            self.notify(Notification::JobRejected {
+                job: wrap.id,
+                reason: RejectReason::InsufficientPow {
+                    difficulty: crate::nip13::difficulty(&wrap.id),
+                },
+            });
+            return;
+        }
         let gift = match nip59::unwrap(&self.keys, &wrap) {
             Ok(gift) => gift,
             Err(e) => {
@@ -60,15 +89,82 @@ impl Provider {
             return;
         }
         let size = rumor.content.len() + tags_size(rumor.tags.iter());
+        let expiration = rumor.tags.iter().find_map(|t| match t.as_slice() {
+            [name, value, ..] if name == "expiration" => value.parse::<u64>().ok(),
+            _ => None,
+        });
         let admitted = self
             .admit_static(&rumor.pubkey, size)
-            .and_then(|()| self.admit_rate(now, &rumor.pubkey));
+            .and_then(|()| self.admit_dates(now, rumor.created_at, expiration))
+            .and_then(|()| self.check_rate(now, &rumor.pubkey));
         if let Err(reason) = admitted {
             self.notify(Notification::JobRejected { job: id, reason });
             return;
         }
         let parsed = JobRequest::from_rumor(&rumor, Some(&self.keys), &self.config.registry);
         self.on_request(now, parsed, id, rumor.pubkey, Reply::GiftWrap);
+    }
+
+    /// The largest wrap content a request of `max_request_bytes` can make: the rumor's JSON
+    /// (content and tag values at most doubled by escaping, plus the event's fixed fields),
+    /// NIP-44 encrypted into the seal, whose JSON is NIP-44 encrypted into the wrap: about
+    /// 1.8 times the request, plus a fixed overhead.
+    pub(super) fn max_wrap_content(&self) -> usize {
+        /// The JSON of an event besides its content and tags: id, pubkey, sig, created_at,
+        /// kind, the keys and punctuation, with room to spare.
+        const EVENT_OVERHEAD: usize = 1_024;
+        let rumor = self
+            .config
+            .admission
+            .max_request_bytes
+            .saturating_mul(2)
+            .saturating_add(EVENT_OVERHEAD);
+        let seal = crate::nip44::max_payload_len(rumor).saturating_add(EVENT_OVERHEAD);
+        crate::nip44::max_payload_len(seal)
+    }
+
+    /// Whether a `p` tag names this provider (compared as hex, before any curve math).
+    pub(super) fn tags_us(&self, event: &Event) -> bool {
+        event.tags.iter().any(|tag| match tag.as_slice() {
+            [name, value, ..] => name == "p" && value.eq_ignore_ascii_case(&self.my_hex),
+            _ => false,
+        })
+    }
+
+    /// Expired, stale, or dated too far ahead, from the raw event's fields alone.
+    pub(super) fn admit_time(
+        &self,
+        now: Timestamp,
+        created_at: Timestamp,
+        event: &Event,
+    ) -> Result<(), RejectReason> {
+        let expiration = event.tags.iter().find_map(|t| match t.as_slice() {
+            [name, value, ..] if name == "expiration" => value.parse::<u64>().ok(),
+            _ => None,
+        });
+        self.admit_dates(now, created_at, expiration)
+    }
+
+    /// The date checks: a request that expired (NIP-40), older than the retention window
+    /// (its job may have been done and dropped: refuse it rather than run it twice), or dated
+    /// more than `max_future_skew_secs` ahead (it would never turn stale).
+    pub(super) fn admit_dates(
+        &self,
+        now: Timestamp,
+        created_at: Timestamp,
+        expiration: Option<u64>,
+    ) -> Result<(), RejectReason> {
+        if expiration.is_some_and(|e| e <= now.as_secs()) {
+            return Err(RejectReason::Expired);
+        }
+        let created = created_at.as_secs();
+        if created.saturating_add(self.config.retention_secs) < now.as_secs() {
+            return Err(RejectReason::Stale);
+        }
+        if created > now.as_secs().saturating_add(self.config.max_future_skew_secs) {
+            return Err(RejectReason::FutureDated);
+        }
+        Ok(())
     }
 
     pub(super) fn on_request(
@@ -89,10 +185,9 @@ impl Provider {
                 return;
             }
         };
-        if let Some((deleter, _)) = self.tombstones.get(&id) {
-            if *deleter == author {
-                return;
-            }
+        if self.tombstones.contains(&id, &author) {
+            // Its author deleted it before it reached us.
+            return;
         }
         if request.encrypted.is_some_and(|e| !e.decrypted) {
             self.notify(Notification::JobRejected {
@@ -101,39 +196,8 @@ impl Provider {
             });
             return;
         }
-        if request.is_expired(now) {
-            self.notify(Notification::JobRejected {
-                job: id,
-                reason: RejectReason::Expired,
-            });
-            return;
-        }
-        // A request older than the retention window may be one whose job was already done
-        // and dropped: refuse it rather than run it twice.
-        if request
-            .created_at
-            .as_secs()
-            .saturating_add(self.config.retention_secs)
-            < now.as_secs()
-        {
-            self.notify(Notification::JobRejected {
-                job: id,
-                reason: RejectReason::Stale,
-            });
-            return;
-        }
-        // A request dated far ahead would never turn stale: refuse it.
-        if request.created_at.as_secs()
-            > now
-                .as_secs()
-                .saturating_add(self.config.max_future_skew_secs)
-        {
-            self.notify(Notification::JobRejected {
-                job: id,
-                reason: RejectReason::FutureDated,
-            });
-            return;
-        }
+        // Expired, stale and future-dated requests were refused before this, from the raw
+        // event's fields (`admit_time`, `admit_dates`).
         if !self.make_room(now) {
             self.notify(Notification::JobRejected {
                 job: id,
@@ -148,6 +212,16 @@ impl Provider {
             .filter(|i| i.input_type == InputType::Job)
             .filter_map(|i| EventId::from_hex(&i.data).ok())
             .collect();
+        if waiting_for.len() > super::MAX_JOB_INPUTS {
+            self.notify(Notification::JobRejected {
+                job: id,
+                reason: RejectReason::Malformed(format!(
+                    "more than {} job inputs",
+                    super::MAX_JOB_INPUTS
+                )),
+            });
+            return;
+        }
         let job = Job {
             request,
             reply,
@@ -164,6 +238,7 @@ impl Provider {
             wake: None,
         };
         self.jobs.insert(id, Box::new(job));
+        self.count_rate(now, author);
         self.live += 1;
         self.schedule(id);
         self.dirty = true;
@@ -242,13 +317,13 @@ impl Provider {
 
     /// Requests naming providers in `p` tags are for them; untargeted ones are for anyone.
     pub(super) fn addressed_to_us(&self, event: &Event) -> bool {
-        let me = self.keys.public_key();
         let mut targeted = false;
         for tag in event.tags.iter() {
             if let [name, value, ..] = tag.as_slice() {
                 if name == "p" {
                     targeted = true;
-                    if PublicKey::from_hex(value).is_ok_and(|p| p == me) {
+                    // Compared as hex: no curve math for a request to someone else.
+                    if value.eq_ignore_ascii_case(&self.my_hex) {
                         return true;
                     }
                 }
@@ -259,7 +334,7 @@ impl Provider {
 
     /// Admission checks on what the event claims, cheapest first, before its signature is
     /// verified. They change no state: a forged event claiming someone's key must not use up
-    /// that customer's rate limit ([`admit_rate`](Self::admit_rate) runs after verification).
+    /// that customer's rate limit (a job is counted by [`count_rate`](Self::count_rate)).
     pub(super) fn admit(&self, event: &Event) -> Result<(), RejectReason> {
         let size = event.content.len() + tags_size(event.tags.iter());
         self.admit_static(&event.pubkey, size)?;
@@ -294,7 +369,10 @@ impl Provider {
 
     /// The per-customer and global rate limits, for a request whose author is proven;
     /// counts it.
-    pub(super) fn admit_rate(
+    /// The per-customer and global rate limits, for a request whose author is claimed or
+    /// proven; counts nothing ([`count_rate`](Self::count_rate) does, once the request is a
+    /// job, so re-deliveries and refused requests never eat a customer's budget).
+    pub(super) fn check_rate(
         &mut self,
         now: Timestamp,
         author: &PublicKey,
@@ -314,19 +392,26 @@ impl Provider {
         }
         if let Some(limit) = self.config.admission.rate_limit {
             let window_start = now.as_secs().saturating_sub(limit.window_secs);
-            let times = self.rate.entry(*author).or_default();
-            while times.front().is_some_and(|t| t.as_secs() <= window_start) {
-                times.pop_front();
+            if let Some(times) = self.rate.get_mut(author) {
+                while times.front().is_some_and(|t| t.as_secs() <= window_start) {
+                    times.pop_front();
+                }
+                if times.len() >= limit.max_requests as usize {
+                    return Err(RejectReason::RateLimited);
+                }
             }
-            if times.len() >= limit.max_requests as usize {
-                return Err(RejectReason::RateLimited);
-            }
-            times.push_back(now);
+        }
+        Ok(())
+    }
+
+    /// Counts an admitted job against the rate limits.
+    pub(super) fn count_rate(&mut self, now: Timestamp, author: PublicKey) {
+        if self.config.admission.rate_limit.is_some() {
+            self.rate.entry(author).or_default().push_back(now);
         }
         if self.config.admission.global_rate_limit.is_some() {
             self.global_rate.push_back(now);
         }
-        Ok(())
     }
 
     pub(super) fn prune_rate(&mut self, now: Timestamp) {
@@ -439,4 +524,30 @@ pub(super) fn take_slot(
     }
     times.push_back(now);
     true
+}
+
+/// The most gift-wrap ids remembered for deduplication; the oldest goes first.
+pub const MAX_SEEN_WRAPS: usize = 10_000;
+
+/// Recently seen event ids, bounded, oldest dropped first.
+#[derive(Debug, Default)]
+pub(super) struct SeenIds {
+    set: HashSet<EventId>,
+    order: VecDeque<EventId>,
+}
+
+impl SeenIds {
+    /// Adds `id`; `false` when it was seen already.
+    pub(super) fn insert(&mut self, id: EventId) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > MAX_SEEN_WRAPS {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
 }

@@ -157,6 +157,13 @@ pub struct ProviderConfig {
     pub run_timeout_secs: u64,
     /// Seconds a job waits for the result of a job it takes as input.
     pub input_wait_secs: u64,
+    /// Providers whose results a chained job (`i <id> job`) takes as input, besides this
+    /// provider's own. Default: none.
+    pub trusted_input_providers: Vec<PublicKey>,
+    /// Also take as input a result from a provider the customer named (`p` tag) in the
+    /// dependency's own request, proven by that request's signature (the result's `request`
+    /// tag must hold it, signed by the chained job's customer). Default: `true`.
+    pub inputs_from_named_providers: bool,
     /// Seconds the host's Lightning backend has to answer an invoice request.
     pub invoice_timeout_secs: u64,
     /// Seconds a terminal job is kept (for deduplication and late payments). A request older
@@ -210,6 +217,8 @@ impl ProviderConfig {
             payment_window_secs: 600,
             run_timeout_secs: 300,
             input_wait_secs: 600,
+            trusted_input_providers: Vec::new(),
+            inputs_from_named_providers: true,
             invoice_timeout_secs: 60,
             retention_secs: 3_600,
             max_future_skew_secs: 300,

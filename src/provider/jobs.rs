@@ -5,7 +5,7 @@ use nostr::{EventId, Timestamp};
 
 use super::{
     hex_lower, Error, HeldResult, Notification, Output, PaymentPolicy, Provider, RejectReason,
-    SUB_INPUTS_PREFIX,
+
 };
 use crate::job::JobState;
 use crate::nip90::{FeedbackStatus, InputType, JobInput};
@@ -45,7 +45,8 @@ impl Provider {
                     list.push(id);
                 }
             }
-            self.subscribe_inputs(id);
+            // The merged input subscription follows with the next refresh.
+            self.live_set_changed(now);
             return;
         }
         let price = job.price_msat;
@@ -307,23 +308,18 @@ impl Provider {
         if job.state.is_terminal() {
             return;
         }
-        let was_waiting = job.state == JobState::WaitingForInputs;
         job.state = state;
         job.deadline = None;
         job.updated_at = now;
         job.held = None;
+        // Chained inputs are dropped with the job.
+        job.resolved = Vec::new();
         let seq = job.seq;
         self.unpaid.remove(&(seq, id));
         let deps = std::mem::take(&mut job.waiting_for);
         self.live = self.live.saturating_sub(1);
         self.terminal.insert((now, seq, id));
         self.schedule(id);
-        if was_waiting {
-            self.outbox.push_back(Output::Unsubscribe(format!(
-                "{SUB_INPUTS_PREFIX}{}",
-                id.to_hex()
-            )));
-        }
         for dep in deps {
             if let Some(list) = self.dependents.get_mut(&dep) {
                 list.retain(|j| *j != id);

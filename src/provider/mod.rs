@@ -67,10 +67,13 @@ mod replies;
 mod snapshot;
 mod timers;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use nostr::{Event, EventId, Filter, Keys, Kind, PublicKey, Tag, Timestamp};
 
+pub use cancellation::{MAX_DELETION_TAGS, MAX_TOMBSTONES};
+pub use admission::MAX_SEEN_WRAPS;
+pub use chaining::MAX_JOB_INPUTS;
 pub use config::{Admission, Heartbeat, PaymentPolicy, ProviderConfig, RateLimit};
 pub use ledger::ReplayLedger;
 pub use output::{
@@ -92,8 +95,8 @@ pub const SUB_REQUESTS: &str = "dvm-requests";
 pub const SUB_INBOX: &str = "dvm-inbox";
 /// Subscription id for kind-5 deletions of live jobs.
 pub const SUB_DELETIONS: &str = "dvm-deletions";
-/// Subscription id prefix for the results a chained job waits for.
-pub const SUB_INPUTS_PREFIX: &str = "dvm-inputs-";
+/// Subscription id for the results the chained jobs wait for (one for all of them).
+pub const SUB_INPUTS: &str = "dvm-inputs";
 
 /// What a provider's host did wrong. Remote input never produces one of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -257,7 +260,7 @@ pub struct Provider {
     dependents: HashMap<EventId, Vec<EventId>>,
     ledger: ReplayLedger,
     /// Deleted request ids (with their author) seen before the request itself.
-    tombstones: BTreeMap<EventId, (PublicKey, Timestamp)>,
+    tombstones: cancellation::Tombstones,
     /// Per-customer admission times within the rate window.
     rate: HashMap<PublicKey, VecDeque<Timestamp>>,
     outbox: VecDeque<Output>,
@@ -282,6 +285,10 @@ pub struct Provider {
     global_rate: VecDeque<Timestamp>,
     /// Times of the invoices asked for within the invoice-rate window.
     invoice_times: VecDeque<Timestamp>,
+    /// The provider's public key in lowercase hex, for cheap `p` tag checks.
+    my_hex: String,
+    /// Gift wraps seen lately: the same wrap from several relays is opened once.
+    seen_wraps: admission::SeenIds,
     /// Zap receipts from a trusted zapper, signature checked, for an event we do not know
     /// (yet): a zap on a request that reaches us before the request does. Bounded; not in
     /// the snapshot (relays re-send receipts on resubscription).
@@ -319,7 +326,10 @@ impl Provider {
             .heartbeat
             .as_ref()
             .map(|h| Timestamp::from(now.as_secs().saturating_add(h.interval_secs)));
+        let my_hex = keys.public_key().to_hex();
         let mut provider = Self {
+            my_hex,
+            seen_wraps: admission::SeenIds::default(),
             keys,
             config,
             rng,
@@ -327,7 +337,7 @@ impl Provider {
             bindings: HashMap::new(),
             dependents: HashMap::new(),
             ledger: ReplayLedger::default(),
-            tombstones: BTreeMap::new(),
+            tombstones: cancellation::Tombstones::default(),
             rate: HashMap::new(),
             outbox: VecDeque::new(),
             next_heartbeat,
@@ -640,12 +650,13 @@ impl Provider {
                     let price = job.price_msat;
                     self.push_invoice_request(id, price);
                 }
-                JobState::WaitingForInputs => self.subscribe_inputs(id),
+                JobState::WaitingForInputs => {}
                 _ => {}
             }
         }
         self.deletion_refresh_at = None;
         self.push_deletion_filter();
+        self.push_inputs_filter();
     }
 
     // ---- requests -----------------------------------------------------------------------

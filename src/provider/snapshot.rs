@@ -1,6 +1,6 @@
 //! Persistence: everything a provider knows, as serde data.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use nostr::{Event, EventId, Filter, Keys, PublicKey, Timestamp, UnsignedEvent};
 use serde::{Deserialize, Serialize};
@@ -126,11 +126,7 @@ impl Provider {
             jobs,
             ledger: self.ledger.clone(),
             rng: self.rng.state(),
-            tombstones: self
-                .tombstones
-                .iter()
-                .map(|(id, (who, at))| (*id, *who, *at))
-                .collect(),
+            tombstones: self.tombstones.entries().collect(),
             rate,
             outbox: self.outbox.iter().map(save_output).collect(),
             next_heartbeat: self.next_heartbeat,
@@ -220,6 +216,8 @@ impl Provider {
         }
         let rng = DvmRng::restore(snapshot.rng, &config.seed);
         let mut provider = Self {
+            my_hex: keys.public_key().to_hex(),
+            seen_wraps: super::admission::SeenIds::default(),
             keys,
             config,
             rng,
@@ -227,11 +225,13 @@ impl Provider {
             bindings,
             dependents,
             ledger: snapshot.ledger,
-            tombstones: snapshot
-                .tombstones
-                .into_iter()
-                .map(|(id, who, at)| (id, (who, at)))
-                .collect::<BTreeMap<_, _>>(),
+            tombstones: {
+                let mut tombstones = super::cancellation::Tombstones::default();
+                for (id, who, at) in snapshot.tombstones {
+                    tombstones.insert(id, who, at);
+                }
+                tombstones
+            },
             rate: snapshot
                 .rate
                 .into_iter()

@@ -29,6 +29,7 @@ impl Provider {
         if self.deletion_refresh_at.is_some_and(|t| t <= now) {
             self.deletion_refresh_at = None;
             self.push_deletion_filter();
+            self.push_inputs_filter();
         }
         if let Some(at) = self.next_heartbeat {
             if at <= now {
