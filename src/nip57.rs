@@ -8,9 +8,10 @@
 //!
 //! # What is checked, in order
 //!
-//! 1. The receipt is kind 9735, its id is its NIP-01 hash, and its signature is valid.
-//! 2. It is signed by one of the trusted zappers (the LNURL server's `nostrPubkey`), not by
-//!    anyone: a receipt is only as good as its signer.
+//! 1. The receipt is kind 9735, and its author is one of the trusted zappers (the LNURL
+//!    server's `nostrPubkey`), not anyone: a receipt is only as good as its signer. This
+//!    lookup comes first, so a stranger's receipt costs no curve math.
+//! 2. Its id is its NIP-01 hash, and its signature is valid.
 //! 3. It has exactly one `bolt11` tag and one `description` tag, and at most one `P` tag.
 //! 4. The invoice parses with `lightning-invoice` (never by slicing strings), its signature is
 //!    valid, and it is for the expected network (mainnet by default).
@@ -27,7 +28,10 @@
 //!    (Appendix F's MUST), and it is at least the minimum expected.
 //! 9. The receipt's `p` and the zap request's `p` are both the expected recipient.
 //! 10. The zap request's `e` is one of the events the payment may bind to (a job request or
-//!     our payment-required feedback), and the receipt's `e`, if any, is the same event.
+//!     our payment-required feedback), and the receipt carries the same `e` (and the same `a`
+//!     when the zap request has one), as NIP-57 Appendix E says it MUST;
+//!     [`ZapExpectation::lenient_receipt_tags`] accepts a receipt that omits them (never one
+//!     that names another event).
 //! 11. The zap request's `lnurl`, when both it and an expected LNURL are present, decodes (with
 //!     `bech32`) to the same URL (Appendix F's SHOULD, enforced when you give the LNURL).
 //! 12. The receipt's `P` tag, when present, is the zap request's author.
@@ -224,6 +228,7 @@ pub struct ZapExpectation {
     network: Currency,
     lnurl: Option<Result<Vec<u8>, ()>>,
     strict_description_hash: bool,
+    strict_receipt_tags: bool,
     clock_skew_secs: u64,
 }
 
@@ -249,6 +254,7 @@ impl ZapExpectation {
             network: Currency::Bitcoin,
             lnurl: None,
             strict_description_hash: true,
+            strict_receipt_tags: true,
             clock_skew_secs: DEFAULT_CLOCK_SKEW_SECS,
         }
     }
@@ -273,6 +279,13 @@ impl ZapExpectation {
     /// the zap request is then tied to the invoice by the zapper's word and the amount only.
     pub fn lenient_description_hash(mut self) -> Self {
         self.strict_description_hash = false;
+        self
+    }
+
+    /// Accepts a receipt that does not carry the zap request's `e` (or `a`) tag, which NIP-57
+    /// Appendix E says it MUST. A receipt that names another event is still refused.
+    pub fn lenient_receipt_tags(mut self) -> Self {
+        self.strict_receipt_tags = false;
         self
     }
 
@@ -324,19 +337,19 @@ pub fn verify_zap_receipt(
     receipt: &Event,
     expect: &ZapExpectation,
 ) -> Result<VerifiedZap, ZapError> {
-    // 1. the receipt itself
+    // 1. the receipt and its claimed signer: a lookup before any curve math
     if receipt.kind.as_u16() != ZAP_RECEIPT_KIND {
         return Err(ZapError::NotAReceipt(receipt.kind.as_u16()));
     }
+    if !expect.zappers.contains(&receipt.pubkey) {
+        return Err(ZapError::UntrustedZapper(receipt.pubkey));
+    }
+    // 2. its id and signature
     if !crate::nip01::verify_id(receipt) {
         return Err(ZapError::InvalidReceiptId);
     }
     if !receipt.verify_signature() {
         return Err(ZapError::InvalidReceiptSignature);
-    }
-    // 2. its signer
-    if !expect.zappers.contains(&receipt.pubkey) {
-        return Err(ZapError::UntrustedZapper(receipt.pubkey));
     }
     // 3. its tags
     let tags = ReceiptTags::read(receipt)?;
@@ -426,9 +439,20 @@ pub fn verify_zap_receipt(
     if !expect.bind_to.contains(&bound_to) {
         return Err(ZapError::BoundToOtherEvent(bound_to));
     }
-    if let Some(e) = tags.e {
-        if parse_event_id(e, "e")? != bound_to {
+    match tags.e {
+        Some(e) if parse_event_id(e, "e")? != bound_to => {
             return Err(ZapError::ReceiptEventMismatch);
+        }
+        Some(_) => {}
+        None if expect.strict_receipt_tags => return Err(ZapError::MissingTag("e")),
+        None => {}
+    }
+    if let Some(coordinate) = &zap_request.coordinate {
+        match tags.a {
+            Some(a) if a == coordinate => {}
+            Some(_) => return Err(ZapError::ReceiptEventMismatch),
+            None if expect.strict_receipt_tags => return Err(ZapError::MissingTag("a")),
+            None => {}
         }
     }
 
@@ -482,6 +506,7 @@ struct ReceiptTags<'a> {
     description: &'a str,
     p: &'a str,
     e: Option<&'a str>,
+    a: Option<&'a str>,
     sender: Option<&'a str>,
     preimage: Option<&'a str>,
 }
@@ -492,6 +517,7 @@ impl<'a> ReceiptTags<'a> {
         let mut description = None;
         let mut p = None;
         let mut e = None;
+        let mut a = None;
         let mut sender = None;
         let mut preimage = None;
         for tag in receipt.tags.iter() {
@@ -500,6 +526,7 @@ impl<'a> ReceiptTags<'a> {
                 [name, ..] if name == "description" => (&mut description, "description"),
                 [name, ..] if name == "p" => (&mut p, "p"),
                 [name, ..] if name == "e" => (&mut e, "e"),
+                [name, ..] if name == "a" => (&mut a, "a"),
                 [name, ..] if name == "P" => (&mut sender, "P"),
                 [name, ..] if name == "preimage" => (&mut preimage, "preimage"),
                 _ => continue,
@@ -518,6 +545,7 @@ impl<'a> ReceiptTags<'a> {
             description: description.ok_or(ZapError::MissingTag("description"))?,
             p: p.ok_or(ZapError::MissingTag("p"))?,
             e,
+            a,
             sender,
             preimage,
         })

@@ -999,3 +999,65 @@ proptest! {
         let _ = verify_zap_receipt(&receipt, &kit.expect());
     }
 }
+
+#[test]
+fn rule_receipt_carries_the_zap_requests_e_and_a_tags() {
+    // NIP-57 Appendix E: the receipt MUST carry the zap request's `e` (and `a`) tags.
+    let mut kit = Kit::new();
+    let receipt = kit.edited(|t| remove_tag(t, "e"));
+    assert_eq!(
+        verify_zap_receipt(&receipt, &kit.expect()),
+        Err(ZapError::MissingTag("e"))
+    );
+    assert!(verify_zap_receipt(&receipt, &kit.expect().lenient_receipt_tags()).is_ok());
+
+    let coordinate = format!("31990:{}:dvm", kit.provider.public_key().to_hex());
+    let builder = kit.request_builder().coordinate(coordinate.clone());
+    let zap_request = kit.sign_request(builder);
+    let invoice = kit.invoice(&zap_request, PRICE);
+    let full = kit.receipt_with_tags(&zap_request, &invoice, |_| {});
+    assert!(verify_zap_receipt(&full, &kit.expect()).is_ok());
+    let without_a = kit.receipt_with_tags(&zap_request, &invoice, |t| remove_tag(t, "a"));
+    assert_eq!(
+        verify_zap_receipt(&without_a, &kit.expect()),
+        Err(ZapError::MissingTag("a"))
+    );
+    assert!(verify_zap_receipt(&without_a, &kit.expect().lenient_receipt_tags()).is_ok());
+    // Lenient never accepts a receipt that names another coordinate.
+    let other = kit.receipt_with_tags(&zap_request, &invoice, |t| {
+        set_tag(t, "a", "31990:00:other")
+    });
+    assert_eq!(
+        verify_zap_receipt(&other, &kit.expect().lenient_receipt_tags()),
+        Err(ZapError::ReceiptEventMismatch)
+    );
+}
+
+#[test]
+fn a_strangers_receipt_is_refused_before_its_signature_is_checked() {
+    // Mallory's receipt with a broken signature: refused as untrusted, with no curve math.
+    let mut kit = Kit::new();
+    let mallory = TestZapper::new(keys_from_seed(66), TestLightningNode::new(67));
+    let zap_request = kit.zap_request();
+    let invoice = mallory.invoice_for(&zap_request, PRICE, Timestamp::from(NOW - 20), &mut kit.rng);
+    let good = mallory.receipt(
+        &zap_request,
+        &invoice,
+        Timestamp::from(NOW - 10),
+        &mut kit.rng,
+    );
+    let other = kit.edited(|_| {});
+    let forged = Event::new(
+        good.id,
+        good.pubkey,
+        good.created_at,
+        good.kind,
+        good.tags.clone().to_vec(),
+        good.content.clone(),
+        other.sig,
+    );
+    assert_eq!(
+        verify_zap_receipt(&forged, &kit.expect()),
+        Err(ZapError::UntrustedZapper(mallory.pubkey()))
+    );
+}

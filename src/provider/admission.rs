@@ -98,6 +98,10 @@ impl Provider {
             .and_then(|()| self.admit_dates(now, rumor.created_at, expiration))
             .and_then(|()| self.check_rate(now, &rumor.pubkey));
         if let Err(reason) = admitted {
+            if matches!(reason, RejectReason::AtCapacity | RejectReason::RateLimited) {
+                // Refused for now only: a later delivery of the same wrap may be taken.
+                self.seen_wraps.remove(&wrap.id);
+            }
             self.notify(Notification::JobRejected { job: id, reason });
             return;
         }
@@ -161,7 +165,11 @@ impl Provider {
         if created.saturating_add(self.config.retention_secs) < now.as_secs() {
             return Err(RejectReason::Stale);
         }
-        if created > now.as_secs().saturating_add(self.config.max_future_skew_secs) {
+        if created
+            > now
+                .as_secs()
+                .saturating_add(self.config.max_future_skew_secs)
+        {
             return Err(RejectReason::FutureDated);
         }
         Ok(())
@@ -175,7 +183,7 @@ impl Provider {
         author: PublicKey,
         reply: Reply,
     ) {
-        let request = match parsed {
+        let mut request = match parsed {
             Ok(r) => r,
             Err(e) => {
                 self.notify(Notification::JobRejected {
@@ -197,7 +205,12 @@ impl Provider {
             return;
         }
         // Expired, stale and future-dated requests were refused before this, from the raw
-        // event's fields (`admit_time`, `admit_dates`).
+        // event's fields (`admit_time`, `admit_dates`). An expiration further ahead than any
+        // job lives is clamped, so no wake-up time derived from it can overflow a host.
+        if let Some(expiration) = request.expiration {
+            let horizon = now.as_secs().saturating_add(super::MAX_EXPIRATION_SECS);
+            request.expiration = Some(Timestamp::from(expiration.as_secs().min(horizon)));
+        }
         if !self.make_room(now) {
             self.notify(Notification::JobRejected {
                 job: id,
@@ -304,6 +317,10 @@ impl Provider {
                 }
                 if self.config.auto_accept {
                     self.proceed(now, id);
+                } else {
+                    // The host has `accept_timeout_secs` to decide.
+                    let timeout = self.config.accept_timeout_secs;
+                    self.set_state(now, id, JobState::Received, Some(timeout));
                 }
             }
         }
@@ -549,5 +566,17 @@ impl SeenIds {
             }
         }
         true
+    }
+
+    /// Forgets `id` (it may be taken when it comes again).
+    pub(super) fn remove(&mut self, id: &EventId) {
+        if self.set.remove(id) {
+            self.order.retain(|x| x != id);
+        }
+    }
+
+    /// The ids, oldest first.
+    pub(super) fn ids(&self) -> impl Iterator<Item = &EventId> {
+        self.order.iter()
     }
 }

@@ -57,7 +57,8 @@ impl Provider {
             let Some(job) = self.jobs.get(&id) else {
                 continue;
             };
-            if job.state != JobState::WaitingForInputs || job.resolved.iter().any(|(d, _)| *d == dep)
+            if job.state != JobState::WaitingForInputs
+                || job.resolved.iter().any(|(d, _)| *d == dep)
             {
                 continue;
             }
@@ -67,7 +68,11 @@ impl Provider {
             }
             let total: usize = job.resolved.iter().map(|(_, c)| c.len()).sum();
             if total.saturating_add(result.content.len()) > max_bytes {
-                self.fail(now, id, format!("the job's inputs exceed {max_bytes} bytes"));
+                self.fail(
+                    now,
+                    id,
+                    format!("the job's inputs exceed {max_bytes} bytes"),
+                );
                 continue;
             }
             let ready = {
@@ -144,7 +149,8 @@ impl Provider {
             }
         }
         if ids.is_empty() {
-            self.outbox.push_back(Output::Unsubscribe(SUB_INPUTS.into()));
+            self.outbox
+                .push_back(Output::Unsubscribe(SUB_INPUTS.into()));
             return;
         }
         let mut filter = Filter::new().events(ids);

@@ -138,12 +138,18 @@ pub struct ProviderConfig {
     pub network: Currency,
     /// Accept receipts whose invoice has no matching description hash (NIP-57 SHOULD).
     pub lenient_description_hash: bool,
+    /// Accept receipts that do not carry their zap request's `e`/`a` tags (NIP-57 Appendix E
+    /// says they MUST). Default `false`: strict.
+    pub lenient_receipt_tags: bool,
     /// Relays to publish on besides the ones a request names.
     pub relays: Vec<String>,
     /// Admission limits.
     pub admission: Admission,
     /// Start admitted jobs at once (`true`), or wait for the host's `accept`.
     pub auto_accept: bool,
+    /// Without automatic acceptance: seconds the host has to `accept` or `reject` a job;
+    /// then it expires, with `error` feedback. Default 600.
+    pub accept_timeout_secs: u64,
     /// Send `processing` feedback when a task starts.
     pub processing_feedback: bool,
     /// Send `success` feedback after the result.
@@ -209,9 +215,11 @@ impl ProviderConfig {
             lnurl: None,
             network: Currency::Bitcoin,
             lenient_description_hash: false,
+            lenient_receipt_tags: false,
             relays: Vec::new(),
             admission: Admission::default(),
             auto_accept: true,
+            accept_timeout_secs: 600,
             processing_feedback: true,
             success_feedback: false,
             payment_window_secs: 600,

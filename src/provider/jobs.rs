@@ -5,7 +5,6 @@ use nostr::{EventId, Timestamp};
 
 use super::{
     hex_lower, Error, HeldResult, Notification, Output, PaymentPolicy, Provider, RejectReason,
-
 };
 use crate::job::JobState;
 use crate::nip90::{FeedbackStatus, InputType, JobInput};
@@ -45,8 +44,18 @@ impl Provider {
                     list.push(id);
                 }
             }
-            // The merged input subscription follows with the next refresh.
-            self.live_set_changed(now);
+            // The merged input subscription: sent at once, unless it was sent within the
+            // refresh interval (then with the next refresh), so a flood of chained requests
+            // cannot make the provider re-send it per request.
+            let recent = self.inputs_pushed_at.is_some_and(|t| {
+                t.as_secs().saturating_add(super::DELETION_REFRESH_SECS) > now.as_secs()
+            });
+            if recent {
+                self.live_set_changed(now);
+            } else {
+                self.inputs_pushed_at = Some(now);
+                self.push_inputs_filter();
+            }
             return;
         }
         let price = job.price_msat;

@@ -71,8 +71,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use nostr::{Event, EventId, Filter, Keys, Kind, PublicKey, Tag, Timestamp};
 
-pub use cancellation::{MAX_DELETION_TAGS, MAX_TOMBSTONES};
 pub use admission::MAX_SEEN_WRAPS;
+pub use cancellation::{MAX_DELETION_TAGS, MAX_TOMBSTONES};
 pub use chaining::MAX_JOB_INPUTS;
 pub use config::{Admission, Heartbeat, PaymentPolicy, ProviderConfig, RateLimit};
 pub use ledger::ReplayLedger;
@@ -285,13 +285,17 @@ pub struct Provider {
     global_rate: VecDeque<Timestamp>,
     /// Times of the invoices asked for within the invoice-rate window.
     invoice_times: VecDeque<Timestamp>,
+    /// When the merged input subscription was last sent.
+    inputs_pushed_at: Option<Timestamp>,
+    /// The latest `now` the provider was given (see `tick`).
+    clock: Timestamp,
     /// The provider's public key in lowercase hex, for cheap `p` tag checks.
     my_hex: String,
     /// Gift wraps seen lately: the same wrap from several relays is opened once.
     seen_wraps: admission::SeenIds,
     /// Zap receipts from a trusted zapper, signature checked, for an event we do not know
-    /// (yet): a zap on a request that reaches us before the request does. Bounded; not in
-    /// the snapshot (relays re-send receipts on resubscription).
+    /// (yet): a zap on a request that reaches us before the request does. Bounded; part of
+    /// the snapshot.
     early_receipts: VecDeque<EarlyReceipt>,
     seq: u64,
     dirty: bool,
@@ -313,6 +317,10 @@ struct EarlyReceipt {
     receipt: Event,
 }
 
+/// The furthest ahead a request's NIP-40 expiration is taken (one year): a later one is
+/// clamped, as no job lives that long, so no wake-up time can overflow.
+pub const MAX_EXPIRATION_SECS: u64 = 365 * 24 * 3_600;
+
 /// Seconds between a change in the set of live jobs and the refresh of the deletion
 /// subscription: refreshing on every request would cost O(live jobs) per request.
 pub const DELETION_REFRESH_SECS: u64 = 5;
@@ -328,6 +336,8 @@ impl Provider {
             .map(|h| Timestamp::from(now.as_secs().saturating_add(h.interval_secs)));
         let my_hex = keys.public_key().to_hex();
         let mut provider = Self {
+            inputs_pushed_at: None,
+            clock: now,
             my_hex,
             seen_wraps: admission::SeenIds::default(),
             keys,
@@ -381,6 +391,16 @@ impl Provider {
                     since.as_secs().saturating_sub(nip59::MAX_TIMESTAMP_TWEAK),
                 )),
         });
+    }
+
+    /// The time the provider acts on: never earlier than a `now` it was given before, so a
+    /// wall clock that steps backwards cannot reopen a closed window or make a timer fire
+    /// twice.
+    fn tick(&mut self, now: Timestamp) -> Timestamp {
+        if now > self.clock {
+            self.clock = now;
+        }
+        self.clock
     }
 
     // ---- getters ------------------------------------------------------------------------
@@ -452,6 +472,7 @@ impl Provider {
     /// Feeds an event from a relay: a job request, a gift wrap, a zap receipt, a kind-5
     /// deletion, or the result of a job another job waits for. Anything else is ignored.
     pub fn handle_event(&mut self, now: Timestamp, event: Event) {
+        let now = self.tick(now);
         let kind = event.kind;
         if self.config.serves(kind) {
             self.on_request_event(now, event);
@@ -471,6 +492,7 @@ impl Provider {
     /// Runs the timers due at `now`: payment windows, run deadlines, input waits, request
     /// expirations, heartbeats, and the pruning of old terminal jobs.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        let now = self.tick(now);
         self.on_timeout(now);
     }
 
@@ -483,6 +505,7 @@ impl Provider {
         job: EventId,
         partial: impl Into<String>,
     ) -> Result<(), Error> {
+        let now = self.tick(now);
         self.expect_state(job, JobState::Running)?;
         let priced = self.jobs.get(&job).is_some_and(|j| j.price_msat > 0);
         if priced
@@ -510,6 +533,7 @@ impl Provider {
         job: EventId,
         result: Result<TaskOutput, TaskError>,
     ) -> Result<(), Error> {
+        let now = self.tick(now);
         self.expect_state(job, JobState::Running)?;
         match result {
             Err(err) => {
@@ -537,6 +561,7 @@ impl Provider {
         job: EventId,
         invoice: Result<String, String>,
     ) -> Result<(), Error> {
+        let now = self.tick(now);
         self.on_invoice(now, job, invoice)
     }
 
@@ -550,6 +575,7 @@ impl Provider {
         job: EventId,
         proof: PaymentProof,
     ) -> Result<(), Error> {
+        let now = self.tick(now);
         self.on_wallet_payment(now, job, proof)
     }
 
@@ -557,6 +583,7 @@ impl Provider {
 
     /// Starts a job that waits in [`JobState::Received`] (automatic acceptance off).
     pub fn accept(&mut self, now: Timestamp, job: EventId) -> Result<(), Error> {
+        let now = self.tick(now);
         self.expect_state(job, JobState::Received)?;
         self.proceed(now, job);
         Ok(())
@@ -564,6 +591,7 @@ impl Provider {
 
     /// Refuses a job that is not terminal: `error` feedback with `reason`.
     pub fn reject(&mut self, now: Timestamp, job: EventId, reason: &str) -> Result<(), Error> {
+        let now = self.tick(now);
         let j = self.jobs.get(&job).ok_or(Error::UnknownJob(job))?;
         if j.state.is_terminal() {
             return Err(Error::WrongState {
@@ -599,6 +627,7 @@ impl Provider {
 
     /// Cancels a job that is not terminal (its task too, if running). No feedback is sent.
     pub fn cancel(&mut self, now: Timestamp, job: EventId) -> Result<(), Error> {
+        let now = self.tick(now);
         let j = self.jobs.get(&job).ok_or(Error::UnknownJob(job))?;
         if j.state.is_terminal() {
             return Err(Error::WrongState {
@@ -612,6 +641,7 @@ impl Provider {
 
     /// Publishes the NIP-89 announcement (kind 31990) of the configured handler metadata.
     pub fn announce(&mut self, now: Timestamp) -> Result<(), Error> {
+        let now = self.tick(now);
         let metadata = self
             .config
             .announcement
@@ -632,7 +662,11 @@ impl Provider {
     /// in flight (tasks that were running, invoices that were requested) and the
     /// subscriptions, since none of them survived the host.
     pub fn resume(&mut self, now: Timestamp) {
+        let now = self.tick(now);
         self.subscribe_base(now);
+        // What fell due while the host was down happens first: a task whose request expired
+        // meanwhile is not started again.
+        self.on_timeout(now);
         let mut ids: Vec<(u64, EventId)> = self.jobs.values().map(|j| (j.seq, j.id())).collect();
         ids.sort();
         for (_, id) in ids {

@@ -238,6 +238,9 @@ impl Provider {
         if self.config.lenient_description_hash {
             expect = expect.lenient_description_hash();
         }
+        if self.config.lenient_receipt_tags {
+            expect = expect.lenient_receipt_tags();
+        }
         let zap = match verify_zap_receipt(&receipt, &expect) {
             Ok(zap) => zap,
             Err(e) => {
@@ -438,6 +441,7 @@ impl Provider {
             target,
             receipt,
         });
+        self.dirty = true;
     }
 
     fn expire_early_receipts(&mut self, now: Timestamp) {

@@ -28,6 +28,18 @@ pub struct ProviderSnapshot {
     deletion_refresh_at: Option<Timestamp>,
     forgotten: Vec<(EventId, Timestamp)>,
     seq: u64,
+    /// The latest time the provider acted on.
+    #[serde(default)]
+    clock: Timestamp,
+    /// The gift wraps seen lately (so a restart does not open them all again).
+    #[serde(default)]
+    seen_wraps: Vec<EventId>,
+    /// When the merged input subscription was last sent.
+    #[serde(default)]
+    inputs_pushed_at: Option<Timestamp>,
+    /// Zap receipts waiting for their request: `(received at, target, receipt)`.
+    #[serde(default)]
+    early_receipts: Vec<(Timestamp, EventId, Event)>,
 }
 
 /// Version 2: the ledger keeps spent entries with their expiry, forgotten ids expire, and a
@@ -133,6 +145,14 @@ impl Provider {
             deletion_refresh_at: self.deletion_refresh_at,
             forgotten: self.forgotten.iter().map(|(t, id)| (*id, *t)).collect(),
             seq: self.seq,
+            clock: self.clock,
+            seen_wraps: self.seen_wraps.ids().copied().collect(),
+            inputs_pushed_at: self.inputs_pushed_at,
+            early_receipts: self
+                .early_receipts
+                .iter()
+                .map(|e| (e.received_at, e.target, e.receipt.clone()))
+                .collect(),
         }
     }
 
@@ -216,8 +236,16 @@ impl Provider {
         }
         let rng = DvmRng::restore(snapshot.rng, &config.seed);
         let mut provider = Self {
+            inputs_pushed_at: snapshot.inputs_pushed_at,
+            clock: snapshot.clock,
             my_hex: keys.public_key().to_hex(),
-            seen_wraps: super::admission::SeenIds::default(),
+            seen_wraps: {
+                let mut seen = super::admission::SeenIds::default();
+                for id in snapshot.seen_wraps {
+                    seen.insert(id);
+                }
+                seen
+            },
             keys,
             config,
             rng,
@@ -252,7 +280,15 @@ impl Provider {
             unpaid: BTreeSet::new(),
             global_rate: VecDeque::new(),
             invoice_times: VecDeque::new(),
-            early_receipts: VecDeque::new(),
+            early_receipts: snapshot
+                .early_receipts
+                .into_iter()
+                .map(|(received_at, target, receipt)| super::EarlyReceipt {
+                    received_at,
+                    target,
+                    receipt,
+                })
+                .collect(),
             seq: snapshot.seq,
             dirty: false,
         };

@@ -29,6 +29,7 @@ impl Provider {
         if self.deletion_refresh_at.is_some_and(|t| t <= now) {
             self.deletion_refresh_at = None;
             self.push_deletion_filter();
+            self.inputs_pushed_at = Some(now);
             self.push_inputs_filter();
         }
         if let Some(at) = self.next_heartbeat {
@@ -97,6 +98,19 @@ impl Provider {
                     id,
                     "the Lightning backend did not answer in time".into(),
                 );
+            }
+            JobState::Received => {
+                // The host did not accept or reject it in time.
+                let _ = self.send_feedback(
+                    now,
+                    id,
+                    FeedbackStatus::Error,
+                    Some("the job was not accepted in time".into()),
+                    None,
+                    false,
+                );
+                self.finish(now, id, JobState::Expired);
+                self.notify(Notification::JobExpired { job: id });
             }
             _ => {}
         }

@@ -200,10 +200,33 @@ fn now() -> Timestamp {
     Timestamp::now()
 }
 
-/// How long from now until the wall clock reaches `at` (zero when it has).
+/// The longest the runtimes sleep at once: a wake-up time far ahead (from a remote
+/// `expiration`, say) only means waking up to look again.
+const MAX_SLEEP: Duration = Duration::from_secs(3_600);
+
+/// How long from now until the wall clock reaches `at` (zero when it has), at most
+/// [`MAX_SLEEP`]. Never overflows, whatever `at` is.
 fn until(at: Timestamp) -> Duration {
-    let target = UNIX_EPOCH + Duration::from_secs(at.as_secs());
-    target
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
+    match UNIX_EPOCH.checked_add(Duration::from_secs(at.as_secs())) {
+        // Past what the system clock can hold: as far as can be.
+        None => MAX_SLEEP,
+        Some(target) => target
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_SLEEP),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_ups_never_overflow() {
+        assert_eq!(until(Timestamp::from(u64::MAX)), MAX_SLEEP);
+        assert_eq!(until(Timestamp::from(u64::MAX / 2)), MAX_SLEEP);
+        assert_eq!(until(Timestamp::from(0)), Duration::ZERO);
+        let soon = until(Timestamp::from(now().as_secs() + 10));
+        assert!(soon <= Duration::from_secs(10) && soon > Duration::from_secs(8));
+    }
 }

@@ -1,0 +1,421 @@
+//! Whom the provider trusts and what remote input may cost it: each test is an input a
+//! stranger controls, and what it must not achieve.
+#![cfg(feature = "test-util")]
+
+mod provider_harness;
+
+use provider_harness::*;
+
+fn wrap(h: &mut Harness, request: &Event) -> Event {
+    let rumor = nostr_dvm::nostr::UnsignedEvent::from(request.clone());
+    nip59::gift_wrap(
+        &h.customer,
+        &h.keys.public_key(),
+        rumor,
+        h.now(),
+        &mut h.rng,
+    )
+    .unwrap()
+}
+
+fn deletion(h: &mut Harness, by: &Keys, target: EventId) -> Event {
+    sign(
+        by,
+        Kind::EventDeletion,
+        vec![Tag::event(target)],
+        "",
+        h.now(),
+        &mut h.rng,
+    )
+}
+
+// ---- deletions ----------------------------------------------------------------------------------
+
+#[test]
+fn a_strangers_deletion_never_replaces_the_authors() {
+    let mut h = Harness::new(|c| c);
+    let stranger = keys_from_seed(99);
+    let request = h.request(|b| b);
+    // The author deletes the request before it reaches us, then a stranger "deletes" it too.
+    let customer = h.customer.clone();
+    let by_author = deletion(&mut h, &customer, request.id);
+    h.send(by_author);
+    let by_stranger = deletion(&mut h, &stranger, request.id);
+    h.send(by_stranger);
+    // The author's deletion still holds: the request does not run.
+    assert!(run_tasks(&h.send(request)).is_empty());
+}
+
+#[test]
+fn a_strangers_deletion_before_the_request_does_not_stop_it() {
+    let mut h = Harness::new(|c| c);
+    let stranger = keys_from_seed(99);
+    let request = h.request(|b| b);
+    let by_stranger = deletion(&mut h, &stranger, request.id);
+    h.send(by_stranger);
+    assert_eq!(run_tasks(&h.send(request.clone())), [request.id]);
+    // And after it: nothing either.
+    let again = deletion(&mut h, &stranger, request.id);
+    h.send(again);
+    assert_eq!(h.state(&request.id), JobState::Running);
+}
+
+#[test]
+fn a_deletion_is_read_up_to_a_bounded_number_of_tags() {
+    let mut h = Harness::new(|c| c);
+    let request = h.request(|b| b);
+    h.send(request.clone());
+    // The job's id comes after MAX_DELETION_TAGS other ids: it is not looked at.
+    let mut tags: Vec<Tag> = (0..nostr_dvm::provider::MAX_DELETION_TAGS)
+        .map(|i| Tag::event(event_id(i as u8)))
+        .collect();
+    tags.push(Tag::event(request.id));
+    let customer = h.customer.clone();
+    let long = sign(
+        &customer,
+        Kind::EventDeletion,
+        tags,
+        "",
+        h.now(),
+        &mut h.rng,
+    );
+    h.send(long);
+    assert_eq!(h.state(&request.id), JobState::Running);
+    let short = deletion(&mut h, &customer, request.id);
+    h.send(short);
+    assert_eq!(h.state(&request.id), JobState::Cancelled);
+}
+
+#[test]
+fn a_forged_deletion_naming_nothing_of_ours_costs_no_signature_check() {
+    let mut h = Harness::new(|c| c);
+    let request = h.request(|b| b);
+    h.send(request.clone());
+    // A deletion with a broken signature naming a job of someone else: refused as foreign,
+    // never reported as a bad signature (which would mean the signature was checked).
+    let stranger = keys_from_seed(99);
+    let good = deletion(&mut h, &stranger, request.id);
+    let forged = Event::new(
+        good.id,
+        good.pubkey,
+        good.created_at,
+        good.kind,
+        good.tags.to_vec(),
+        good.content.clone(),
+        request.sig,
+    );
+    let out = h.send(forged);
+    assert!(notes(&out).iter().all(|n| !matches!(
+        n,
+        Notification::EventRefused { reason, .. } if reason.contains("signature")
+    )));
+    assert_eq!(h.state(&request.id), JobState::Running);
+}
+
+// ---- chained jobs --------------------------------------------------------------------------------
+
+#[test]
+fn a_strangers_result_is_never_a_chained_jobs_input() {
+    let mut h = Harness::new(|c| c);
+    let named = keys_from_seed(77);
+    let stranger = keys_from_seed(78);
+    let first = h.request(|b| b.provider(named.public_key()).param("step", "1"));
+    let second = h.request(|b| b.input(JobInput::job(first.id, None)));
+    h.send(second.clone());
+    let first_parsed = JobRequest::from_event(&first, None).unwrap();
+
+    // A stranger answers the first job (a valid signature, the right `e` tag).
+    let fake = JobResult::builder(&first_parsed, "attacker text")
+        .sign(&stranger, h.now(), &mut h.rng)
+        .unwrap();
+    assert!(run_tasks(&h.send(fake)).is_empty());
+    assert_eq!(h.state(&second.id), JobState::WaitingForInputs);
+
+    // A stranger with a made-up `request` tag naming itself, not signed by the customer.
+    let forged_request = sign(
+        &stranger,
+        Kind::from(KIND),
+        vec![Tag::public_key(stranger.public_key())],
+        "",
+        h.now(),
+        &mut h.rng,
+    );
+    let mut tags = vec![
+        Tag::event(first.id),
+        Tag::public_key(h.customer.public_key()),
+    ];
+    tags.push(
+        Tag::parse([
+            "request".to_owned(),
+            nostr_dvm::nostr::JsonUtil::as_json(&forged_request),
+        ])
+        .unwrap(),
+    );
+    let crafted = sign(
+        &stranger,
+        Kind::from(KIND + 1000),
+        tags,
+        "attacker text",
+        h.now(),
+        &mut h.rng,
+    );
+    assert!(run_tasks(&h.send(crafted)).is_empty());
+    assert_eq!(h.state(&second.id), JobState::WaitingForInputs);
+
+    // The provider the customer named: taken.
+    let real = JobResult::builder(&first_parsed, "real text")
+        .sign(&named, h.now(), &mut h.rng)
+        .unwrap();
+    let out = h.send(real);
+    let task = out
+        .iter()
+        .find_map(|o| match o {
+            Output::RunTask(r) => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(task.texts().any(|t| t == "real text"));
+}
+
+#[test]
+fn with_named_providers_off_only_trusted_results_are_inputs() {
+    let trusted = keys_from_seed(79);
+    let named = keys_from_seed(77);
+    let mut h = Harness::new(|mut c| {
+        c.inputs_from_named_providers = false;
+        c.trusted_input_providers = vec![trusted.public_key()];
+        c
+    });
+    let first = h.request(|b| b.provider(named.public_key()).param("step", "1"));
+    let second = h.request(|b| b.input(JobInput::job(first.id, None)));
+    h.send(second.clone());
+    // The merged subscription names the trusted authors.
+    let out = h.advance(DELETION_REFRESH_SECS);
+    let filter = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Subscribe { id, filter } if id == "dvm-inputs" => Some(filter.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let authors = filter.authors.unwrap();
+    assert!(authors.contains(&trusted.public_key()));
+    assert!(authors.contains(&h.keys.public_key()));
+    let first_parsed = JobRequest::from_event(&first, None).unwrap();
+    let by_named = JobResult::builder(&first_parsed, "named")
+        .sign(&named, h.now(), &mut h.rng)
+        .unwrap();
+    assert!(run_tasks(&h.send(by_named)).is_empty());
+    let by_trusted = JobResult::builder(&first_parsed, "trusted")
+        .sign(&trusted, h.now(), &mut h.rng)
+        .unwrap();
+    assert_eq!(run_tasks(&h.send(by_trusted)), [second.id]);
+}
+
+#[test]
+fn chained_inputs_are_capped_in_number_and_size() {
+    let mut h = Harness::new(|c| {
+        c.admission(Admission {
+            max_request_bytes: 1_000,
+            ..Admission::default()
+        })
+    });
+    let too_many = h.request(|mut b| {
+        for i in 0..=nostr_dvm::provider::MAX_JOB_INPUTS {
+            b = b.input(JobInput::job(event_id(i as u8 + 1), None));
+        }
+        b
+    });
+    assert!(matches!(
+        rejected(&h.send(too_many))[..],
+        [RejectReason::Malformed(_)]
+    ));
+    // An input larger than a request may be fails the job.
+    let named = keys_from_seed(77);
+    let first = h.request(|b| b.provider(named.public_key()).param("step", "1"));
+    let second = h.request(|b| b.input(JobInput::job(first.id, None)));
+    h.send(second.clone());
+    let first_parsed = JobRequest::from_event(&first, None).unwrap();
+    let big = JobResult::builder(&first_parsed, "x".repeat(1_001))
+        .sign(&named, h.now(), &mut h.rng)
+        .unwrap();
+    let out = h.send(big);
+    assert!(run_tasks(&out).is_empty());
+    assert!(matches!(h.state(&second.id), JobState::Failed { .. }));
+}
+
+// ---- cheap checks first ---------------------------------------------------------------------------
+
+#[test]
+fn the_same_wrap_from_five_relays_is_opened_once() {
+    let mut h = Harness::new(|c| c);
+    // A wrap whose content is garbage: each opening would end in a refusal.
+    let request = h.request(|b| b);
+    let good = wrap(&mut h, &request);
+    let garbage = sign(
+        &keys_from_seed(98),
+        Kind::from(1059),
+        vec![Tag::public_key(h.keys.public_key())],
+        "AgAAAAAA",
+        h.now(),
+        &mut h.rng,
+    );
+    let mut refusals = 0;
+    for _ in 0..5 {
+        refusals += notes(&h.send(garbage.clone()))
+            .iter()
+            .filter(|n| matches!(n, Notification::EventRefused { .. }))
+            .count();
+    }
+    assert_eq!(refusals, 1, "opened once");
+    let mut runs = 0;
+    for _ in 0..5 {
+        runs += run_tasks(&h.send(good.clone())).len();
+    }
+    assert_eq!(runs, 1);
+}
+
+#[test]
+fn wraps_too_large_or_for_others_are_refused_before_any_ecdh() {
+    let mut h = Harness::new(|c| {
+        c.admission(Admission {
+            max_request_bytes: 10_000,
+            ..Admission::default()
+        })
+    });
+    // At the edge: a request of max_request_bytes, gift-wrapped, is taken.
+    let edge = h.request(|b| b.content("").param("n", "x".repeat(10_000 - 64 - 13)));
+    let size = edge.content.len()
+        + edge
+            .tags
+            .iter()
+            .map(|t| t.as_slice().iter().map(String::len).sum::<usize>())
+            .sum::<usize>();
+    assert!(size <= 10_000, "{size}");
+    let edge_wrap = wrap(&mut h, &edge);
+    assert_eq!(run_tasks(&h.send(edge_wrap)), [edge.id]);
+    // A wrap whose content is longer than any such request can make: refused unopened.
+    let huge = sign(
+        &keys_from_seed(98),
+        Kind::from(1059),
+        vec![Tag::public_key(h.keys.public_key())],
+        &"A".repeat(60_000),
+        h.now(),
+        &mut h.rng,
+    );
+    assert!(matches!(
+        rejected(&h.send(huge))[..],
+        [RejectReason::TooLarge { .. }]
+    ));
+    // A wrap for someone else.
+    let other = keys_from_seed(97);
+    let rumor = nostr_dvm::nostr::UnsignedEvent::from(h.request(|b| b.param("n", "2")));
+    let elsewhere =
+        nip59::gift_wrap(&h.customer, &other.public_key(), rumor, h.now(), &mut h.rng).unwrap();
+    let out = h.send(elsewhere);
+    assert!(notes(&out).iter().any(|n| matches!(
+        n,
+        Notification::EventRefused { reason, .. } if reason.contains("someone else")
+    )));
+}
+
+#[test]
+fn proof_of_work_is_asked_of_wrapped_requests_too() {
+    let mut h = Harness::new(|c| {
+        c.admission(Admission {
+            min_pow: 20,
+            ..Admission::default()
+        })
+    });
+    let request = h.request(|b| b);
+    let wrapped = wrap(&mut h, &request);
+    assert!(matches!(
+        rejected(&h.send(wrapped))[..],
+        [RejectReason::InsufficientPow { .. }]
+    ));
+}
+
+#[test]
+fn re_deliveries_and_refused_requests_do_not_eat_the_rate_limit() {
+    let mut h = Harness::new(|c| {
+        c.admission(Admission {
+            rate_limit: Some(RateLimit {
+                max_requests: 2,
+                window_secs: 60,
+            }),
+            ..Admission::default()
+        })
+    });
+    let first = h.request(|b| b);
+    for _ in 0..5 {
+        h.send(first.clone());
+    }
+    // An expired request is refused without counting.
+    let expired = h.request(|b| b.expiration(Timestamp::from(T0 - 1)).param("n", "e"));
+    assert_eq!(rejected(&h.send(expired)), [RejectReason::Expired]);
+    let second = h.request(|b| b.param("n", "2"));
+    assert_eq!(run_tasks(&h.send(second.clone())), [second.id]);
+    let third = h.request(|b| b.param("n", "3"));
+    assert_eq!(rejected(&h.send(third)), [RejectReason::RateLimited]);
+}
+
+// ---- time --------------------------------------------------------------------------------------
+
+#[test]
+fn a_far_future_expiration_gives_a_sane_wake_up() {
+    let mut h = Harness::new(|mut c| {
+        c.auto_accept = false;
+        c
+    });
+    let request = h.request(|b| b.expiration(Timestamp::from(u64::MAX)));
+    h.send(request.clone());
+    let wake = h.provider.poll_timeout().unwrap().as_secs();
+    assert!(wake <= h.now + 365 * 24 * 3_600, "{wake}");
+    // A job awaiting acceptance has a deadline of its own.
+    h.advance(600);
+    assert_eq!(h.state(&request.id), JobState::Expired);
+}
+
+#[test]
+fn a_clock_that_steps_back_does_not_reopen_a_window() {
+    let mut h = Harness::new(|c| c.pricing(FixedPrice(PRICE)));
+    let request = h.request(|b| b);
+    let out = h.send(request.clone());
+    let out = h.answer_invoices(&out);
+    let fb = feedback(&out, None);
+    let receipt = h.zap(fb[0].id, PRICE);
+    // The provider has seen T+601 (an unrelated event), past the 600 s window; its timer
+    // has not run yet.
+    h.now += 601;
+    let other = h.request(|b| b.param("n", "2"));
+    h.send(other);
+    // The wall clock steps back; the receipt arrives "at" T+100.
+    h.now = T0 + 100;
+    let out = h.send(receipt);
+    assert!(run_tasks(&out).is_empty(), "the window reopened");
+    let refund = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Refund(r) => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(refund.reason, RefundReason::PaymentWindowClosed);
+    assert_eq!(refund.received_at, Timestamp::from(T0 + 601));
+}
+
+#[test]
+fn resume_does_not_restart_a_task_whose_request_expired_meanwhile() {
+    // Found by the property tests: after a crash, `resume` re-issued the task of a job whose
+    // request had expired while the host was down.
+    let mut h = Harness::new(|c| c);
+    let request = h.request(|b| b.expiration(Timestamp::from(T0 + 1)));
+    assert_eq!(run_tasks(&h.send(request.clone())), [request.id]);
+    let snapshot = h.provider.snapshot();
+    let config = ProviderConfig::new([Kind::from(KIND)]).deterministic_seed([7; 32]);
+    let mut restored = Provider::restore(h.keys.clone(), config, snapshot).unwrap();
+    restored.resume(Timestamp::from(T0 + 2));
+    let out: Vec<_> = std::iter::from_fn(|| restored.poll_output()).collect();
+    assert!(run_tasks(&out).is_empty());
+    assert_eq!(restored.job_state(&request.id), Some(&JobState::Expired));
+}
