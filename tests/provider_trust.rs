@@ -419,3 +419,72 @@ fn resume_does_not_restart_a_task_whose_request_expired_meanwhile() {
     assert!(run_tasks(&out).is_empty());
     assert_eq!(restored.job_state(&request.id), Some(&JobState::Expired));
 }
+
+// ---- telling customers ----------------------------------------------------------------------
+
+#[test]
+fn a_refused_request_that_names_us_is_told_why_once_and_within_caps() {
+    let mut h = Harness::new(|c| c);
+    let me = h.keys.public_key();
+    let expired = h.request(|b| b.provider(me).expiration(Timestamp::from(T0 - 1)));
+    let out = h.send(expired.clone());
+    let fb = feedback(&out, None);
+    assert_eq!(fb.len(), 1);
+    assert_eq!(fb[0].status, FeedbackStatus::Error);
+    assert_eq!(fb[0].request_id, expired.id);
+    assert!(fb[0].extra_info.as_deref().unwrap().contains("expired"));
+    // The same request from another relay: told once.
+    assert!(published(&h.send(expired)).is_empty());
+    // Not named: silent.
+    let silent = h.request(|b| b.expiration(Timestamp::from(T0 - 1)).param("n", "1"));
+    assert!(published(&h.send(silent)).is_empty());
+    // A forged one (someone else's signature) is not told.
+    let good = h.request(|b| {
+        b.provider(me)
+            .expiration(Timestamp::from(T0 - 1))
+            .param("n", "2")
+    });
+    let forged = Event::new(
+        good.id,
+        good.pubkey,
+        good.created_at,
+        good.kind,
+        good.tags.to_vec(),
+        good.content.clone(),
+        fb[0].event.sig,
+    );
+    assert!(published(&h.send(forged)).is_empty());
+    // At most 3 a minute for one customer.
+    let mut told = 0;
+    for i in 0..6 {
+        let r = h.request(|b| {
+            b.provider(me)
+                .expiration(Timestamp::from(T0 - 1))
+                .param("m", i.to_string())
+        });
+        told += published(&h.send(r)).len();
+    }
+    assert_eq!(
+        told, 2,
+        "3 a minute, one of them used above; the forged one used none"
+    );
+}
+
+#[test]
+fn a_refused_gift_wrapped_request_is_told_gift_wrapped() {
+    let mut h = Harness::new(|c| c);
+    let expired = h.request(|b| b.expiration(Timestamp::from(T0 - 1)));
+    let wrapped = wrap(&mut h, &expired);
+    let out = h.send(wrapped);
+    let events = published(&out);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind.as_u16(), 1059);
+    let gift = nip59::unwrap(&h.customer, events[0]).unwrap();
+    assert_eq!(gift.sender, h.keys.public_key());
+    assert!(gift.rumor.content.is_empty());
+    assert!(gift
+        .rumor
+        .tags
+        .iter()
+        .any(|t| t.as_slice().first().map(String::as_str) == Some("status")));
+}

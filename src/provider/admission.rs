@@ -11,6 +11,7 @@ use std::collections::{HashSet, VecDeque};
 
 use nostr::{Event, EventId, PublicKey, Timestamp};
 
+use super::refusals::Refused;
 use super::{round_up, tags_size, Job, Notification, Provider, RejectReason, Reply};
 use crate::job::JobState;
 use crate::nip59;
@@ -29,6 +30,15 @@ impl Provider {
             .and_then(|()| self.admit_time(now, event.created_at, &event))
             .and_then(|()| self.check_rate(now, &event.pubkey))
         {
+            let refused = Refused {
+                id: event.id,
+                author: event.pubkey,
+                kind: event.kind,
+                verify: Some(&event),
+                wrapped: false,
+                names_us: self.tags_us(&event),
+            };
+            self.tell_refusal(now, refused, &reason);
             self.notify(Notification::JobRejected {
                 job: event.id,
                 reason,
@@ -41,7 +51,15 @@ impl Provider {
         }
         let parsed =
             JobRequest::from_verified_event_with(&event, Some(&self.keys), &self.config.registry);
-        self.on_request(now, parsed, event.id, event.pubkey, Reply::Direct);
+        let names_us = self.tags_us(&event);
+        self.on_request(
+            now,
+            parsed,
+            event.id,
+            event.pubkey,
+            Reply::Direct,
+            (event.kind, names_us),
+        );
     }
 
     /// A gift wrap: the same wrap from five relays is opened once, and a wrap is opened only
@@ -102,11 +120,48 @@ impl Provider {
                 // Refused for now only: a later delivery of the same wrap may be taken.
                 self.seen_wraps.remove(&wrap.id);
             }
+            let refused = Refused {
+                id,
+                author: rumor.pubkey,
+                kind: rumor.kind,
+                verify: None,
+                wrapped: true,
+                names_us: true,
+            };
+            self.tell_refusal(now, refused, &reason);
             self.notify(Notification::JobRejected { job: id, reason });
             return;
         }
         let parsed = JobRequest::from_rumor(&rumor, Some(&self.keys), &self.config.registry);
-        self.on_request(now, parsed, id, rumor.pubkey, Reply::GiftWrap);
+        self.on_request(
+            now,
+            parsed,
+            id,
+            rumor.pubkey,
+            Reply::GiftWrap,
+            (rumor.kind, true),
+        );
+    }
+
+    /// A proven request refused after parsing: told (see `refusals`), then notified.
+    fn refuse_request(
+        &mut self,
+        now: Timestamp,
+        id: EventId,
+        author: PublicKey,
+        reply: Reply,
+        (reason, kind, names_us): (RejectReason, nostr::Kind, bool),
+    ) {
+        let refused = Refused {
+            id,
+            author,
+            kind,
+            verify: None,
+            wrapped: reply == Reply::GiftWrap,
+            names_us,
+        };
+        self.tell_refusal(now, refused, &reason);
+        self.notify(Notification::JobRejected { job: id, reason });
     }
 
     /// The largest wrap content a request of `max_request_bytes` can make: the rumor's JSON
@@ -182,14 +237,14 @@ impl Provider {
         id: EventId,
         author: PublicKey,
         reply: Reply,
+        (kind, names_us): (nostr::Kind, bool),
     ) {
+        let refused = |reason: &RejectReason| (reason.clone(), kind, names_us);
         let mut request = match parsed {
             Ok(r) => r,
             Err(e) => {
-                self.notify(Notification::JobRejected {
-                    job: id,
-                    reason: RejectReason::Malformed(e.to_string()),
-                });
+                let reason = RejectReason::Malformed(e.to_string());
+                self.refuse_request(now, id, author, reply, refused(&reason));
                 return;
             }
         };
@@ -198,10 +253,8 @@ impl Provider {
             return;
         }
         if request.encrypted.is_some_and(|e| !e.decrypted) {
-            self.notify(Notification::JobRejected {
-                job: id,
-                reason: RejectReason::Malformed("encrypted to another key".into()),
-            });
+            let reason = RejectReason::Malformed("encrypted to another key".into());
+            self.refuse_request(now, id, author, reply, refused(&reason));
             return;
         }
         // Expired, stale and future-dated requests were refused before this, from the raw

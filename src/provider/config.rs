@@ -70,7 +70,13 @@ pub struct Admission {
     /// The largest request accepted: content plus tag values, in bytes.
     pub max_request_bytes: usize,
     /// The NIP-13 difficulty (leading zero bits of the id) a request must have; 0 for none.
+    /// Gift-wrapped requests must have it on the wrap's id.
     pub min_pow: u8,
+    /// Refused requests told per customer a minute (`error` feedback saying why); 0 tells
+    /// none. Default 3.
+    pub refusals_told_per_customer: u32,
+    /// Refused requests told a minute in all; 0 tells none. Default 60.
+    pub refusals_told_per_minute: u32,
 }
 
 impl Default for Admission {
@@ -96,6 +102,8 @@ impl Default for Admission {
             max_jobs: 10_000,
             max_request_bytes: 64 * 1024,
             min_pow: 0,
+            refusals_told_per_customer: 3,
+            refusals_told_per_minute: 60,
         }
     }
 }

@@ -63,6 +63,7 @@ mod jobs;
 mod ledger;
 mod output;
 mod payment;
+mod refusals;
 mod replies;
 mod snapshot;
 mod timers;
@@ -287,6 +288,8 @@ pub struct Provider {
     invoice_times: VecDeque<Timestamp>,
     /// When the merged input subscription was last sent.
     inputs_pushed_at: Option<Timestamp>,
+    /// The caps on telling refused customers why.
+    tell_budget: refusals::TellBudget,
     /// The latest `now` the provider was given (see `tick`).
     clock: Timestamp,
     /// The provider's public key in lowercase hex, for cheap `p` tag checks.
@@ -336,6 +339,7 @@ impl Provider {
             .map(|h| Timestamp::from(now.as_secs().saturating_add(h.interval_secs)));
         let my_hex = keys.public_key().to_hex();
         let mut provider = Self {
+            tell_budget: refusals::TellBudget::default(),
             inputs_pushed_at: None,
             clock: now,
             my_hex,

@@ -194,6 +194,12 @@ pub enum PaymentVia {
 }
 
 /// Why a request was refused.
+///
+/// "Told" means the customer gets `error` feedback saying why, in the request's scheme: only
+/// for a request that names this provider (a `p` tag, or a gift wrap to it), whose author is
+/// proven by its signature, once per request, and within
+/// `Admission::{refusals_told_per_customer, refusals_told_per_minute}`. Refusals that defend
+/// against floods are never told: a flood must not make the provider sign.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RejectReason {
     /// The customer is on the deny list, or not on the allow list. Not told.
@@ -203,7 +209,7 @@ pub enum RejectReason {
     /// Too many live jobs, a full replay ledger (for priced work), or no room left to
     /// remember dropped jobs. Not told, for the same reason.
     AtCapacity,
-    /// The request is larger than the limit. Not told.
+    /// The request is larger than the limit. Told when it names this provider.
     TooLarge {
         /// Its size, in bytes.
         bytes: usize,
@@ -213,17 +219,18 @@ pub enum RejectReason {
         /// Its difficulty.
         difficulty: u8,
     },
-    /// The request had already expired (NIP-40). Not told.
+    /// The request had already expired (NIP-40). Told when it names this provider.
     Expired,
-    /// The request is dated further in the future than `max_future_skew_secs`. Not told.
+    /// The request is dated further in the future than `max_future_skew_secs`. Told when it
+    /// names this provider.
     FutureDated,
     /// Too many invoices were asked for in the last window (`invoice_rate_limit`). Told:
     /// the customer may try again later.
     InvoiceRateLimited,
     /// The request is older than the provider's retention window, so it may be a replay of a
-    /// job already done and forgotten. Not told.
+    /// job already done and forgotten. Told when it names this provider.
     Stale,
-    /// The request could not be parsed or decrypted. Told when it named us in a `p` tag.
+    /// The request could not be parsed or decrypted. Told when it names this provider.
     Malformed(String),
     /// The pricing hook refused it. Told.
     Refused(String),

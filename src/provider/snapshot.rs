@@ -40,6 +40,9 @@ pub struct ProviderSnapshot {
     /// Zap receipts waiting for their request: `(received at, target, receipt)`.
     #[serde(default)]
     early_receipts: Vec<(Timestamp, EventId, Event)>,
+    /// The caps on telling refused customers, and the requests told.
+    #[serde(default)]
+    tell_budget: super::refusals::TellBudget,
 }
 
 /// Version 2: the ledger keeps spent entries with their expiry, forgotten ids expire, and a
@@ -148,6 +151,7 @@ impl Provider {
             clock: self.clock,
             seen_wraps: self.seen_wraps.ids().copied().collect(),
             inputs_pushed_at: self.inputs_pushed_at,
+            tell_budget: self.tell_budget.clone(),
             early_receipts: self
                 .early_receipts
                 .iter()
@@ -236,6 +240,7 @@ impl Provider {
         }
         let rng = DvmRng::restore(snapshot.rng, &config.seed);
         let mut provider = Self {
+            tell_budget: snapshot.tell_budget,
             inputs_pushed_at: snapshot.inputs_pushed_at,
             clock: snapshot.clock,
             my_hex: keys.public_key().to_hex(),
