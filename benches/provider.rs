@@ -135,10 +135,14 @@ fn now() -> Timestamp {
     Timestamp::from(T0)
 }
 
-/// Admission that refuses nothing the benches send.
+/// Admission that refuses nothing the benches send (the rate limits and the unpaid cap are
+/// lifted: the benches measure costs, not limits).
 fn open_admission() -> Admission {
     Admission {
         rate_limit: None,
+        global_rate_limit: None,
+        invoice_rate_limit: None,
+        max_unpaid_jobs: 10 * MEMORY_JOBS,
         max_live_jobs: 10 * MEMORY_JOBS,
         max_jobs: 10 * MEMORY_JOBS,
         ..Admission::default()
@@ -315,6 +319,81 @@ fn bench_ingest(c: &mut Criterion, events: &[Event], keys: &Keys, config: &Provi
             for event in black_box(batch) {
                 let kind = event.kind.as_u16();
                 black_box(format!("DVM job {} (kind {kind})", event.id.to_hex()));
+            }
+        })
+    });
+    group.finish();
+}
+
+// ---- 1b. duplicates ----------------------------------------------------------------------------
+
+/// The same request from five relays: the four duplicates must cost next to nothing beside
+/// the one signature check (plain) or unwrap (gift wrap) the first delivery needs. Goal: a
+/// duplicate costs <= 5% of a verify, and a duplicate wrap <= 5% of an unwrap.
+fn bench_duplicates(
+    c: &mut Criterion,
+    events: &[Event],
+    customers: &[Keys],
+    keys: &Keys,
+    config: &ProviderConfig,
+) {
+    const N: usize = 200;
+    let plain = &events[..N];
+    let mut rng = StdRng::seed_from_u64(92);
+    let wraps: Vec<Event> = events[N..2 * N]
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let rumor = nostr_dvm::nostr::UnsignedEvent::from(e.clone());
+            nostr_dvm::nip59::gift_wrap(
+                &customers[(N + i) % customers.len()],
+                &keys.public_key(),
+                rumor,
+                now(),
+                &mut rng,
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut provider = fresh_provider(keys, config);
+    for e in plain.iter().chain(&wraps) {
+        provider.handle_event(now(), e.clone());
+        while provider.poll_output().is_some() {}
+    }
+    assert_eq!(provider.live_jobs(), 2 * N, "every first delivery is a job");
+
+    let mut group = c.benchmark_group("provider_duplicates");
+    group.throughput(Throughput::Elements(N as u64));
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(3));
+    group.bench_function("plain_duplicate", |b| {
+        b.iter(|| {
+            for e in black_box(plain) {
+                provider.handle_event(now(), e.clone());
+                assert!(provider.poll_output().is_none());
+            }
+        })
+    });
+    group.bench_function("wrapped_duplicate", |b| {
+        b.iter(|| {
+            for e in black_box(&wraps) {
+                provider.handle_event(now(), e.clone());
+                assert!(provider.poll_output().is_none());
+            }
+        })
+    });
+    group.bench_function("verify_signature", |b| {
+        b.iter(|| {
+            for event in black_box(plain) {
+                verify_signature(event);
+            }
+        })
+    });
+    group.bench_function("unwrap", |b| {
+        b.iter(|| {
+            for wrap in black_box(&wraps) {
+                black_box(nostr_dvm::nip59::unwrap(keys, wrap).unwrap());
             }
         })
     });
@@ -607,6 +686,7 @@ fn main() {
 
     let mut c = Criterion::default().configure_from_args();
     bench_ingest(&mut c, &events, &keys, &config);
+    bench_duplicates(&mut c, &events, &customers, &keys, &config);
     bench_paid_job(&mut c, &paid);
     c.final_summary();
 
@@ -618,6 +698,18 @@ fn main() {
         Goal::AtMost(1.0 / 0.9),
     );
     ingest_breakdown();
+    report(
+        "a duplicate request / a Schnorr verify (goal <= 0.05)",
+        "provider_duplicates/plain_duplicate",
+        "provider_duplicates/verify_signature",
+        Goal::AtMost(0.05),
+    );
+    report(
+        "a duplicate gift wrap / a NIP-59 unwrap (goal <= 0.05)",
+        "provider_duplicates/wrapped_duplicate",
+        "provider_duplicates/unwrap",
+        Goal::AtMost(0.05),
+    );
     report(
         "provider whole paid job / its signature operations",
         "provider_paid_job/whole_job",

@@ -296,8 +296,12 @@ impl Provider {
             invoice: None,
             held: None,
             result_id: None,
-            waiting_for,
-            resolved: Vec::new(),
+            chain: (!waiting_for.is_empty()).then(|| {
+                Box::new(super::Chain {
+                    waiting_for,
+                    resolved: Vec::new(),
+                })
+            }),
             deadline: None,
             updated_at: now,
             seq: self.seq,
@@ -522,8 +526,8 @@ impl Provider {
             if let Some(fid) = job.payment_feedback() {
                 self.bindings.remove(&fid);
             }
-            if let Some(rid) = job.result_id {
-                self.bindings.remove(&rid);
+            if let Some(rid) = job.result_id.as_deref() {
+                self.bindings.remove(rid);
             }
             if let Some(t) = job.wake {
                 self.timers.remove(&(t, job.seq, *id));

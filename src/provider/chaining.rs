@@ -58,7 +58,7 @@ impl Provider {
                 continue;
             };
             if job.state != JobState::WaitingForInputs
-                || job.resolved.iter().any(|(d, _)| *d == dep)
+                || job.resolved().iter().any(|(d, _)| *d == dep)
             {
                 continue;
             }
@@ -66,7 +66,7 @@ impl Provider {
                 self.refuse_event(event.id, "input result from an untrusted provider");
                 continue;
             }
-            let total: usize = job.resolved.iter().map(|(_, c)| c.len()).sum();
+            let total: usize = job.resolved().iter().map(|(_, c)| c.len()).sum();
             if total.saturating_add(result.content.len()) > max_bytes {
                 self.fail(
                     now,
@@ -79,10 +79,14 @@ impl Provider {
                 let Some(job) = self.jobs.get_mut(&id) else {
                     continue;
                 };
-                job.resolved.push((dep, result.content.clone()));
-                job.waiting_for
+                let Some(chain) = job.chain.as_mut() else {
+                    continue;
+                };
+                chain.resolved.push((dep, result.content.clone()));
+                chain
+                    .waiting_for
                     .iter()
-                    .all(|d| job.resolved.iter().any(|(r, _)| r == d))
+                    .all(|d| chain.resolved.iter().any(|(r, _)| r == d))
             };
             self.dirty = true;
             if ready {
@@ -135,9 +139,9 @@ impl Provider {
             .values()
             .filter(|j| j.state == JobState::WaitingForInputs)
             .flat_map(|j| {
-                j.waiting_for
+                j.waiting_for()
                     .iter()
-                    .filter(|d| !j.resolved.iter().any(|(r, _)| r == *d))
+                    .filter(|d| !j.resolved().iter().any(|(r, _)| r == *d))
                     .map(move |d| (j.seq, *d))
             })
             .collect();

@@ -23,9 +23,9 @@ impl Provider {
             return;
         }
         let unresolved = job
-            .waiting_for
+            .waiting_for()
             .iter()
-            .any(|dep| !job.resolved.iter().any(|(d, _)| d == dep));
+            .any(|dep| !job.resolved().iter().any(|(d, _)| d == dep));
         if unresolved {
             self.set_state(
                 now,
@@ -36,7 +36,7 @@ impl Provider {
             let deps = self
                 .jobs
                 .get(&id)
-                .map(|j| j.waiting_for.clone())
+                .map(|j| j.waiting_for().to_vec())
                 .unwrap_or_default();
             for dep in deps {
                 let list = self.dependents.entry(dep).or_default();
@@ -127,7 +127,10 @@ impl Provider {
             .map(|input| {
                 if input.input_type == InputType::Job {
                     let resolved = EventId::from_hex(&input.data).ok().and_then(|dep| {
-                        job.resolved.iter().find(|(d, _)| *d == dep).map(|(_, c)| c)
+                        job.resolved()
+                            .iter()
+                            .find(|(d, _)| *d == dep)
+                            .map(|(_, c)| c)
                     });
                     if let Some(content) = resolved {
                         return JobInput {
@@ -190,7 +193,7 @@ impl Provider {
                 });
                 self.bindings.insert(seen_id, id);
                 if let Some(job) = self.jobs.get_mut(&id) {
-                    job.result_id = Some(seen_id);
+                    job.result_id = Some(Box::new(seen_id));
                 }
                 self.notify(Notification::JobCompleted { job: id });
             }
@@ -322,10 +325,10 @@ impl Provider {
         job.updated_at = now;
         job.held = None;
         // Chained inputs are dropped with the job.
-        job.resolved = Vec::new();
+        let chain = job.chain.take();
         let seq = job.seq;
         self.unpaid.remove(&(seq, id));
-        let deps = std::mem::take(&mut job.waiting_for);
+        let deps = chain.map(|c| c.waiting_for).unwrap_or_default();
         self.live = self.live.saturating_sub(1);
         self.terminal.insert((now, seq, id));
         self.schedule(id);

@@ -158,9 +158,11 @@ struct Job {
     held: Option<Box<HeldResult>>,
     /// The id of the published result, as the customer sees it, while a payment for it is
     /// still possible (pay-after-result): zaps of it pay for the job.
-    result_id: Option<EventId>,
-    waiting_for: Vec<EventId>,
-    resolved: Vec<(EventId, String)>,
+    /// Boxed: only pay-after-result jobs have one, and a small `Job` keeps the table compact.
+    result_id: Option<Box<EventId>>,
+    /// The jobs whose results it takes as input, and the inputs received; boxed, since most
+    /// jobs have none.
+    chain: Option<Box<Chain>>,
     deadline: Option<Timestamp>,
     updated_at: Timestamp,
     seq: u64,
@@ -184,7 +186,24 @@ struct JobInvoice {
     feedback: Option<EventId>,
 }
 
+/// A chained job's inputs.
+#[derive(Debug, Clone, Default)]
+struct Chain {
+    waiting_for: Vec<EventId>,
+    resolved: Vec<(EventId, String)>,
+}
+
 impl Job {
+    /// The jobs whose results this one takes as input.
+    fn waiting_for(&self) -> &[EventId] {
+        self.chain.as_ref().map_or(&[], |c| &c.waiting_for)
+    }
+
+    /// The inputs received so far: `(job, its result's content)`.
+    fn resolved(&self) -> &[(EventId, String)] {
+        self.chain.as_ref().map_or(&[], |c| &c.resolved)
+    }
+
     fn bolt11(&self) -> Option<&str> {
         self.invoice.as_ref().map(|i| i.bolt11.as_str())
     }

@@ -221,7 +221,7 @@ impl Provider {
         let Some(j) = self.jobs.get(&id) else { return };
         let bind_to: Vec<EventId> = std::iter::once(id)
             .chain(j.payment_feedback())
-            .chain(j.result_id)
+            .chain(j.result_id.as_deref().copied())
             .collect();
         let request_created = j.request.created_at;
         let mut expect = ZapExpectation::new(

@@ -121,9 +121,9 @@ impl Provider {
                 payment_feedback: j.payment_feedback(),
                 held_result: j.held.as_ref().map(|h| h.event.clone()),
                 sample: j.held.as_ref().and_then(|h| h.sample.clone()),
-                result_id: j.result_id,
-                waiting_for: j.waiting_for.clone(),
-                resolved: j.resolved.clone(),
+                result_id: j.result_id.as_deref().copied(),
+                waiting_for: j.waiting_for().to_vec(),
+                resolved: j.resolved().to_vec(),
                 deadline: j.deadline,
                 updated_at: j.updated_at,
                 seq: j.seq,
@@ -228,9 +228,15 @@ impl Provider {
                             sample: saved.sample,
                         })
                     }),
-                    result_id: saved.result_id,
-                    waiting_for: saved.waiting_for,
-                    resolved: saved.resolved,
+                    result_id: saved.result_id.map(Box::new),
+                    chain: (!saved.waiting_for.is_empty() || !saved.resolved.is_empty()).then(
+                        || {
+                            Box::new(super::Chain {
+                                waiting_for: saved.waiting_for,
+                                resolved: saved.resolved,
+                            })
+                        },
+                    ),
                     deadline: saved.deadline,
                     updated_at: saved.updated_at,
                     seq: saved.seq,
