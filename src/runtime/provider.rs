@@ -908,3 +908,67 @@ impl RelayWorker {
         entry.at = entry.at.min(at);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(capacity: usize) -> (Host, mpsc::Receiver<Command>) {
+        let (commands, rx) = mpsc::channel(capacity);
+        let (reports, _) = mpsc::channel(1);
+        let host = Host {
+            tasks: Vec::new(),
+            backend: Arc::new(NoLightning),
+            on_notify: None,
+            on_refund: None,
+            commands,
+            backlog: VecDeque::new(),
+            reports,
+            running: HashMap::new(),
+            unpublished: SharedUnpublished::default(),
+        };
+        (host, rx)
+    }
+
+    fn id(command: Command) -> String {
+        match command {
+            Command::Unsubscribe(id) => id,
+            _ => panic!("only unsubscriptions here"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_worker_fills_the_queue_then_the_backlog_keeps_order_and_loses_nothing() {
+        let (mut host, mut rx) = host(4);
+        for i in 0..10 {
+            host.send(Command::Unsubscribe(i.to_string()));
+        }
+        // The queue holds its capacity; the rest waits in order, and the loop takes no input.
+        assert_eq!(host.commands.capacity(), 0);
+        assert_eq!(host.backlog.len(), 6);
+        // Once the backlog is not empty, new commands go behind it, never ahead.
+        host.send(Command::Unsubscribe("10".into()));
+        assert_eq!(host.backlog.len(), 7);
+
+        let mut got = Vec::new();
+        while !host.backlog.is_empty() {
+            got.push(id(rx.recv().await.unwrap()));
+            let permit = host.commands.clone().reserve_owned().await.unwrap();
+            host.flush(permit);
+            assert!(host.backlog.len() + (4 - host.commands.capacity()) <= 11);
+        }
+        while let Ok(command) = rx.try_recv() {
+            got.push(id(command));
+        }
+        let want: Vec<String> = (0..11).map(|i| i.to_string()).collect();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn commands_for_a_stopped_worker_are_not_kept() {
+        let (mut host, rx) = host(1);
+        drop(rx);
+        host.send(Command::Resubscribe);
+        assert!(host.backlog.is_empty());
+    }
+}
