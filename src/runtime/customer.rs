@@ -11,6 +11,7 @@ use nostr_sdk::{Client, RelayOptions, RelayPoolNotification, RelayUrl, Subscript
 use tokio::sync::{broadcast, mpsc};
 
 use super::outbox::OK_TIMEOUT;
+use super::resubscribe::SeenTimes;
 use super::{now, until, watch_reconnections, RuntimeError};
 use crate::customer::{
     discover, Customer, CustomerConfig, CustomerSnapshot, Delivery, Output, PaymentOutcome,
@@ -75,7 +76,10 @@ pub struct CustomerRuntime {
     pending: VecDeque<Output>,
     /// The customer's subscriptions, sent again to a relay each time it reconnects.
     live: HashMap<String, Filter>,
-    reconnected: mpsc::UnboundedReceiver<RelayUrl>,
+    /// The newest event each relay sent on each subscription: a re-subscription asks only
+    /// for what may have been missed.
+    seen: SeenTimes,
+    reconnected: mpsc::Receiver<RelayUrl>,
 }
 
 impl CustomerRuntime {
@@ -131,7 +135,8 @@ impl CustomerRuntime {
         let notifications = client.notifications();
         client.connect().await;
         client.wait_for_connection(options.timeout).await;
-        let reconnected = watch_reconnections(&client).await;
+        let seen = SeenTimes::default();
+        let reconnected = watch_reconnections(&client, seen.clone()).await;
         let customer = customer()?;
         let mut runtime = Self {
             customer,
@@ -139,6 +144,7 @@ impl CustomerRuntime {
             notifications,
             pending: VecDeque::new(),
             live: HashMap::new(),
+            seen,
             reconnected,
         };
         runtime.drain().await;
@@ -272,19 +278,11 @@ impl CustomerRuntime {
             let sleep = tokio::time::sleep(wake.map(until).unwrap_or(Duration::from_secs(3600)));
             tokio::select! {
                 note = self.notifications.recv() => match note {
-                    Ok(RelayPoolNotification::Event { event, .. }) => {
-                        self.customer.handle_event(now(), *event);
-                    }
                     Ok(RelayPoolNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => {
                         return None;
                     }
-                    Ok(RelayPoolNotification::Message { .. }) => {}
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        // The relays still have what was missed: ask for it again.
-                        tracing::warn!("missed {n} relay notifications: subscribing again");
-                        let relays: Vec<RelayUrl> = self.client.relays().await.into_keys().collect();
-                        self.resubscribe(relays).await;
-                    }
+                    Ok(note) => self.take(note),
+                    Err(broadcast::error::RecvError::Lagged(n)) => self.lagged(n).await,
                 },
                 Some(relay) = self.reconnected.recv() => self.resubscribe(vec![relay]).await,
                 () = sleep, if wake.is_some() => self.customer.handle_timeout(now()),
@@ -298,17 +296,57 @@ impl CustomerRuntime {
         self.client.disconnect().await;
     }
 
-    /// Sends every live subscription to `relays` again (their filters reach back to the job's
-    /// submission, so what was published while a relay was away arrives now).
+    /// Feeds a relay event to the customer (and notes its date); notes the end of a relay's
+    /// stored events.
+    fn take(&mut self, note: RelayPoolNotification) {
+        match note {
+            RelayPoolNotification::Event {
+                relay_url,
+                subscription_id,
+                event,
+            } => {
+                let now = now();
+                self.seen
+                    .event(&relay_url, subscription_id.as_str(), event.created_at, now);
+                self.customer.handle_event(now, *event);
+            }
+            RelayPoolNotification::Message {
+                relay_url,
+                message: RelayMessage::EndOfStoredEvents(id),
+            } => self.seen.end_of_stored(&relay_url, id.as_str()),
+            _ => {}
+        }
+    }
+
+    /// Relay notifications were missed: the relays still have them, ask for them again.
+    async fn lagged(&mut self, missed: u64) {
+        tracing::warn!("missed {missed} relay notifications: subscribing again");
+        self.seen.lagged();
+        let relays: Vec<RelayUrl> = self.client.relays().await.into_keys().collect();
+        self.resubscribe(relays).await;
+    }
+
+    /// Sends every live subscription to `relays` again, each asking a relay only for what it
+    /// may not have sent yet ([`resubscription_since`](super::resubscription_since)), so what
+    /// was published while a relay was away arrives now.
     async fn resubscribe(&self, relays: Vec<RelayUrl>) {
         for (id, filter) in &self.live {
-            let sub = SubscriptionId::new(id.clone());
-            let sent = self
+            self.subscribe_to(&relays, id, filter).await;
+        }
+    }
+
+    /// Subscribes each of `relays` to `filter` under `id` (its `since` moved up to what that
+    /// relay already sent).
+    async fn subscribe_to(&self, relays: &[RelayUrl], id: &str, filter: &Filter) {
+        for relay in relays {
+            let sent = self.seen.request(relay, id, filter);
+            let sub = SubscriptionId::new(id);
+            let result = self
                 .client
-                .subscribe_with_id_to(relays.clone(), sub, filter.clone(), None)
+                .subscribe_with_id_to([relay.clone()], sub, sent, None)
                 .await;
-            if let Err(e) = sent {
-                tracing::warn!(%id, "cannot subscribe again: {e}");
+            if let Err(e) = result {
+                tracing::warn!(%id, %relay, "cannot subscribe: {e}");
             }
         }
     }
@@ -349,9 +387,6 @@ impl CustomerRuntime {
                 }
             };
             match note {
-                Ok(RelayPoolNotification::Event { event, .. }) => {
-                    self.customer.handle_event(now(), *event);
-                }
                 Ok(RelayPoolNotification::Message {
                     relay_url,
                     message:
@@ -371,7 +406,8 @@ impl CustomerRuntime {
                     refusals.push("relay pool shut down".into());
                     break;
                 }
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(note) => self.take(note),
+                Err(broadcast::error::RecvError::Lagged(n)) => self.lagged(n).await,
             }
         }
         Err(refusals.join("; "))
@@ -389,13 +425,14 @@ impl CustomerRuntime {
                     }
                 }
                 Output::Subscribe { id, filter } => {
-                    self.live.insert(id.clone(), filter.clone());
-                    let sub = SubscriptionId::new(id.clone());
-                    if let Err(e) = self.client.subscribe_with_id(sub, filter, None).await {
-                        tracing::warn!(%id, "cannot subscribe: {e}");
-                    }
+                    // A new filter: what was seen under the old one says nothing about it.
+                    self.seen.forget(&id);
+                    let relays: Vec<RelayUrl> = self.client.relays().await.into_keys().collect();
+                    self.subscribe_to(&relays, &id, &filter).await;
+                    self.live.insert(id, filter);
                 }
                 Output::Unsubscribe(id) => {
+                    self.seen.forget(&id);
                     self.live.remove(&id);
                     self.client.unsubscribe(&SubscriptionId::new(id)).await;
                 }

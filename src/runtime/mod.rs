@@ -22,14 +22,37 @@
 //!   with a growing delay and at once when a relay reconnects, in publish order; on shutdown
 //!   the events no relay took yet go into the snapshot and out on the next start;
 //! - on every (re)connection of a relay, and after missed notifications, both runtimes send
-//!   their subscriptions to it again; their filters reach back before the outage, so what
-//!   was published meanwhile (a zap receipt, a result) arrives then, and the core ignores
-//!   what it has already seen;
+//!   their subscriptions to it again, asking only for what they may have missed: a filter's
+//!   `since` moves up to the newest event that relay sent on it, minus a margin
+//!   ([`RESUBSCRIBE_MARGIN_SECS`], or [`GIFT_WRAP_RESUBSCRIBE_MARGIN_SECS`] for gift wraps,
+//!   which are back-dated; see [`resubscription_since`]). What was published meanwhile (a
+//!   zap receipt, a result) arrives then, and the core ignores what it has already seen;
+//! - every queue between the runtime's tasks is bounded (see [Queues](#queues));
 //! - remote garbage (malformed messages, bad signatures, forged events) is dropped by
 //!   nostr-sdk or refused by the core with a reason; it never stops the loop.
 //!
 //! `tests/runtime_bad_relays.rs` checks this through a proxy that cuts the connections
 //! mid-job and a relay that answers with garbage.
+//!
+//! # Queues
+//!
+//! A flood of relay events, of settlements or a stuck relay cannot grow the runtime's memory
+//! without bound: every channel between its tasks has a fixed capacity, and a full one makes
+//! its producer wait; nothing that matters for money or for a job's completion is dropped.
+//!
+//! - The provider loop hands its relay work (publishes, subscriptions) to the relay worker
+//!   through a queue of [`COMMAND_CAPACITY`] commands. When it is full, the loop keeps the
+//!   commands of the current turn in order and takes no new input (relay events, task
+//!   reports, settlements, timers) until the worker has made room: the backlog is at most one
+//!   turn's outputs. Relay events that arrive meanwhile wait in nostr-sdk's notification
+//!   buffer; if that overflows, the runtime subscribes again for what it missed.
+//! - Tasks report results, and the Lightning backend invoices, through a queue of
+//!   [`REPORT_CAPACITY`]: a task's result (or an invoice) waits for room. Progress
+//!   updates, which only say how far a task got, are dropped (and logged) when it is full.
+//! - [`Settlements`] hold at most [`SETTLEMENT_CAPACITY`]:
+//!   [`settle`](Settlements::settle) waits for room, and
+//!   [`try_settle`](Settlements::try_settle) hands the settlement back.
+//! - Relay (re)connections are reported through a queue of [`RECONNECTION_CAPACITY`].
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -59,6 +82,7 @@
 mod customer;
 mod outbox;
 mod provider;
+mod resubscribe;
 mod store;
 #[cfg(feature = "test-util")]
 mod test_backend;
@@ -72,11 +96,25 @@ use tokio::sync::{broadcast, mpsc};
 
 pub use customer::{ConnectOptions, CustomerRuntime};
 pub use provider::{ProviderRuntime, RequestRelays};
+pub use resubscribe::{
+    resubscription_since, GIFT_WRAP_RESUBSCRIBE_MARGIN_SECS, RESUBSCRIBE_MARGIN_SECS,
+};
 pub use store::{FileStore, MemoryStore, SnapshotStore};
 #[cfg(feature = "test-util")]
 pub use test_backend::TestLightningBackend;
 
 use crate::provider::PaymentProof;
+use resubscribe::SeenTimes;
+
+/// How many relay commands (publishes, subscriptions) the provider loop queues for its relay
+/// worker before it stops taking input. See [Queues](self#queues).
+pub const COMMAND_CAPACITY: usize = 256;
+/// How many task results, progress updates and invoices wait for the provider loop at most.
+pub const REPORT_CAPACITY: usize = 256;
+/// How many settlements a [`Settlements`] handle queues for the provider loop at most.
+pub const SETTLEMENT_CAPACITY: usize = 256;
+/// How many relay (re)connections wait for a runtime at most.
+pub const RECONNECTION_CAPACITY: usize = 64;
 
 /// Re-export of the `nostr-sdk` version the runtime is built on.
 pub use nostr_sdk;
@@ -151,43 +189,79 @@ impl LightningBackend for NoLightning {
 }
 
 /// Where a [`LightningBackend`] reports settled invoices. Cheap to clone.
+///
+/// Its queue holds [`SETTLEMENT_CAPACITY`] settlements; the runtime takes them one per turn.
 #[derive(Debug, Clone)]
 pub struct Settlements {
-    tx: mpsc::UnboundedSender<(EventId, PaymentProof)>,
+    tx: mpsc::Sender<(EventId, PaymentProof)>,
+}
+
+/// A settlement [`Settlements::try_settle`] could not queue, handed back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettleError {
+    /// The queue is full ([`SETTLEMENT_CAPACITY`]): try again, or
+    /// [`settle`](Settlements::settle), which waits.
+    #[error("the settlement queue is full")]
+    Full(EventId, PaymentProof),
+    /// The runtime that made the handle has stopped: keep the settlement for the next one.
+    #[error("the runtime has stopped")]
+    Stopped(EventId, PaymentProof),
 }
 
 impl Settlements {
-    /// Reports that the invoice of `job` was paid. Returns `false` when the runtime that made
-    /// this handle has stopped.
-    pub fn settle(&self, job: EventId, proof: PaymentProof) -> bool {
-        self.tx.send((job, proof)).is_ok()
+    /// Reports that the invoice of `job` was paid, waiting while the queue is full. Returns
+    /// `false` when the runtime that made this handle has stopped.
+    pub async fn settle(&self, job: EventId, proof: PaymentProof) -> bool {
+        self.tx.send((job, proof)).await.is_ok()
+    }
+
+    /// Reports that the invoice of `job` was paid, without waiting: when the queue is full or
+    /// the runtime has stopped the settlement comes back in the error, never lost.
+    pub fn try_settle(&self, job: EventId, proof: PaymentProof) -> Result<(), SettleError> {
+        self.tx.try_send((job, proof)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full((job, proof)) => SettleError::Full(job, proof),
+            mpsc::error::TrySendError::Closed((job, proof)) => SettleError::Stopped(job, proof),
+        })
+    }
+
+    /// How many settlements wait for the runtime (at most [`SETTLEMENT_CAPACITY`]).
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 }
 
-/// Reports each (re)connection of any relay of `client`, from now on, by its URL.
+/// Reports each (re)connection of any relay of `client`, from now on, by its URL (and tells
+/// `seen` of every change of a relay's connection, so that stored events count anew).
 ///
 /// nostr-sdk re-sends a relay's subscriptions when it reconnects, but not when the
 /// reconnection comes within the second of the subscription, nor after the relay sent
-/// `CLOSED` with an error prefix; the runtimes re-send theirs on every report.
-async fn watch_reconnections(client: &Client) -> mpsc::UnboundedReceiver<RelayUrl> {
-    let (tx, rx) = mpsc::unbounded_channel();
+/// `CLOSED` with an error prefix; the runtimes re-send theirs on every report. The queue
+/// holds [`RECONNECTION_CAPACITY`] reports; a watcher waits for room. A watcher that missed
+/// status changes reports a reconnection (sending the subscriptions again is harmless).
+async fn watch_reconnections(client: &Client, seen: SeenTimes) -> mpsc::Receiver<RelayUrl> {
+    let (tx, rx) = mpsc::channel(RECONNECTION_CAPACITY);
     for (url, relay) in client.relays().await {
         let mut notifications = relay.notifications();
         let tx = tx.clone();
+        let seen = seen.clone();
         tokio::spawn(async move {
             loop {
-                match notifications.recv().await {
-                    Ok(RelayNotification::RelayStatus {
-                        status: RelayStatus::Connected,
-                    }) => {
-                        if tx.send(url.clone()).is_err() {
-                            return;
-                        }
+                let connected = match notifications.recv().await {
+                    Ok(RelayNotification::RelayStatus { status }) => {
+                        seen.connection_changed(&url);
+                        status == RelayStatus::Connected
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        seen.connection_changed(&url);
+                        true
                     }
                     Ok(RelayNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => {
                         return
                     }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Ok(_) => false,
+                };
+                if connected && tx.send(url.clone()).await.is_err() {
+                    return;
                 }
             }
         });

@@ -1,6 +1,6 @@
 //! [`ProviderRuntime`]: a [`Provider`] on tokio and nostr-sdk.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -14,9 +14,10 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
 use super::outbox::{Outbox, RETRY_FIRST_DELAY, RETRY_MAX_DELAY};
+use super::resubscribe::SeenTimes;
 use super::{
     now, until, watch_reconnections, InvoiceRequest, LightningBackend, NoLightning, RuntimeError,
-    Settlements, SnapshotStore,
+    Settlements, SnapshotStore, COMMAND_CAPACITY, REPORT_CAPACITY, SETTLEMENT_CAPACITY,
 };
 use crate::provider::{Notification, Output, PaymentProof, Provider, ProviderConfig, RefundDue};
 use crate::task::{Progress, Task, TaskError, TaskOutput};
@@ -89,8 +90,8 @@ pub struct ProviderRuntime {
     flush_timeout: Duration,
     relay_options: RelayOptions,
     request_relays: RequestRelays,
-    settlements_tx: mpsc::UnboundedSender<(EventId, PaymentProof)>,
-    settlements_rx: mpsc::UnboundedReceiver<(EventId, PaymentProof)>,
+    settlements_tx: mpsc::Sender<(EventId, PaymentProof)>,
+    settlements_rx: mpsc::Receiver<(EventId, PaymentProof)>,
 }
 
 /// What the spawned work reports back to the loop.
@@ -105,7 +106,8 @@ enum Command {
     Publish(Event, Vec<String>),
     Subscribe(String, Filter),
     Unsubscribe(String),
-    /// Send every live subscription to every relay again (after missed notifications).
+    /// Send every live subscription to every relay again (after missed notifications), each
+    /// reaching back to before what was missed.
     Resubscribe,
 }
 
@@ -115,7 +117,7 @@ impl ProviderRuntime {
     /// [`lightning`](Self::lightning) priced pay-first jobs fail; without
     /// [`store`](Self::store) nothing survives a restart.
     pub fn new(keys: Keys, config: ProviderConfig) -> Self {
-        let (settlements_tx, settlements_rx) = mpsc::unbounded_channel();
+        let (settlements_tx, settlements_rx) = mpsc::channel(SETTLEMENT_CAPACITY);
         Self {
             keys,
             config,
@@ -274,8 +276,9 @@ impl ProviderRuntime {
         });
         drop(settlements_tx);
 
-        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-        let reconnected_rx = watch_reconnections(&client).await;
+        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let seen = SeenTimes::default();
+        let reconnected_rx = watch_reconnections(&client, seen.clone()).await;
         let unpublished = SharedUnpublished::default();
         let worker = tokio::spawn(relay_worker(
             client.clone(),
@@ -287,14 +290,16 @@ impl ProviderRuntime {
             commands_rx,
             reconnected_rx,
             unpublished.clone(),
+            seen.clone(),
         ));
-        let (reports_tx, mut reports_rx) = mpsc::unbounded_channel();
+        let (reports_tx, mut reports_rx) = mpsc::channel(REPORT_CAPACITY);
         let mut host = Host {
             tasks,
             backend,
             on_notify,
             on_refund,
             commands: commands_tx,
+            backlog: VecDeque::new(),
             reports: reports_tx,
             running: HashMap::new(),
             unpublished: unpublished.clone(),
@@ -312,30 +317,49 @@ impl ProviderRuntime {
             }
             let wake = provider.poll_timeout();
             let sleep = tokio::time::sleep(wake.map(until).unwrap_or(Duration::from_secs(3600)));
+            // While the relay worker is behind (the command queue is full and this turn's
+            // commands wait in the backlog), no input is taken: the backlog stays within one
+            // turn's outputs, and relay events wait in nostr-sdk's buffer.
+            let taking = host.backlog.is_empty();
+            let room = host.commands.clone().reserve_owned();
             tokio::select! {
                 () = &mut shutdown => break,
-                note = notifications.recv() => match note {
-                    Ok(RelayPoolNotification::Event { event, .. }) => {
-                        provider.handle_event(now(), *event);
+                permit = room, if !taking => match permit {
+                    Ok(permit) => host.flush(permit),
+                    Err(_) => {
+                        tracing::error!("relay worker stopped");
+                        host.backlog.clear();
+                    }
+                },
+                note = notifications.recv(), if taking => match note {
+                    Ok(RelayPoolNotification::Event { relay_url, subscription_id, event }) => {
+                        let now = now();
+                        seen.event(&relay_url, subscription_id.as_str(), event.created_at, now);
+                        provider.handle_event(now, *event);
                     }
                     Ok(RelayPoolNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => {
                         tracing::warn!("relay pool shut down");
                         break;
                     }
+                    Ok(RelayPoolNotification::Message {
+                        relay_url,
+                        message: RelayMessage::EndOfStoredEvents(id),
+                    }) => seen.end_of_stored(&relay_url, id.as_str()),
                     Ok(RelayPoolNotification::Message { .. }) => {}
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         // The relays still have what was missed: ask for it again.
                         tracing::warn!("missed {n} relay notifications: subscribing again");
+                        seen.lagged();
                         host.send(Command::Resubscribe);
                     }
                 },
-                Some(report) = reports_rx.recv() => host.report(&mut provider, report),
-                Some((job, proof)) = settlements_rx.recv() => {
+                Some(report) = reports_rx.recv(), if taking => host.report(&mut provider, report),
+                Some((job, proof)) = settlements_rx.recv(), if taking => {
                     if let Err(e) = provider.handle_payment(now(), job, proof) {
                         tracing::warn!(%job, "settlement refused: {e}");
                     }
                 }
-                () = sleep, if wake.is_some() => provider.handle_timeout(now()),
+                () = sleep, if taking && wake.is_some() => provider.handle_timeout(now()),
             }
         }
 
@@ -343,8 +367,20 @@ impl ProviderRuntime {
             task.abort();
         }
         host.drain(&mut provider);
-        drop(host);
-        if tokio::time::timeout(flush_timeout, worker).await.is_err() {
+        // The backlog goes to the worker (it waits for room), then the worker finishes.
+        let Host {
+            commands, backlog, ..
+        } = host;
+        let finish = async move {
+            for command in backlog {
+                if commands.send(command).await.is_err() {
+                    break;
+                }
+            }
+            drop(commands);
+            let _ = worker.await;
+        };
+        if tokio::time::timeout(flush_timeout, finish).await.is_err() {
             tracing::warn!("relay worker did not finish in time");
         }
         let saved = match &store {
@@ -414,8 +450,12 @@ struct Host {
     backend: Arc<dyn LightningBackend>,
     on_notify: Option<NotifyHook>,
     on_refund: Option<RefundHook>,
-    commands: mpsc::UnboundedSender<Command>,
-    reports: mpsc::UnboundedSender<Report>,
+    /// To the relay worker: [`COMMAND_CAPACITY`] commands at most.
+    commands: mpsc::Sender<Command>,
+    /// Commands of this turn that did not fit in `commands`, in order; the loop takes no
+    /// input until they are handed over.
+    backlog: VecDeque<Command>,
+    reports: mpsc::Sender<Report>,
     running: HashMap<EventId, AbortHandle>,
     unpublished: SharedUnpublished,
 }
@@ -443,7 +483,9 @@ impl Host {
                         }
                         None => {
                             let error = TaskError::new(format!("no task serves kind {kind}"));
-                            let _ = self.reports.send(Report::Done(job, Err(error)));
+                            if let Err(e) = provider.handle_task_result(now(), job, Err(error)) {
+                                tracing::debug!("report not taken: {e}");
+                            }
                         }
                     }
                 }
@@ -468,7 +510,7 @@ impl Host {
                     };
                     tokio::spawn(async move {
                         let invoice = backend.create_invoice(request).await;
-                        let _ = reports.send(Report::Invoice(job, invoice));
+                        let _ = reports.send(Report::Invoice(job, invoice)).await;
                     });
                 }
                 Output::Refund(refund) => match &self.on_refund {
@@ -485,9 +527,42 @@ impl Host {
         }
     }
 
-    fn send(&self, command: Command) {
-        if self.commands.send(command).is_err() {
-            tracing::error!("relay worker stopped");
+    /// Hands `command` to the relay worker, or to the backlog (in order) when its queue is
+    /// full.
+    fn send(&mut self, command: Command) {
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(command);
+            return;
+        }
+        match self.commands.try_send(command) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                tracing::debug!("the relay worker is behind: commands wait");
+                self.backlog.push_back(command);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => tracing::error!("relay worker stopped"),
+        }
+    }
+
+    /// The worker made room: hands it the backlog, in order, as far as it fits.
+    fn flush(&mut self, permit: mpsc::OwnedPermit<Command>) {
+        let Some(first) = self.backlog.pop_front() else {
+            return;
+        };
+        permit.send(first);
+        while let Some(command) = self.backlog.pop_front() {
+            match self.commands.try_send(command) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(command)) => {
+                    self.backlog.push_front(command);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::error!("relay worker stopped");
+                    self.backlog.clear();
+                    return;
+                }
+            }
         }
     }
 
@@ -495,8 +570,15 @@ impl Host {
     fn spawn_task(&self, task: Arc<dyn Task>, request: crate::task::TaskRequest) -> AbortHandle {
         let job = request.job;
         let progress_tx = self.reports.clone();
+        // Progress only says how far the task got: when the queue is full it is dropped
+        // rather than making the task wait.
         let progress = Progress::new(move |partial| {
-            let _ = progress_tx.send(Report::Progress(job, partial));
+            if progress_tx
+                .try_send(Report::Progress(job, partial))
+                .is_err()
+            {
+                tracing::debug!(%job, "report queue full or closed: progress dropped");
+            }
         });
         let inner: JoinHandle<Result<TaskOutput, TaskError>> =
             tokio::spawn(async move { task.run(request, progress).await });
@@ -508,7 +590,8 @@ impl Host {
                 Err(e) if e.is_panic() => Err(TaskError::new("the task failed")),
                 Err(_) => return,
             };
-            let _ = reports.send(Report::Done(job, result));
+            // The result waits for room in the queue.
+            let _ = reports.send(Report::Done(job, result)).await;
         });
         abort
     }
@@ -553,25 +636,30 @@ struct PendingSubscription {
 ///   an hour; one that some relay took, 5 times ([`Outbox`] keeps the books).
 /// - Subscriptions a relay did not take (it was down) are tried on it again with a growing
 ///   delay until it does, or until the provider drops them. Each time a relay reconnects,
-///   every live subscription is sent to it again, with its filter, whose `since` reaches back
-///   before the outage: what was published meanwhile arrives then (the provider ignores what
-///   it has seen). nostr-sdk resubscribes on its own too, but not when the reconnection comes
-///   within the second of the subscription, nor after a `CLOSED` with an error prefix.
+///   every live subscription is sent to it again, its `since` moved up to the newest event
+///   that relay sent on it minus a margin ([`resubscription_since`](super::resubscription_since)):
+///   what was published meanwhile arrives then (the provider ignores what it has seen), not
+///   everything since the start. nostr-sdk resubscribes on its own too (with the filter last
+///   sent), but not when the reconnection comes within the second of the subscription, nor
+///   after a `CLOSED` with an error prefix.
+/// - Commands come through a queue of [`COMMAND_CAPACITY`]; the loop waits when it is full.
 ///
 /// When the provider stops, the worker goes on until every event is on at least one relay
 /// (the runtime bounds that wait).
 async fn relay_worker(
     client: Client,
     relays: Relays,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    mut reconnected: mpsc::UnboundedReceiver<RelayUrl>,
+    mut commands: mpsc::Receiver<Command>,
+    mut reconnected: mpsc::Receiver<RelayUrl>,
     unpublished: SharedUnpublished,
+    seen: SeenTimes,
 ) {
     let mut notifications = client.notifications();
     let mut worker = RelayWorker {
         client,
         relays,
         unpublished,
+        seen,
         live: HashMap::new(),
         pending: HashMap::new(),
         outbox: Outbox::default(),
@@ -611,6 +699,8 @@ struct RelayWorker {
     relays: Relays,
     /// Shared with the loop: the events no relay has taken yet.
     unpublished: SharedUnpublished,
+    /// Shared with the loop: the newest event each relay sent on each subscription.
+    seen: SeenTimes,
     /// Every subscription the provider holds, to send again on reconnection.
     live: HashMap<String, Filter>,
     /// Subscriptions some relays did not take.
@@ -630,12 +720,14 @@ impl RelayWorker {
             Command::Publish(event, relays) => self.publish(event, relays).await,
             Command::Subscribe(id, filter) => {
                 self.pending.remove(&id);
+                self.seen.forget(&id);
                 self.live.insert(id.clone(), filter.clone());
                 let relays: Vec<RelayUrl> = self.relays.pool.iter().cloned().collect();
                 self.subscribe(id, filter, relays, RETRY_FIRST_DELAY).await;
             }
             Command::Unsubscribe(id) => {
                 self.pending.remove(&id);
+                self.seen.forget(&id);
                 self.live.remove(&id);
                 self.client.unsubscribe(&SubscriptionId::new(id)).await;
             }
@@ -777,18 +869,23 @@ impl RelayWorker {
         relays: Vec<RelayUrl>,
         delay: Duration,
     ) {
-        let sub = SubscriptionId::new(id.clone());
-        let failed: Vec<RelayUrl> = match self
-            .client
-            .subscribe_with_id_to(relays.clone(), sub, filter.clone(), None)
-            .await
-        {
-            Ok(output) => output.failed.into_keys().collect(),
-            Err(e) => {
-                tracing::warn!(%id, "cannot subscribe: {e}");
-                relays
+        let mut failed: Vec<RelayUrl> = Vec::new();
+        for relay in relays {
+            // Each relay is asked only for what it may not have sent yet.
+            let sent = self.seen.request(&relay, &id, &filter);
+            let sub = SubscriptionId::new(id.clone());
+            match self
+                .client
+                .subscribe_with_id_to([relay.clone()], sub, sent, None)
+                .await
+            {
+                Ok(output) => failed.extend(output.failed.into_keys()),
+                Err(e) => {
+                    tracing::warn!(%id, %relay, "cannot subscribe: {e}");
+                    failed.push(relay);
+                }
             }
-        };
+        }
         if failed.is_empty() {
             return;
         }
@@ -809,5 +906,69 @@ impl RelayWorker {
             }
         }
         entry.at = entry.at.min(at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(capacity: usize) -> (Host, mpsc::Receiver<Command>) {
+        let (commands, rx) = mpsc::channel(capacity);
+        let (reports, _) = mpsc::channel(1);
+        let host = Host {
+            tasks: Vec::new(),
+            backend: Arc::new(NoLightning),
+            on_notify: None,
+            on_refund: None,
+            commands,
+            backlog: VecDeque::new(),
+            reports,
+            running: HashMap::new(),
+            unpublished: SharedUnpublished::default(),
+        };
+        (host, rx)
+    }
+
+    fn id(command: Command) -> String {
+        match command {
+            Command::Unsubscribe(id) => id,
+            _ => panic!("only unsubscriptions here"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_worker_fills_the_queue_then_the_backlog_keeps_order_and_loses_nothing() {
+        let (mut host, mut rx) = host(4);
+        for i in 0..10 {
+            host.send(Command::Unsubscribe(i.to_string()));
+        }
+        // The queue holds its capacity; the rest waits in order, and the loop takes no input.
+        assert_eq!(host.commands.capacity(), 0);
+        assert_eq!(host.backlog.len(), 6);
+        // Once the backlog is not empty, new commands go behind it, never ahead.
+        host.send(Command::Unsubscribe("10".into()));
+        assert_eq!(host.backlog.len(), 7);
+
+        let mut got = Vec::new();
+        while !host.backlog.is_empty() {
+            got.push(id(rx.recv().await.unwrap()));
+            let permit = host.commands.clone().reserve_owned().await.unwrap();
+            host.flush(permit);
+            assert!(host.backlog.len() + (4 - host.commands.capacity()) <= 11);
+        }
+        while let Ok(command) = rx.try_recv() {
+            got.push(id(command));
+        }
+        let want: Vec<String> = (0..11).map(|i| i.to_string()).collect();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn commands_for_a_stopped_worker_are_not_kept() {
+        let (mut host, rx) = host(1);
+        drop(rx);
+        host.send(Command::Resubscribe);
+        assert!(host.backlog.is_empty());
     }
 }

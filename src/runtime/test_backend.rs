@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use nostr::EventId;
 use sha2::{Digest, Sha256};
 
-use super::{now, InvoiceRequest, LightningBackend, Settlements};
+use super::{now, InvoiceRequest, LightningBackend, SettleError, Settlements};
 use crate::provider::PaymentProof;
 use crate::testing::{InvoiceDescription, InvoiceParams, TestLightningNode};
 
@@ -54,14 +54,31 @@ impl TestLightningBackend {
         }
         *settled = true;
         let (job, preimage) = (*job, *preimage);
-        let delivered = state
-            .settlements
-            .as_ref()
-            .is_some_and(|s| s.settle(job, PaymentProof::Preimage(preimage)));
+        let delivered = match &state.settlements {
+            Some(settlements) => deliver(settlements, job, preimage),
+            None => false,
+        };
         if !delivered {
             state.undelivered.push((job, preimage));
         }
         Ok(preimage)
+    }
+}
+
+/// Reports a settlement to the runtime: at once when its queue has room, else from a tokio
+/// task that waits for room (when there is a tokio runtime). `false` when it could not.
+fn deliver(settlements: &Settlements, job: EventId, preimage: [u8; 32]) -> bool {
+    match settlements.try_settle(job, PaymentProof::Preimage(preimage)) {
+        Ok(()) => true,
+        Err(SettleError::Stopped(..)) => false,
+        Err(SettleError::Full(job, proof)) => match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let settlements = settlements.clone();
+                handle.spawn(async move { settlements.settle(job, proof).await });
+                true
+            }
+            Err(_) => false,
+        },
     }
 }
 
@@ -92,8 +109,11 @@ impl LightningBackend for TestLightningBackend {
 
     fn attach(&self, settlements: Settlements) {
         if let Ok(mut state) = self.state.lock() {
-            for (job, preimage) in std::mem::take(&mut state.undelivered) {
-                settlements.settle(job, PaymentProof::Preimage(preimage));
+            let undelivered = std::mem::take(&mut state.undelivered);
+            for (job, preimage) in undelivered {
+                if !deliver(&settlements, job, preimage) {
+                    state.undelivered.push((job, preimage));
+                }
             }
             state.settlements = Some(settlements);
         }
