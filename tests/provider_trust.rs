@@ -488,3 +488,38 @@ fn a_refused_gift_wrapped_request_is_told_gift_wrapped() {
         .iter()
         .any(|t| t.as_slice().first().map(String::as_str) == Some("status")));
 }
+
+#[test]
+fn the_relays_a_request_names_reach_the_host_only_by_policy() {
+    let mut h = Harness::new(|c| c);
+    let many: Vec<String> = (0..256).map(|i| format!("wss://r{i}.example")).collect();
+    let request = h.request(|b| b.relays(many.clone()));
+    h.send(request.clone());
+    h.provider
+        .handle_task_result(h.now(), request.id, Ok(TaskOutput::new("done")))
+        .unwrap();
+    for out in h.drain() {
+        if let Output::Publish { relays, .. } = out {
+            assert_eq!(relays, ["wss://dvm.example"]);
+        }
+    }
+    // With the opt-in, a bounded number of them, first come first.
+    let mut h = Harness::new(|mut c| {
+        c.max_request_relays = 2;
+        c
+    });
+    let request = h.request(|b| b.relays(many.clone()));
+    h.send(request.clone());
+    h.provider
+        .handle_task_result(h.now(), request.id, Ok(TaskOutput::new("done")))
+        .unwrap();
+    let relays = h
+        .drain()
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Publish { relays, .. } => Some(relays),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(relays, [&many[0], &many[1], "wss://dvm.example"]);
+}

@@ -149,8 +149,13 @@ pub struct ProviderConfig {
     /// Accept receipts that do not carry their zap request's `e`/`a` tags (NIP-57 Appendix E
     /// says they MUST). Default `false`: strict.
     pub lenient_receipt_tags: bool,
-    /// Relays to publish on besides the ones a request names.
+    /// Relays to publish on (the provider's own).
     pub relays: Vec<String>,
+    /// How many of the relays a request names (its `relays` tag) replies also go to, first
+    /// come first (NIP-90 says a provider SHOULD answer there). Default 0: none, since they
+    /// are URLs a stranger chose, and a host that follows them connects wherever it is told.
+    /// The runtime sets it from its `RequestRelays` policy, and filters the URLs.
+    pub max_request_relays: usize,
     /// Admission limits.
     pub admission: Admission,
     /// Start admitted jobs at once (`true`), or wait for the host's `accept`.
@@ -225,6 +230,7 @@ impl ProviderConfig {
             lenient_description_hash: false,
             lenient_receipt_tags: false,
             relays: Vec::new(),
+            max_request_relays: 0,
             admission: Admission::default(),
             auto_accept: true,
             accept_timeout_secs: 600,

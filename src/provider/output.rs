@@ -9,8 +9,9 @@ use crate::task::TaskRequest;
 /// [`Provider::poll_output`](super::Provider::poll_output) after every input or command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    /// Publish a signed event on these relays (the request's `relays` first, then the
-    /// provider's own).
+    /// Publish a signed event on these relays: the provider's own, after at most
+    /// [`ProviderConfig::max_request_relays`](super::ProviderConfig::max_request_relays) of
+    /// the relays the request names (none by default).
     Publish {
         /// The event.
         event: Event,

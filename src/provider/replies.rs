@@ -111,7 +111,13 @@ impl Provider {
     }
 
     pub(super) fn reply_relays(&self, job: &Job) -> Vec<String> {
-        let mut relays = job.request.relays.clone();
+        let mut relays: Vec<String> = job
+            .request
+            .relays
+            .iter()
+            .take(self.config.max_request_relays)
+            .cloned()
+            .collect();
         for r in &self.config.relays {
             if !relays.contains(r) {
                 relays.push(r.clone());

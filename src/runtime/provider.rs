@@ -207,6 +207,8 @@ impl ProviderRuntime {
     /// providers SHOULD publish). Off by default: it lets whoever writes a request choose
     /// where the provider connects. See [`RequestRelays`].
     pub fn request_relays(mut self, policy: RequestRelays) -> Self {
+        // The core hands requester-chosen relays to the host only when told to.
+        self.config.max_request_relays = policy.max_extra;
         self.request_relays = policy;
         self
     }
