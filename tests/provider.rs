@@ -1068,3 +1068,26 @@ fn a_spent_receipt_stays_spent_after_a_restart() {
     ));
     assert_eq!(restored.ledger().len(), 1);
 }
+
+#[test]
+fn the_announcement_is_published_again_on_its_timer_and_when_it_changes() {
+    let mut h = Harness::new(|c| c.announcement(nostr_dvm::nip89::HandlerMetadata::default()));
+    h.provider.announce(h.now()).unwrap();
+    let count = |out: &[Output]| {
+        published(out)
+            .iter()
+            .filter(|e| e.kind.as_u16() == 31990)
+            .count()
+    };
+    assert_eq!(count(&h.drain()), 1);
+    assert_eq!(count(&h.advance(86_399)), 0);
+    assert_eq!(count(&h.advance(1)), 1, "again a day later");
+    let metadata = nostr_dvm::nip89::HandlerMetadata {
+        name: Some("renamed".into()),
+        ..Default::default()
+    };
+    h.provider.set_announcement(h.now(), metadata).unwrap();
+    let out = h.drain();
+    assert_eq!(count(&out), 1, "at once when it changes");
+    assert!(published(&out)[0].content.contains("renamed"));
+}

@@ -207,6 +207,9 @@ pub struct ProviderConfig {
     pub announcement: Option<HandlerMetadata>,
     /// The NIP-89 `d` identifier of the announcement.
     pub announcement_id: String,
+    /// Seconds between publications of the announcement once `announce` was called (at
+    /// least 60; `None`: only when asked). Default a day.
+    pub announce_interval_secs: Option<u64>,
     /// A periodic liveness event, if any.
     pub heartbeat: Option<Heartbeat>,
     /// Where the provider's CSPRNG (nonces, IVs, one-time keys, signature aux data) gets its
@@ -249,6 +252,7 @@ impl ProviderConfig {
             lookback_secs: 60,
             announcement: None,
             announcement_id: "nostr-dvm".into(),
+            announce_interval_secs: Some(86_400),
             heartbeat: None,
             seed: SeedSource::OperatingSystem,
         }

@@ -285,6 +285,8 @@ pub struct Provider {
     rate: HashMap<PublicKey, VecDeque<Timestamp>>,
     outbox: VecDeque<Output>,
     next_heartbeat: Option<Timestamp>,
+    /// When to publish the announcement again (set by `announce`).
+    next_announce: Option<Timestamp>,
     /// When to re-send the deletion subscription after the set of live jobs changed.
     deletion_refresh_at: Option<Timestamp>,
     /// Every job's next wake-up, ordered: `(when, seq, job)`.
@@ -374,6 +376,7 @@ impl Provider {
             rate: HashMap::new(),
             outbox: VecDeque::new(),
             next_heartbeat,
+            next_announce: None,
             deletion_refresh_at: None,
             timers: BTreeSet::new(),
             terminal: BTreeSet::new(),
@@ -479,6 +482,7 @@ impl Provider {
             .map(|(t, _, _)| *t)
             .into_iter()
             .chain(self.next_heartbeat)
+            .chain(self.next_announce)
             .chain(self.deletion_refresh_at)
             .chain(self.ledger.next_expiry())
             .chain(self.forgotten.first().map(|(t, _)| *t))
@@ -662,9 +666,14 @@ impl Provider {
         Ok(())
     }
 
-    /// Publishes the NIP-89 announcement (kind 31990) of the configured handler metadata.
+    /// Publishes the NIP-89 announcement (kind 31990) of the configured handler metadata, and
+    /// again every [`ProviderConfig::announce_interval_secs`] from then on.
     pub fn announce(&mut self, now: Timestamp) -> Result<(), Error> {
         let now = self.tick(now);
+        self.announce_at(now)
+    }
+
+    fn announce_at(&mut self, now: Timestamp) -> Result<(), Error> {
         let metadata = self
             .config
             .announcement
@@ -677,8 +686,22 @@ impl Provider {
             .map_err(|e| Error::Build(e.to_string()))?;
         let relays = self.config.relays.clone();
         self.outbox.push_back(Output::Publish { event, relays });
+        self.next_announce = self
+            .config
+            .announce_interval_secs
+            .map(|secs| Timestamp::from(now.as_secs().saturating_add(secs.max(60))));
         self.dirty = true;
         Ok(())
+    }
+
+    /// Replaces the NIP-89 handler metadata and publishes the new announcement at once.
+    pub fn set_announcement(
+        &mut self,
+        now: Timestamp,
+        metadata: crate::nip89::HandlerMetadata,
+    ) -> Result<(), Error> {
+        self.config.announcement = Some(metadata);
+        self.announce(now)
     }
 
     /// After [`restore`](Self::restore) from a host that stopped: re-issues the work that was

@@ -43,6 +43,9 @@ pub struct ProviderSnapshot {
     /// The caps on telling refused customers, and the requests told.
     #[serde(default)]
     tell_budget: super::refusals::TellBudget,
+    /// When the announcement is published again.
+    #[serde(default)]
+    next_announce: Option<Timestamp>,
 }
 
 /// Version 2: the ledger keeps spent entries with their expiry, forgotten ids expire, and a
@@ -145,6 +148,7 @@ impl Provider {
             rate,
             outbox: self.outbox.iter().map(save_output).collect(),
             next_heartbeat: self.next_heartbeat,
+            next_announce: self.next_announce,
             deletion_refresh_at: self.deletion_refresh_at,
             forgotten: self.forgotten.iter().map(|(t, id)| (*id, *t)).collect(),
             seq: self.seq,
@@ -278,6 +282,7 @@ impl Provider {
                 .collect(),
             outbox: VecDeque::new(),
             next_heartbeat: snapshot.next_heartbeat,
+            next_announce: snapshot.next_announce,
             deletion_refresh_at: snapshot.deletion_refresh_at,
             timers: BTreeSet::new(),
             terminal: BTreeSet::new(),

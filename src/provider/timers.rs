@@ -32,6 +32,11 @@ impl Provider {
             self.inputs_pushed_at = Some(now);
             self.push_inputs_filter();
         }
+        if self.next_announce.is_some_and(|at| at <= now) {
+            // Relays drop old replaceable events and clients look for fresh ones.
+            self.next_announce = None;
+            let _ = self.announce_at(now);
+        }
         if let Some(at) = self.next_heartbeat {
             if at <= now {
                 self.publish_heartbeat(now);
