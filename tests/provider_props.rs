@@ -139,9 +139,12 @@ struct Setup {
     cut: usize,
     /// Whether jobs may be forgotten (short retention, few jobs kept, long jumps).
     pruning: bool,
+    /// Whether the host saves only when `needs_persistence()` says so, and the twin is
+    /// restored from that last save (a crash after it) instead of a fresh snapshot.
+    save_when_dirty: bool,
 }
 
-fn setup(pruning: bool) -> impl Strategy<Value = Setup> {
+fn setup(pruning: bool, save_when_dirty: bool) -> impl Strategy<Value = Setup> {
     (
         any::<u64>(),
         prop_oneof![
@@ -174,6 +177,7 @@ fn setup(pruning: bool) -> impl Strategy<Value = Setup> {
                     rate_limit,
                     cut,
                     pruning,
+                    save_when_dirty,
                 }
             },
         )
@@ -601,7 +605,11 @@ fn check_run(setup: &Setup, actions: &[Action]) -> Result<(), TestCaseError> {
     let mut handled_in_last_action = false;
     for (step, action) in actions.iter().enumerate() {
         if step == setup.cut {
-            twin = Some(net.fork());
+            twin = Some(if setup.save_when_dirty {
+                net.fork_from_saved()
+            } else {
+                net.fork()
+            });
         }
         let mark = net.mark();
         let handled_before = net.handled().len();
@@ -625,6 +633,9 @@ fn check_run(setup: &Setup, actions: &[Action]) -> Result<(), TestCaseError> {
             setup.pruning,
         );
         handled_in_last_action = net.handled().len() > handled_before;
+        if setup.save_when_dirty {
+            net.save_if_dirty();
+        }
         let ctx = || format!("step {step}: {action:?}");
         if let Some(twin) = twin.as_mut() {
             let twin_effect = apply(
@@ -843,6 +854,10 @@ fn check_run(setup: &Setup, actions: &[Action]) -> Result<(), TestCaseError> {
 
 /// Runs `cases` cases, or as many as the `DVM_PROP_CASES` environment variable says.
 fn run(cases: u32, pruning: bool) {
+    run_with(cases, pruning, false);
+}
+
+fn run_with(cases: u32, pruning: bool, save_when_dirty: bool) {
     let cases = std::env::var("DVM_PROP_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
@@ -854,7 +869,7 @@ fn run(cases: u32, pruning: bool) {
         ..Config::default()
     });
     let strategy = (
-        setup(pruning),
+        setup(pruning, save_when_dirty),
         prop::collection::vec(action(pruning), 1..=30),
     );
     if let Err(e) = runner.run(&strategy, |(setup, actions)| check_run(&setup, &actions)) {
@@ -866,6 +881,15 @@ fn run(cases: u32, pruning: bool) {
 #[test]
 fn provider_invariants_hold_over_random_input_sequences() {
     run(96, false);
+}
+
+/// (e) for a host that saves only when `needs_persistence()` is true: a crash after any step,
+/// restored from the last save, behaves exactly as a provider that never crashed. A state
+/// change that does not mark the provider dirty makes the twin diverge.
+#[test]
+fn a_provider_saved_only_when_dirty_restores_like_one_that_never_crashed() {
+    run_with(96, false, true);
+    run_with(48, true, true);
 }
 
 /// The same with short retention, few jobs kept and long time jumps, so that terminal jobs

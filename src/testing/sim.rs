@@ -630,6 +630,7 @@ impl NetworkBuilder {
         );
         let provider = Provider::new(keys.clone(), config.clone(), self.start);
         let mut net = Network {
+            saved: None,
             provider,
             keys,
             config,
@@ -715,6 +716,8 @@ pub struct PendingInvoice {
 /// slice it per input.
 pub struct Network {
     provider: Provider,
+    /// The last snapshot `save_if_dirty` took, as JSON.
+    saved: Option<String>,
     keys: Keys,
     config: ProviderConfig,
     relay: SimRelay,
@@ -1138,7 +1141,51 @@ impl Network {
     pub fn fork(&mut self) -> Network {
         self.run_until_idle();
         let provider = self.reloaded();
+        self.fork_with(provider)
+    }
+
+    /// Saves the provider's snapshot (as JSON) if, and only if, it says it needs persistence:
+    /// what a host that saves only when told does after each loop turn.
+    ///
+    /// # Panics
+    ///
+    /// When the snapshot does not serialize.
+    pub fn save_if_dirty(&mut self) {
+        self.run_until_idle();
+        if self.provider.needs_persistence() {
+            let snapshot = self.provider.snapshot();
+            self.saved = Some(
+                serde_json::to_string(&snapshot)
+                    .unwrap_or_else(|e| panic!("snapshot does not serialize: {e}")),
+            );
+        }
+    }
+
+    /// Like [`fork`](Self::fork), with the twin's provider restored from the last snapshot
+    /// [`save_if_dirty`](Self::save_if_dirty) took (or a fresh snapshot when none was taken):
+    /// a host that crashed after its last save. If some state change did not mark the
+    /// provider as needing persistence, the twin misses it.
+    ///
+    /// # Panics
+    ///
+    /// When the snapshot does not restore.
+    pub fn fork_from_saved(&mut self) -> Network {
+        self.run_until_idle();
+        let provider = match &self.saved {
+            Some(json) => {
+                let snapshot = serde_json::from_str(json)
+                    .unwrap_or_else(|e| panic!("snapshot does not deserialize: {e}"));
+                Provider::restore(self.keys.clone(), self.config.clone(), snapshot)
+                    .unwrap_or_else(|e| panic!("snapshot does not restore: {e}"))
+            }
+            None => self.reloaded(),
+        };
+        self.fork_with(provider)
+    }
+
+    fn fork_with(&mut self, provider: Provider) -> Network {
         Network {
+            saved: self.saved.clone(),
             provider,
             keys: self.keys.clone(),
             config: self.config.clone(),
