@@ -400,6 +400,42 @@ fn bench_duplicates(
     group.finish();
 }
 
+// ---- 1c. encrypted replies -------------------------------------------------------------------
+
+/// An encrypted (NIP-44) result signed with the conversation key derived each time, as every
+/// reply did before, and with the key from the provider's cache.
+fn bench_encrypted_reply(c: &mut Criterion, customer: &Keys, keys: &Keys) {
+    let mut rng = StdRng::seed_from_u64(93);
+    let request = JobRequest::builder(Kind::from(KIND))
+        .input(JobInput::text("a private question"))
+        .provider(keys.public_key())
+        .encrypt(nostr_dvm::encryption::Scheme::Nip44)
+        .sign(customer, now(), &mut rng)
+        .unwrap();
+    let request = JobRequest::from_event(&request, Some(keys)).unwrap();
+    let mut cache = nostr_dvm::nip44::ConversationKeyCache::new(keys.secret_key().clone(), 1_024);
+    let mut group = c.benchmark_group("provider_encrypted_reply");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(3));
+    group.bench_function("derived_each_time", |b| {
+        b.iter(|| {
+            nostr_dvm::nip90::JobResult::builder(&request, "a private answer")
+                .sign(keys, now(), &mut rng)
+                .unwrap()
+        })
+    });
+    group.bench_function("cached_key", |b| {
+        b.iter(|| {
+            let key = cache.get(&request.author).unwrap();
+            nostr_dvm::nip90::JobResult::builder(&request, "a private answer")
+                .conversation_key(key)
+                .sign(keys, now(), &mut rng)
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
 /// Per-request figures of the ingest breakdown, in microseconds, when all were measured.
 fn ingest_breakdown() {
     let per = |id: &str| support::mean_ns(id).map(|ns| ns / INGEST_BATCH as f64 / 1000.0);
@@ -687,6 +723,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_ingest(&mut c, &events, &keys, &config);
     bench_duplicates(&mut c, &events, &customers, &keys, &config);
+    bench_encrypted_reply(&mut c, &customers[0], &keys);
     bench_paid_job(&mut c, &paid);
     c.final_summary();
 
@@ -703,6 +740,12 @@ fn main() {
         "provider_duplicates/plain_duplicate",
         "provider_duplicates/verify_signature",
         Goal::AtMost(0.05),
+    );
+    report(
+        "an encrypted reply with the cached key / with a derived key (lower is better)",
+        "provider_encrypted_reply/cached_key",
+        "provider_encrypted_reply/derived_each_time",
+        Goal::AtMost(1.0),
     );
     report(
         "a duplicate gift wrap / a NIP-59 unwrap (goal <= 0.05)",

@@ -523,3 +523,28 @@ fn the_relays_a_request_names_reach_the_host_only_by_policy() {
         .unwrap();
     assert_eq!(relays, [&many[0], &many[1], "wss://dvm.example"]);
 }
+
+#[test]
+fn an_encrypted_jobs_replies_share_one_ecdh() {
+    let mut h = Harness::new(|mut c| {
+        c.success_feedback = true;
+        c
+    });
+    let me = h.keys.public_key();
+    for i in 0..3 {
+        let request = h.request(|b| {
+            b.provider(me)
+                .encrypt(Scheme::Nip44)
+                .param("n", i.to_string())
+        });
+        h.send(request.clone());
+        h.provider
+            .handle_task_result(h.now(), request.id, Ok(TaskOutput::new("secret")))
+            .unwrap();
+        let out = h.drain();
+        let customer = h.customer.clone();
+        assert_eq!(results(&out, Some(&customer))[0].content, "secret");
+    }
+    // Three jobs, three replies each (processing, result, success), one customer: one ECDH.
+    assert_eq!(h.provider.conversation_cache_stats(), (8, 1));
+}

@@ -105,26 +105,40 @@ pub(crate) fn decrypt(
     }
 }
 
-/// Encrypts `plaintext` from `keys` to `peer`, with the nonce or IV drawn from `rng`.
+/// Encrypts `plaintext` from `keys` to `peer`, with the nonce or IV drawn from `rng`. For
+/// NIP-44, `known` is the conversation key when the caller has it (from a
+/// [`ConversationKeyCache`](crate::nip44::ConversationKeyCache)); otherwise it is derived
+/// (one ECDH).
 pub(crate) fn encrypt(
     scheme: Scheme,
     keys: &Keys,
     peer: &PublicKey,
     plaintext: &str,
+    known: Option<&crate::nip44::ConversationKey>,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<String, BuildError> {
     match scheme {
         Scheme::Nip44 => {
-            let key = crate::nip44::ConversationKey::derive(keys.secret_key(), peer)
-                .map_err(BuildError::Nip44)?;
-            crate::nip44::encrypt(&key, plaintext, rng).map_err(BuildError::Nip44)
+            let derived;
+            let key = match known {
+                Some(key) => key,
+                None => {
+                    derived = crate::nip44::ConversationKey::derive(keys.secret_key(), peer)
+                        .map_err(BuildError::Nip44)?;
+                    &derived
+                }
+            };
+            crate::nip44::encrypt(key, plaintext, rng).map_err(BuildError::Nip44)
         }
         #[cfg(feature = "nip04")]
-        Scheme::Nip04 => crate::nip04::encrypt(keys.secret_key(), peer, plaintext, rng)
-            .map_err(BuildError::Nip04),
+        Scheme::Nip04 => {
+            let _ = known;
+            crate::nip04::encrypt(keys.secret_key(), peer, plaintext, rng)
+                .map_err(BuildError::Nip04)
+        }
         #[cfg(not(feature = "nip04"))]
         Scheme::Nip04 => {
-            let _ = (keys, peer, plaintext, rng);
+            let _ = (keys, peer, plaintext, known, rng);
             Err(BuildError::SchemeUnavailable(Scheme::Nip04))
         }
     }

@@ -258,6 +258,7 @@ impl JobFeedback {
             relay_hint: None,
             kind: None,
             tags: Vec::new(),
+            conversation_key: None,
         }
     }
 
@@ -315,9 +316,18 @@ pub struct JobFeedbackBuilder<'a> {
     relay_hint: Option<String>,
     kind: Option<Kind>,
     tags: Vec<Tag>,
+    conversation_key: Option<crate::nip44::ConversationKey>,
 }
 
 impl JobFeedbackBuilder<'_> {
+    /// The NIP-44 conversation key with the customer, when the caller has it (from a
+    /// [`ConversationKeyCache`](crate::nip44::ConversationKeyCache)): an encrypted reply then
+    /// costs no ECDH. It must be the key between the signer and the request's author.
+    pub fn conversation_key(mut self, key: crate::nip44::ConversationKey) -> Self {
+        self.conversation_key = Some(key);
+        self
+    }
+
     /// Adds human-readable information to the status tag.
     pub fn extra_info(mut self, info: impl Into<String>) -> Self {
         self.extra_info = Some(info.into());
@@ -395,7 +405,14 @@ impl JobFeedbackBuilder<'_> {
                     private.push(make_tag("content", [self.content]));
                 }
                 let json = super::tags_json(&private)?;
-                let ciphertext = crypt::encrypt(enc.scheme, keys, &request.author, &json, rng)?;
+                let ciphertext = crypt::encrypt(
+                    enc.scheme,
+                    keys,
+                    &request.author,
+                    &json,
+                    self.conversation_key.as_ref(),
+                    rng,
+                )?;
                 let mut tags = public.to_vec();
                 tags.push(make_tag("encrypted", [enc.scheme.as_str()]));
                 (tags, ciphertext)

@@ -506,7 +506,7 @@ impl JobRequestBuilder {
                     return Err(BuildError::SchemeUnavailable(scheme));
                 }
                 let json = super::tags_json(&private)?;
-                crypt::encrypt(scheme, keys, provider, &json, rng)?
+                crypt::encrypt(scheme, keys, provider, &json, None, rng)?
             }
         };
         if let Some(output) = self.output {

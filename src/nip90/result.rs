@@ -176,6 +176,7 @@ impl JobResult {
             relay_hint: None,
             kind: None,
             tags: Vec::new(),
+            conversation_key: None,
         }
     }
 
@@ -219,9 +220,18 @@ pub struct JobResultBuilder<'a> {
     relay_hint: Option<String>,
     kind: Option<Kind>,
     tags: Vec<Tag>,
+    conversation_key: Option<crate::nip44::ConversationKey>,
 }
 
 impl JobResultBuilder<'_> {
+    /// The NIP-44 conversation key with the customer, when the caller has it (from a
+    /// [`ConversationKeyCache`](crate::nip44::ConversationKeyCache)): an encrypted result then
+    /// costs no ECDH. It must be the key between the signer and the request's author.
+    pub fn conversation_key(mut self, key: crate::nip44::ConversationKey) -> Self {
+        self.conversation_key = Some(key);
+        self
+    }
+
     /// Asks to be paid `msat` millisats, with an optional BOLT11 invoice (`None`,
     /// `Some(invoice)` or the invoice `String` itself).
     pub fn amount(mut self, msat: u64, bolt11: impl Into<Option<String>>) -> Self {
@@ -276,7 +286,14 @@ impl JobResultBuilder<'_> {
                 if !crypt::scheme_available(enc.scheme) {
                     return Err(BuildError::SchemeUnavailable(enc.scheme));
                 }
-                crypt::encrypt(enc.scheme, keys, &request.author, &self.content, rng)?
+                crypt::encrypt(
+                    enc.scheme,
+                    keys,
+                    &request.author,
+                    &self.content,
+                    self.conversation_key.as_ref(),
+                    rng,
+                )?
             }
         };
         if let Some(amount) = &self.amount {

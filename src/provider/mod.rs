@@ -311,6 +311,10 @@ pub struct Provider {
     inputs_pushed_at: Option<Timestamp>,
     /// The caps on telling refused customers why.
     tell_budget: refusals::TellBudget,
+    /// NIP-44 conversation keys with the customers of encrypted jobs, so a job's replies
+    /// (processing, partial, result, success) cost one ECDH, not one each. Bounded by
+    /// [`CONVERSATION_CACHE`]; not in the snapshot (a restart derives them again).
+    conversations: crate::nip44::ConversationKeyCache,
     /// The latest `now` the provider was given (see `tick`).
     clock: Timestamp,
     /// The provider's public key in lowercase hex, for cheap `p` tag checks.
@@ -341,6 +345,10 @@ struct EarlyReceipt {
     receipt: Event,
 }
 
+/// How many NIP-44 conversation keys the provider keeps (with the customers of encrypted
+/// jobs); about 100 bytes each.
+pub const CONVERSATION_CACHE: usize = 1_024;
+
 /// The furthest ahead a request's NIP-40 expiration is taken (one year): a later one is
 /// clamped, as no job lives that long, so no wake-up time can overflow.
 pub const MAX_EXPIRATION_SECS: u64 = 365 * 24 * 3_600;
@@ -359,7 +367,10 @@ impl Provider {
             .as_ref()
             .map(|h| Timestamp::from(now.as_secs().saturating_add(h.interval_secs)));
         let my_hex = keys.public_key().to_hex();
+        let conversations =
+            crate::nip44::ConversationKeyCache::new(keys.secret_key().clone(), CONVERSATION_CACHE);
         let mut provider = Self {
+            conversations,
             tell_budget: refusals::TellBudget::default(),
             inputs_pushed_at: None,
             clock: now,
@@ -459,6 +470,11 @@ impl Provider {
     /// How many jobs are not terminal.
     pub fn live_jobs(&self) -> usize {
         self.live
+    }
+
+    /// The NIP-44 conversation-key cache's `(hits, misses)`: each miss cost one ECDH.
+    pub fn conversation_cache_stats(&self) -> (u64, u64) {
+        self.conversations.stats()
     }
 
     /// The replay ledger: every receipt and payment hash that has paid for a job.

@@ -31,6 +31,9 @@ impl Provider {
         if with_amount {
             builder = builder.amount(job.price_msat, job.bolt11().map(str::to_owned));
         }
+        if let Some(key) = cached_key(&mut self.conversations, &job.request) {
+            builder = builder.conversation_key(key);
+        }
         let event = builder
             .sign(&self.keys, now, &mut self.rng)
             .map_err(|e| Error::Build(e.to_string()))?;
@@ -82,7 +85,11 @@ impl Provider {
         content: String,
     ) -> Result<(Event, EventId), Error> {
         let job = self.jobs.get(&id).ok_or(Error::UnknownJob(id))?;
-        let event = JobResult::builder(&job.request, content)
+        let mut builder = JobResult::builder(&job.request, content);
+        if let Some(key) = cached_key(&mut self.conversations, &job.request) {
+            builder = builder.conversation_key(key);
+        }
+        let event = builder
             .sign(&self.keys, now, &mut self.rng)
             .map_err(|e| Error::Build(e.to_string()))?;
         self.seal_reply(now, id, event)
@@ -124,5 +131,20 @@ impl Provider {
             }
         }
         relays
+    }
+}
+
+/// The NIP-44 conversation key with a NIP-44 job's customer, from the cache (one ECDH per
+/// customer while it stays cached); `None` for other schemes, or a key not on the curve (the
+/// builder then reports the error).
+fn cached_key(
+    conversations: &mut crate::nip44::ConversationKeyCache,
+    request: &crate::nip90::JobRequest,
+) -> Option<crate::nip44::ConversationKey> {
+    match request.encrypted {
+        Some(enc) if enc.scheme == crate::encryption::Scheme::Nip44 => {
+            conversations.get(&request.author).ok()
+        }
+        _ => None,
     }
 }

@@ -249,7 +249,12 @@ impl Provider {
             );
         }
         let rng = DvmRng::restore(snapshot.rng, &config.seed);
+        let conversations = crate::nip44::ConversationKeyCache::new(
+            keys.secret_key().clone(),
+            super::CONVERSATION_CACHE,
+        );
         let mut provider = Self {
+            conversations,
             tell_budget: snapshot.tell_budget,
             inputs_pushed_at: snapshot.inputs_pushed_at,
             clock: snapshot.clock,
