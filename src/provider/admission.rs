@@ -70,6 +70,7 @@ impl Provider {
         if !self.seen_wraps.insert(wrap.id) {
             return;
         }
+        self.dirty = true;
         if !self.tags_us(&wrap) {
             self.refuse_event(wrap.id, "gift wrap for someone else");
             return;
@@ -486,6 +487,7 @@ impl Provider {
         if self.config.admission.global_rate_limit.is_some() {
             self.global_rate.push_back(now);
         }
+        self.dirty = true;
     }
 
     pub(super) fn prune_rate(&mut self, now: Timestamp) {

@@ -309,6 +309,7 @@ impl Provider {
             self.deletion_refresh_at = Some(Timestamp::from(
                 now.as_secs().saturating_add(super::DELETION_REFRESH_SECS),
             ));
+            self.dirty = true;
         }
     }
 

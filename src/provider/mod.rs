@@ -753,6 +753,7 @@ impl Provider {
         self.deletion_refresh_at = None;
         self.push_deletion_filter();
         self.push_inputs_filter();
+        self.dirty = true;
     }
 
     // ---- requests -----------------------------------------------------------------------

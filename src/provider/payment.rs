@@ -522,7 +522,10 @@ impl Provider {
     /// Counts one invoice against the global invoice rate; `false` when the rate is reached.
     pub(super) fn take_invoice_slot(&mut self, now: Timestamp) -> bool {
         match self.config.admission.invoice_rate_limit {
-            Some(limit) => super::admission::take_slot(&mut self.invoice_times, now, limit),
+            Some(limit) => {
+                self.dirty = true;
+                super::admission::take_slot(&mut self.invoice_times, now, limit)
+            }
             None => true,
         }
     }

@@ -46,6 +46,11 @@ pub struct ProviderSnapshot {
     /// When the announcement is published again.
     #[serde(default)]
     next_announce: Option<Timestamp>,
+    /// The global admission and invoice rate windows.
+    #[serde(default)]
+    global_rate: Vec<Timestamp>,
+    #[serde(default)]
+    invoice_times: Vec<Timestamp>,
 }
 
 /// Version 2: the ledger keeps spent entries with their expiry, forgotten ids expire, and a
@@ -149,6 +154,8 @@ impl Provider {
             outbox: self.outbox.iter().map(save_output).collect(),
             next_heartbeat: self.next_heartbeat,
             next_announce: self.next_announce,
+            global_rate: self.global_rate.iter().copied().collect(),
+            invoice_times: self.invoice_times.iter().copied().collect(),
             deletion_refresh_at: self.deletion_refresh_at,
             forgotten: self.forgotten.iter().map(|(t, id)| (*id, *t)).collect(),
             seq: self.seq,
@@ -299,8 +306,8 @@ impl Provider {
                 .map(|(id, t)| (t, id))
                 .collect(),
             unpaid: BTreeSet::new(),
-            global_rate: VecDeque::new(),
-            invoice_times: VecDeque::new(),
+            global_rate: snapshot.global_rate.into_iter().collect(),
+            invoice_times: snapshot.invoice_times.into_iter().collect(),
             early_receipts: snapshot
                 .early_receipts
                 .into_iter()

@@ -31,6 +31,7 @@ impl Provider {
             self.push_deletion_filter();
             self.inputs_pushed_at = Some(now);
             self.push_inputs_filter();
+            self.dirty = true;
         }
         if self.next_announce.is_some_and(|at| at <= now) {
             // Relays drop old replaceable events and clients look for fresh ones.
