@@ -187,7 +187,13 @@ pub struct Customer {
 }
 
 impl Customer {
-    /// A customer with `keys`. Its first output subscribes to gift wraps addressed to it.
+    /// A customer with `keys`. Its first output subscribes to gift wraps addressed to it. Its
+    /// CSPRNG is seeded as [`CustomerConfig::seed`] says (from the operating system by
+    /// default).
+    ///
+    /// # Panics
+    ///
+    /// Only when the seed source is the operating system and it has no randomness to give.
     pub fn new(keys: Keys, config: CustomerConfig, now: Timestamp) -> Self {
         let rng = DvmRng::from_source(&config.seed);
         let mut customer = Self {

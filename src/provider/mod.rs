@@ -359,7 +359,12 @@ pub const DELETION_REFRESH_SECS: u64 = 5;
 
 impl Provider {
     /// A provider with `keys` and `config`, started at `now`. Its first outputs are the
-    /// subscriptions it needs.
+    /// subscriptions it needs. Its CSPRNG is seeded as [`ProviderConfig::seed`] says (from
+    /// the operating system by default).
+    ///
+    /// # Panics
+    ///
+    /// Only when the seed source is the operating system and it has no randomness to give.
     pub fn new(keys: Keys, config: ProviderConfig, now: Timestamp) -> Self {
         let rng = DvmRng::from_source(&config.seed);
         let next_heartbeat = config
