@@ -130,6 +130,7 @@ fn main() {
         let admission = Admission {
             max_live_jobs: 10 * BATCH,
             rate_limit: None, // one customer sends thousands of jobs here
+            global_rate_limit: None, // and criterion repeats bursts within a minute
             ..Admission::default()
         };
         let config = ProviderConfig::new([Kind::from(KIND)])
