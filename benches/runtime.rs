@@ -129,7 +129,7 @@ fn main() {
         let url = local_relay::serve(relay.clone()).await.unwrap();
         let admission = Admission {
             max_live_jobs: 10 * BATCH,
-            rate_limit: None, // one customer sends thousands of jobs here
+            rate_limit: None,        // one customer sends thousands of jobs here
             global_rate_limit: None, // and criterion repeats bursts within a minute
             ..Admission::default()
         };
