@@ -65,7 +65,14 @@ pub(crate) fn parse_value(value: Option<&String>) -> Result<Timestamp, Error> {
 /// The event's expiration: `Ok(None)` without an `expiration` tag, an [`Error`] when the first
 /// one is malformed.
 pub fn expiration(event: &Event) -> Result<Option<Timestamp>, Error> {
-    for tag in event.tags.iter() {
+    expiration_in(event.tags.iter())
+}
+
+/// The expiration in a list of tags (a rumor's, say): as [`expiration`].
+pub fn expiration_in<'a>(
+    tags: impl IntoIterator<Item = &'a Tag>,
+) -> Result<Option<Timestamp>, Error> {
+    for tag in tags {
         if let Some((name, values)) = tag.as_slice().split_first() {
             if name == TAG {
                 return parse_value(values.first()).map(Some);

@@ -548,3 +548,15 @@ fn an_encrypted_jobs_replies_share_one_ecdh() {
     // Three jobs, three replies each (processing, result, success), one customer: one ECDH.
     assert_eq!(h.provider.conversation_cache_stats(), (8, 1));
 }
+
+#[test]
+fn a_malformed_expiration_counts_as_expired_plain_or_wrapped() {
+    // As `nip40::is_expired` reads it: it asked to expire and its time cannot be read.
+    let mut h = Harness::new(|c| c);
+    let garbage = Tag::parse(["expiration", "soon"]).unwrap();
+    let plain = h.request(|b| b.tag(garbage.clone()));
+    assert_eq!(rejected(&h.send(plain)), [RejectReason::Expired]);
+    let request = h.request(|b| b.tag(garbage).param("n", "2"));
+    let wrapped = wrap(&mut h, &request);
+    assert_eq!(rejected(&h.send(wrapped)), [RejectReason::Expired]);
+}

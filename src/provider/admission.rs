@@ -27,7 +27,10 @@ impl Provider {
         // What the event claims, before any curve math.
         if let Err(reason) = self
             .admit(&event)
-            .and_then(|()| self.admit_time(now, event.created_at, &event))
+            .and_then(|()| {
+                let expiration = crate::nip40::expiration(&event);
+                self.admit_dates(now, event.created_at, expiration)
+            })
             .and_then(|()| self.check_rate(now, &event.pubkey))
         {
             let refused = Refused {
@@ -108,10 +111,7 @@ impl Provider {
             return;
         }
         let size = rumor.content.len() + tags_size(rumor.tags.iter());
-        let expiration = rumor.tags.iter().find_map(|t| match t.as_slice() {
-            [name, value, ..] if name == "expiration" => value.parse::<u64>().ok(),
-            _ => None,
-        });
+        let expiration = crate::nip40::expiration_in(rumor.tags.iter());
         let admitted = self
             .admit_static(&rumor.pubkey, size)
             .and_then(|()| self.admit_dates(now, rumor.created_at, expiration))
@@ -191,31 +191,21 @@ impl Provider {
         })
     }
 
-    /// Expired, stale, or dated too far ahead, from the raw event's fields alone.
-    pub(super) fn admit_time(
-        &self,
-        now: Timestamp,
-        created_at: Timestamp,
-        event: &Event,
-    ) -> Result<(), RejectReason> {
-        let expiration = event.tags.iter().find_map(|t| match t.as_slice() {
-            [name, value, ..] if name == "expiration" => value.parse::<u64>().ok(),
-            _ => None,
-        });
-        self.admit_dates(now, created_at, expiration)
-    }
-
-    /// The date checks: a request that expired (NIP-40), older than the retention window
-    /// (its job may have been done and dropped: refuse it rather than run it twice), or dated
-    /// more than `max_future_skew_secs` ahead (it would never turn stale).
+    /// The date checks: a request that expired (NIP-40; a malformed expiration counts as
+    /// expired, as [`nip40::is_expired`](crate::nip40::is_expired) reads it), older than the
+    /// retention window (its job may have been done and dropped: refuse it rather than run
+    /// it twice), or dated more than `max_future_skew_secs` ahead (it would never turn stale).
+    /// From the raw fields alone, before any signature check.
     pub(super) fn admit_dates(
         &self,
         now: Timestamp,
         created_at: Timestamp,
-        expiration: Option<u64>,
+        expiration: Result<Option<Timestamp>, crate::nip40::Error>,
     ) -> Result<(), RejectReason> {
-        if expiration.is_some_and(|e| e <= now.as_secs()) {
-            return Err(RejectReason::Expired);
+        match expiration {
+            Ok(Some(at)) if at <= now => return Err(RejectReason::Expired),
+            Err(_) => return Err(RejectReason::Expired),
+            _ => {}
         }
         let created = created_at.as_secs();
         if created.saturating_add(self.config.retention_secs) < now.as_secs() {
@@ -265,6 +255,19 @@ impl Provider {
             let horizon = now.as_secs().saturating_add(super::MAX_EXPIRATION_SECS);
             request.expiration = Some(Timestamp::from(expiration.as_secs().min(horizon)));
         }
+        let waiting_for: Vec<EventId> = request
+            .inputs
+            .iter()
+            .filter(|i| i.input_type == InputType::Job)
+            .filter_map(|i| EventId::from_hex(&i.data).ok())
+            .collect();
+        if waiting_for.len() > super::MAX_JOB_INPUTS {
+            let reason =
+                RejectReason::Malformed(format!("more than {} job inputs", super::MAX_JOB_INPUTS));
+            self.refuse_request(now, id, author, reply, refused(&reason));
+            return;
+        }
+        // Only a request that will be a job may make room (and drop a terminal job for it).
         if !self.make_room(now) {
             self.notify(Notification::JobRejected {
                 job: id,
@@ -273,22 +276,6 @@ impl Provider {
             return;
         }
         self.seq += 1;
-        let waiting_for: Vec<EventId> = request
-            .inputs
-            .iter()
-            .filter(|i| i.input_type == InputType::Job)
-            .filter_map(|i| EventId::from_hex(&i.data).ok())
-            .collect();
-        if waiting_for.len() > super::MAX_JOB_INPUTS {
-            self.notify(Notification::JobRejected {
-                job: id,
-                reason: RejectReason::Malformed(format!(
-                    "more than {} job inputs",
-                    super::MAX_JOB_INPUTS
-                )),
-            });
-            return;
-        }
         let job = Job {
             request,
             reply,
@@ -442,8 +429,6 @@ impl Provider {
         Ok(())
     }
 
-    /// The per-customer and global rate limits, for a request whose author is proven;
-    /// counts it.
     /// The per-customer and global rate limits, for a request whose author is claimed or
     /// proven; counts nothing ([`count_rate`](Self::count_rate) does, once the request is a
     /// job, so re-deliveries and refused requests never eat a customer's budget).
@@ -453,25 +438,13 @@ impl Provider {
         author: &PublicKey,
     ) -> Result<(), RejectReason> {
         if let Some(limit) = self.config.admission.global_rate_limit {
-            let window_start = now.as_secs().saturating_sub(limit.window_secs);
-            while self
-                .global_rate
-                .front()
-                .is_some_and(|t| t.as_secs() <= window_start)
-            {
-                self.global_rate.pop_front();
-            }
-            if self.global_rate.len() >= limit.max_requests as usize {
+            if prune_window(&mut self.global_rate, now, limit) >= limit.max_requests as usize {
                 return Err(RejectReason::RateLimited);
             }
         }
         if let Some(limit) = self.config.admission.rate_limit {
-            let window_start = now.as_secs().saturating_sub(limit.window_secs);
             if let Some(times) = self.rate.get_mut(author) {
-                while times.front().is_some_and(|t| t.as_secs() <= window_start) {
-                    times.pop_front();
-                }
-                if times.len() >= limit.max_requests as usize {
+                if prune_window(times, now, limit) >= limit.max_requests as usize {
                     return Err(RejectReason::RateLimited);
                 }
             }
@@ -490,17 +463,21 @@ impl Provider {
         self.dirty = true;
     }
 
+    /// Drops the customers whose rate window is empty. O(customers), so at most once a
+    /// window (amortized O(1) per admitted job), not on every timer tick.
     pub(super) fn prune_rate(&mut self, now: Timestamp) {
         let Some(limit) = self.config.admission.rate_limit else {
             return;
         };
-        let window_start = now.as_secs().saturating_sub(limit.window_secs);
-        self.rate.retain(|_, times| {
-            while times.front().is_some_and(|t| t.as_secs() <= window_start) {
-                times.pop_front();
-            }
-            !times.is_empty()
-        });
+        if self
+            .rate_pruned_at
+            .is_some_and(|t| t.as_secs().saturating_add(limit.window_secs) > now.as_secs())
+        {
+            return;
+        }
+        self.rate_pruned_at = Some(now);
+        self.rate
+            .retain(|_, times| prune_window(times, now, limit) > 0);
     }
 
     /// Keeps the job table within `max_jobs` by dropping the oldest terminal jobs; `false`
@@ -584,18 +561,28 @@ impl Provider {
     }
 }
 
-/// Counts one event at `now` in a sliding window of `limit`; `false` (nothing counted) when
-/// the window is full.
-pub(super) fn take_slot(
-    times: &mut std::collections::VecDeque<Timestamp>,
+/// Drops the times of a sliding window of `limit` that fell out of it at `now`; returns how
+/// many are left.
+pub(super) fn prune_window(
+    times: &mut VecDeque<Timestamp>,
     now: Timestamp,
     limit: super::RateLimit,
-) -> bool {
+) -> usize {
     let window_start = now.as_secs().saturating_sub(limit.window_secs);
     while times.front().is_some_and(|t| t.as_secs() <= window_start) {
         times.pop_front();
     }
-    if times.len() >= limit.max_requests as usize {
+    times.len()
+}
+
+/// Counts one event at `now` in a sliding window of `limit`; `false` (nothing counted) when
+/// the window is full.
+pub(super) fn take_slot(
+    times: &mut VecDeque<Timestamp>,
+    now: Timestamp,
+    limit: super::RateLimit,
+) -> bool {
+    if prune_window(times, now, limit) >= limit.max_requests as usize {
         return false;
     }
     times.push_back(now);
@@ -627,15 +614,14 @@ impl SeenIds {
         true
     }
 
-    /// Forgets `id` (it may be taken when it comes again).
+    /// Forgets `id` (it may be taken when it comes again). O(1): its place in the order stays
+    /// until it comes to the front, where dropping an id no longer in the set is harmless.
     pub(super) fn remove(&mut self, id: &EventId) {
-        if self.set.remove(id) {
-            self.order.retain(|x| x != id);
-        }
+        self.set.remove(id);
     }
 
-    /// The ids, oldest first.
+    /// The ids, oldest first (an id seen again after a `remove` may appear twice).
     pub(super) fn ids(&self) -> impl Iterator<Item = &EventId> {
-        self.order.iter()
+        self.order.iter().filter(|id| self.set.contains(id))
     }
 }

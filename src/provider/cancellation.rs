@@ -31,10 +31,9 @@ impl Tombstones {
             return;
         }
         while self.by_key.len() >= MAX_TOMBSTONES {
-            let Some((t, seq, id, who)) = self.order.pop_first() else {
+            let Some((_, _, id, who)) = self.order.pop_first() else {
                 break;
             };
-            let _ = (t, seq);
             self.by_key.remove(&(id, who));
         }
         self.seq += 1;

@@ -283,6 +283,8 @@ pub struct Provider {
     tombstones: cancellation::Tombstones,
     /// Per-customer admission times within the rate window.
     rate: HashMap<PublicKey, VecDeque<Timestamp>>,
+    /// When empty rate windows were last dropped (see `prune_rate`).
+    rate_pruned_at: Option<Timestamp>,
     outbox: VecDeque<Output>,
     next_heartbeat: Option<Timestamp>,
     /// When to publish the announcement again (set by `announce`).
@@ -390,6 +392,7 @@ impl Provider {
             ledger: ReplayLedger::default(),
             tombstones: cancellation::Tombstones::default(),
             rate: HashMap::new(),
+            rate_pruned_at: None,
             outbox: VecDeque::new(),
             next_heartbeat,
             next_announce: None,

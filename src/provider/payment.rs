@@ -96,14 +96,15 @@ impl Provider {
         } else {
             // Pay after the result: the result is out; ask for payment and end the job. A
             // payment still counts while the job is kept (`retention_secs`).
-            self.send_feedback_required(now, job, price)?;
+            self.send_payment_required(now, job, price)?;
             self.finish(now, job, JobState::Delivered { paid: false });
             Ok(())
         }
     }
 
-    /// `payment-required` after a published result, bound for zaps like the others.
-    fn send_feedback_required(
+    /// `payment-required` feedback with the job's amount and invoice; zaps of it pay for the
+    /// job.
+    fn send_payment_required(
         &mut self,
         now: Timestamp,
         job: EventId,
@@ -485,16 +486,8 @@ impl Provider {
         next: JobState,
         window_secs: u64,
     ) -> Result<(), Error> {
-        let fid = self.send_feedback(now, id, FeedbackStatus::PaymentRequired, None, None, true)?;
-        if let Some(invoice) = self.jobs.get_mut(&id).and_then(|j| j.invoice.as_mut()) {
-            invoice.feedback = Some(fid);
-        }
-        self.bindings.insert(fid, id);
+        self.send_payment_required(now, id, price)?;
         self.set_state(now, id, next, Some(window_secs));
-        self.notify(Notification::PaymentRequired {
-            job: id,
-            amount_msat: price,
-        });
         Ok(())
     }
 

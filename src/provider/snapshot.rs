@@ -292,6 +292,7 @@ impl Provider {
                 .into_iter()
                 .map(|(k, v)| (k, v.into_iter().collect::<VecDeque<_>>()))
                 .collect(),
+            rate_pruned_at: None,
             outbox: VecDeque::new(),
             next_heartbeat: snapshot.next_heartbeat,
             next_announce: snapshot.next_announce,
