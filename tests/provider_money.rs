@@ -580,3 +580,30 @@ fn a_chained_job_whose_input_comes_after_its_expiration_does_not_run() {
     assert!(run_tasks(&out).is_empty());
     assert_eq!(h.state(&second.id), JobState::Expired);
 }
+
+#[test]
+fn pay_after_result_takes_a_wallet_proof_first_and_refunds_a_later_zap_of_the_request() {
+    let mut h = Harness::new(|c| {
+        unlimited(
+            c.pricing(FixedPrice(PRICE))
+                .payment(PaymentPolicy::PayAfterResult),
+        )
+    });
+    let request = h.request(|b| b);
+    h.send(request.clone());
+    h.provider
+        .handle_task_result(h.now(), request.id, Ok(TaskOutput::new("result")))
+        .unwrap();
+    let out = h.drain();
+    h.answer_invoices(&out);
+    assert_eq!(h.state(&request.id), JobState::Delivered { paid: false });
+    let preimage = h.invoices[0].preimage;
+    h.provider
+        .handle_payment(h.now(), request.id, PaymentProof::Preimage(preimage))
+        .unwrap();
+    assert!(refunds(&h.drain()).is_empty());
+    assert_eq!(h.state(&request.id), JobState::Delivered { paid: true });
+    let zap = h.zap(request.id, PRICE);
+    let out = h.send(zap);
+    assert_eq!(refunds(&out)[0].reason, RefundReason::AlreadyPaid);
+}
