@@ -3,14 +3,16 @@
 //! `cargo bench --bench nip90` prints, after criterion's own lines, the ratio the parsing issue
 //! sets: `JobRequest::from_verified_event` on a typical request (a few `i` and `param` tags,
 //! output, bid, relays, a provider) <= 0.10x the event's own `nip01::verify` (id hash +
-//! Schnorr signature). Also measured: the full `from_event` (verify + parse), and a NIP-44
-//! encrypted request read by its provider (ECDH + decrypt + parse).
+//! Schnorr signature). Also measured: the full `from_event` (verify + parse), a NIP-44
+//! encrypted request read by its provider (ECDH + decrypt + parse), and a NIP-44 encrypted
+//! result read by its customer with a derived key and with the key from a
+//! `ConversationKeyCache` (as the `Customer` reads answers), with their ratio.
 
 use std::hint::black_box;
 
 use criterion::Criterion;
 use nostr_dvm::encryption::Scheme;
-use nostr_dvm::nip90::{JobInput, JobRequest};
+use nostr_dvm::nip90::{JobInput, JobRequest, JobResult, KindRegistry};
 use nostr_dvm::nostr::{Event, Keys, Kind, Timestamp};
 use rand::SeedableRng;
 
@@ -67,6 +69,28 @@ fn bench_request(c: &mut Criterion) {
         b.iter(|| JobRequest::from_verified_event(black_box(&encrypted), Some(&provider)).unwrap())
     });
     group.finish();
+
+    let request = JobRequest::from_event(&encrypted, Some(&provider)).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let result = JobResult::builder(&request, "A three-sentence summary of the article.")
+        .sign(&provider, Timestamp::from(1_700_000_010), &mut rng)
+        .unwrap();
+    let registry = KindRegistry::nip90();
+    let mut cache = nostr_dvm::nip44::ConversationKeyCache::new(customer.secret_key().clone(), 256);
+    let mut group = c.benchmark_group("nip90_encrypted_result");
+    group.bench_function("derived_each_time", |b| {
+        b.iter(|| {
+            JobResult::from_verified_event_with(black_box(&result), Some(&customer), &registry)
+                .unwrap()
+        })
+    });
+    group.bench_function("cached_key", |b| {
+        b.iter(|| {
+            JobResult::from_verified_event_cached(black_box(&result), &mut cache, &registry)
+                .unwrap()
+        })
+    });
+    group.finish();
 }
 
 fn main() {
@@ -80,5 +104,11 @@ fn main() {
         "nip90_request/parse_verified",
         "nip90_request/verify",
         Goal::AtMost(0.10),
+    );
+    report(
+        "a customer reading an encrypted result, cached key / derived key (lower is better)",
+        "nip90_encrypted_result/cached_key",
+        "nip90_encrypted_result/derived_each_time",
+        Goal::AtMost(1.0),
     );
 }

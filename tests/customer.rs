@@ -148,6 +148,30 @@ fn every_delivery_gets_its_result_back() {
 }
 
 #[test]
+fn an_encrypted_conversation_with_one_provider_costs_the_customer_one_ecdh() {
+    let me = keys_from_seed(40).public_key();
+    let mut w = World::new(
+        |mut c| {
+            c.success_feedback = true;
+            c
+        },
+        |c| c,
+    );
+    for n in 0..3 {
+        let request = w.request().param("n", n.to_string());
+        let job = w
+            .customer
+            .submit(w.now, request, Delivery::Encrypted(me, Scheme::Nip44))
+            .unwrap();
+        w.pump("the answer");
+        assert!(w.results().contains(&(job, "the answer".to_owned())));
+    }
+    // Each job: its request encrypted and read back, then processing, result and success
+    // decrypted: 15 lookups, one derivation.
+    assert_eq!(w.customer.conversation_cache_stats(), (14, 1));
+}
+
+#[test]
 fn payment_is_explicit_unless_within_the_auto_pay_limit() {
     let mut w = World::new(|c| c.pricing(FixedPrice(5_000)), |c| c);
     let job = w

@@ -545,8 +545,9 @@ fn an_encrypted_jobs_replies_share_one_ecdh() {
         let customer = h.customer.clone();
         assert_eq!(results(&out, Some(&customer))[0].content, "secret");
     }
-    // Three jobs, three replies each (processing, result, success), one customer: one ECDH.
-    assert_eq!(h.provider.conversation_cache_stats(), (8, 1));
+    // Three jobs, each read once and answered three times (processing, result, success), one
+    // customer: one ECDH.
+    assert_eq!(h.provider.conversation_cache_stats(), (11, 1));
 }
 
 #[test]

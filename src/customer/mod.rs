@@ -178,12 +178,25 @@ struct Job {
 /// A Data Vending Machine customer, sans IO. See the [module docs](self).
 pub struct Customer {
     keys: Keys,
+    /// NIP-44 conversation keys with the providers of encrypted jobs, so that encrypting a
+    /// request, reading it back and reading each encrypted answer cost one ECDH per provider,
+    /// not one each. Bounded by [`CONVERSATION_CACHE`]; not in the snapshot.
+    conversations: crate::nip44::ConversationKeyCache,
     config: CustomerConfig,
     rng: DvmRng,
     jobs: HashMap<EventId, Job>,
     payments: BTreeMap<PaymentRef, Payment>,
     outbox: VecDeque<Output>,
     dirty: bool,
+}
+
+/// How many NIP-44 conversation keys the customer keeps (with the providers it talks to);
+/// about 100 bytes each.
+pub const CONVERSATION_CACHE: usize = 256;
+
+/// An empty conversation-key cache for `keys`.
+fn conversation_cache(keys: &Keys) -> crate::nip44::ConversationKeyCache {
+    crate::nip44::ConversationKeyCache::new(keys.secret_key().clone(), CONVERSATION_CACHE)
 }
 
 impl Customer {
@@ -197,6 +210,7 @@ impl Customer {
     pub fn new(keys: Keys, config: CustomerConfig, now: Timestamp) -> Self {
         let rng = DvmRng::from_source(&config.seed);
         let mut customer = Self {
+            conversations: conversation_cache(&keys),
             keys,
             config,
             rng,
@@ -300,6 +314,11 @@ impl Customer {
             .filter_map(|r| self.payments.get(r))
     }
 
+    /// The NIP-44 conversation-key cache's `(hits, misses)`: each miss cost one ECDH.
+    pub fn conversation_cache_stats(&self) -> (u64, u64) {
+        self.conversations.stats()
+    }
+
     /// Signs and publishes a request built with [`JobRequest::builder`], delivered as asked.
     /// Returns the job id (for a gift-wrapped request, the rumor's id).
     pub fn submit(
@@ -312,15 +331,25 @@ impl Customer {
         if let Some(provider) = delivery.provider() {
             builder = builder.provider(provider);
         }
-        if let Delivery::Encrypted(_, scheme) = delivery {
+        if let Delivery::Encrypted(provider, scheme) = delivery {
             builder = builder.encrypt(scheme);
+            if scheme == crate::encryption::Scheme::Nip44 {
+                let key = self
+                    .conversations
+                    .get(&provider)
+                    .map_err(|e| Error::Build(e.to_string()))?;
+                builder = builder.conversation_key(key);
+            }
         }
         let event = builder
             .sign(&self.keys, now, &mut self.rng)
             .map_err(|e| Error::Build(e.to_string()))?;
-        let request =
-            JobRequest::from_verified_event_with(&event, Some(&self.keys), &self.config.registry)
-                .map_err(|e| Error::Build(e.to_string()))?;
+        let request = JobRequest::from_verified_event_cached(
+            &event,
+            &mut self.conversations,
+            &self.config.registry,
+        )
+        .map_err(|e| Error::Build(e.to_string()))?;
         let id = event.id;
         if self.jobs.contains_key(&id) {
             return Err(Error::DuplicateJob(id));
@@ -424,7 +453,8 @@ impl Customer {
         }
         let registry = &self.config.registry;
         if event.kind == job.request.kinds.feedback {
-            match JobFeedback::from_verified_event_with(&event, Some(&self.keys), registry) {
+            match JobFeedback::from_verified_event_cached(&event, &mut self.conversations, registry)
+            {
                 Ok(fb) if fb.answers(&job.request) => {
                     if let Some(why) = job.delivery.scheme_mismatch(fb.encrypted.as_ref()) {
                         self.refuse(event.id, why.into());
@@ -439,7 +469,7 @@ impl Customer {
                 Err(e) => self.refuse(event.id, format!("feedback: {e}")),
             }
         } else if event.kind == job.request.kinds.result {
-            match JobResult::from_verified_event_with(&event, Some(&self.keys), registry) {
+            match JobResult::from_verified_event_cached(&event, &mut self.conversations, registry) {
                 Ok(r) if r.answers(&job.request) && request_tag_matches(&r, &job_id) => {
                     if let Some(why) = job.delivery.scheme_mismatch(r.encrypted.as_ref()) {
                         self.refuse(event.id, why.into());

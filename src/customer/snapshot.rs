@@ -132,6 +132,7 @@ impl Customer {
         }
         let rng = DvmRng::restore(snapshot.rng, &config.seed);
         let mut customer = Self {
+            conversations: super::conversation_cache(&keys),
             keys,
             config,
             rng,

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use nostr::{PublicKey, SecretKey};
+use nostr::{Keys, PublicKey, SecretKey};
 
 use super::{ConversationKey, Error};
 
@@ -17,7 +17,7 @@ use super::{ConversationKey, Error};
 ///
 /// Failed derivations (public keys not on the curve) are not cached.
 pub struct ConversationKeyCache {
-    secret_key: SecretKey,
+    keys: Keys,
     generation_cap: usize,
     young: HashMap<PublicKey, ConversationKey>,
     old: HashMap<PublicKey, ConversationKey>,
@@ -33,7 +33,7 @@ impl ConversationKeyCache {
     pub fn new(secret_key: SecretKey, capacity: usize) -> Self {
         let generation_cap = (capacity / 2).max(1);
         Self {
-            secret_key,
+            keys: Keys::new(secret_key),
             generation_cap,
             young: HashMap::with_capacity(generation_cap.min(1024)),
             old: HashMap::new(),
@@ -60,7 +60,7 @@ impl ConversationKeyCache {
             }
             None => {
                 self.misses += 1;
-                ConversationKey::derive(&self.secret_key, peer)?
+                ConversationKey::derive(self.keys.secret_key(), peer)?
             }
         };
         if self.young.len() >= self.generation_cap {
@@ -68,6 +68,16 @@ impl ConversationKeyCache {
         }
         self.young.insert(*peer, key.clone());
         Ok(key)
+    }
+
+    /// The public key of the cache's secret key: the local side of every conversation.
+    pub fn public_key(&self) -> PublicKey {
+        self.keys.public_key()
+    }
+
+    /// The local keys, for the schemes the cache does not serve (NIP-04).
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// How many keys the cache holds now.

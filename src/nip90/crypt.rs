@@ -76,9 +76,50 @@ fn nip04_payload_len(max_plaintext: usize) -> usize {
         .saturating_add(28)
 }
 
+/// Who reads an encrypted job event: the reader's keys, or a cache of the reader's
+/// conversation keys (one ECDH per peer instead of one per event).
+pub(crate) enum Reader<'a> {
+    /// Derive the conversation key for each event.
+    Keys(&'a Keys),
+    /// Take NIP-44 conversation keys from the cache.
+    Cache(&'a mut crate::nip44::ConversationKeyCache),
+}
+
+impl Reader<'_> {
+    /// The reader's public key.
+    pub(crate) fn public_key(&self) -> PublicKey {
+        match self {
+            Reader::Keys(keys) => keys.public_key(),
+            Reader::Cache(cache) => cache.public_key(),
+        }
+    }
+
+    /// Decrypts `payload` from `peer`, refusing plaintexts over `max_plaintext` bytes (by the
+    /// payload's length, before decoding).
+    pub(crate) fn decrypt(
+        &mut self,
+        scheme: Scheme,
+        peer: &PublicKey,
+        payload: &str,
+        max_plaintext: usize,
+    ) -> Result<String, ParseError> {
+        match (scheme, self) {
+            (Scheme::Nip44, Reader::Cache(cache)) => {
+                let key = cache.get(peer).map_err(ParseError::Nip44)?;
+                crate::nip44::decrypt_with_max_len(&key, payload, max_plaintext)
+                    .map_err(ParseError::Nip44)
+            }
+            (_, Reader::Cache(cache)) => {
+                decrypt(scheme, cache.keys(), peer, payload, max_plaintext)
+            }
+            (_, Reader::Keys(keys)) => decrypt(scheme, keys, peer, payload, max_plaintext),
+        }
+    }
+}
+
 /// Decrypts `payload` between `keys` and `peer`, refusing plaintexts over `max_plaintext`
 /// bytes (by the payload's length, before decoding).
-pub(crate) fn decrypt(
+fn decrypt(
     scheme: Scheme,
     keys: &Keys,
     peer: &PublicKey,

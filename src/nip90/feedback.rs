@@ -155,7 +155,7 @@ impl JobFeedback {
 
     fn parse(
         event: &Event,
-        keys: Option<&Keys>,
+        reader: Option<crypt::Reader<'_>>,
         registry: &KindRegistry,
         verify: bool,
     ) -> Result<Self, ParseError> {
@@ -195,12 +195,11 @@ impl JobFeedback {
                 let scheme = detect_scheme(&event.content).ok_or(ParseError::UnknownCiphertext)?;
                 let target = customer.ok_or(ParseError::MissingTag { tag: "p" })?;
                 let mut decrypted = false;
-                if let Some(keys) = keys {
-                    let me = keys.public_key();
+                if let Some(mut reader) = reader {
+                    let me = reader.public_key();
                     if let Some(peer) = crypt::peer_for(&me, &event.pubkey, &target, &p_tags) {
-                        let plain = crypt::decrypt(
+                        let plain = reader.decrypt(
                             scheme,
-                            keys,
                             &peer,
                             &event.content,
                             limits::MAX_ENCRYPTED_CONTENT_LEN,

@@ -133,7 +133,7 @@ macro_rules! job_event_parsers {
     ($role:literal, $($doc:literal)+) => {
         #[doc = concat!($($doc),+)]
         pub fn from_event(event: &Event, keys: Option<&Keys>) -> Result<Self, ParseError> {
-            Self::parse(event, keys, &KindRegistry::nip90(), true)
+            Self::parse(event, keys.map(crypt::Reader::Keys), &KindRegistry::nip90(), true)
         }
 
         /// Like [`from_event`](Self::from_event), without checking the id and signature: for
@@ -143,7 +143,7 @@ macro_rules! job_event_parsers {
             event: &Event,
             keys: Option<&Keys>,
         ) -> Result<Self, ParseError> {
-            Self::parse(event, keys, &KindRegistry::nip90(), false)
+            Self::parse(event, keys.map(crypt::Reader::Keys), &KindRegistry::nip90(), false)
         }
 
         #[doc = concat!("Like [`from_event`](Self::from_event), with the ", $role, " kinds of `registry`.")]
@@ -152,7 +152,7 @@ macro_rules! job_event_parsers {
             keys: Option<&Keys>,
             registry: &KindRegistry,
         ) -> Result<Self, ParseError> {
-            Self::parse(event, keys, registry, true)
+            Self::parse(event, keys.map(crypt::Reader::Keys), registry, true)
         }
 
         #[doc = concat!("Like [`from_verified_event`](Self::from_verified_event), with the ", $role, " kinds of `registry`.")]
@@ -161,7 +161,16 @@ macro_rules! job_event_parsers {
             keys: Option<&Keys>,
             registry: &KindRegistry,
         ) -> Result<Self, ParseError> {
-            Self::parse(event, keys, registry, false)
+            Self::parse(event, keys.map(crypt::Reader::Keys), registry, false)
+        }
+
+        #[doc = concat!("Like [`from_verified_event_with`](Self::from_verified_event_with), reading an encrypted ", $role, " as `cache`'s owner with NIP-44 conversation keys from `cache`: one ECDH per peer instead of one per event. The cache's secret key plays the part of `keys`.")]
+        pub fn from_verified_event_cached(
+            event: &Event,
+            cache: &mut crate::nip44::ConversationKeyCache,
+            registry: &KindRegistry,
+        ) -> Result<Self, ParseError> {
+            Self::parse(event, Some(crypt::Reader::Cache(cache)), registry, false)
         }
     };
 }

@@ -154,7 +154,7 @@ impl JobRequest {
 
     fn parse(
         event: &Event,
-        keys: Option<&Keys>,
+        reader: Option<crypt::Reader<'_>>,
         registry: &KindRegistry,
         verify: bool,
     ) -> Result<Self, ParseError> {
@@ -190,14 +190,13 @@ impl JobRequest {
                 let target = crypt::target_of(&event.pubkey, &fields.providers)
                     .ok_or(ParseError::MissingTag { tag: "p" })?;
                 let mut decrypted = false;
-                if let Some(keys) = keys {
-                    let me = keys.public_key();
+                if let Some(mut reader) = reader {
+                    let me = reader.public_key();
                     if let Some(peer) =
                         crypt::peer_for(&me, &event.pubkey, &target, &fields.providers)
                     {
-                        let plain = crypt::decrypt(
+                        let plain = reader.decrypt(
                             scheme,
-                            keys,
                             &peer,
                             &event.content,
                             limits::MAX_PRIVATE_TAGS_LEN,
@@ -266,7 +265,7 @@ impl JobRequest {
         registry: &KindRegistry,
     ) -> Result<Self, ParseError> {
         let event = super::rumor_event(rumor);
-        let mut request = Self::parse(&event, keys, registry, false)?;
+        let mut request = Self::parse(&event, keys.map(crypt::Reader::Keys), registry, false)?;
         request.unsigned = true;
         Ok(request)
     }
@@ -371,6 +370,7 @@ pub struct JobRequestBuilder {
     scheme: Option<Scheme>,
     content: Option<String>,
     tags: Vec<Tag>,
+    conversation_key: Option<crate::nip44::ConversationKey>,
 }
 
 impl JobRequestBuilder {
@@ -387,6 +387,7 @@ impl JobRequestBuilder {
             scheme: None,
             content: None,
             tags: Vec::new(),
+            conversation_key: None,
         }
     }
 
@@ -461,6 +462,14 @@ impl JobRequestBuilder {
         self
     }
 
+    /// The NIP-44 conversation key with the provider, when the caller has it (from a
+    /// [`ConversationKeyCache`](crate::nip44::ConversationKeyCache)): a NIP-44 request then
+    /// costs no ECDH. It must be the key between the signer and the one provider.
+    pub fn conversation_key(mut self, key: crate::nip44::ConversationKey) -> Self {
+        self.conversation_key = Some(key);
+        self
+    }
+
     /// Sets a plain-text content (not allowed together with [`encrypt`](Self::encrypt)).
     pub fn content(mut self, content: impl Into<String>) -> Self {
         self.content = Some(content.into());
@@ -506,7 +515,14 @@ impl JobRequestBuilder {
                     return Err(BuildError::SchemeUnavailable(scheme));
                 }
                 let json = super::tags_json(&private)?;
-                crypt::encrypt(scheme, keys, provider, &json, None, rng)?
+                crypt::encrypt(
+                    scheme,
+                    keys,
+                    provider,
+                    &json,
+                    self.conversation_key.as_ref(),
+                    rng,
+                )?
             }
         };
         if let Some(output) = self.output {

@@ -65,7 +65,7 @@ impl JobResult {
 
     fn parse(
         event: &Event,
-        keys: Option<&Keys>,
+        reader: Option<crypt::Reader<'_>>,
         registry: &KindRegistry,
         verify: bool,
     ) -> Result<Self, ParseError> {
@@ -117,13 +117,12 @@ impl JobResult {
                 let target = customer.ok_or(ParseError::MissingTag { tag: "p" })?;
                 let mut content = String::new();
                 let mut decrypted = false;
-                if let Some(keys) = keys {
-                    let me = keys.public_key();
+                if let Some(mut reader) = reader {
+                    let me = reader.public_key();
                     if let Some(peer) = crypt::peer_for(&me, &event.pubkey, &target, &reply.p_tags)
                     {
-                        content = crypt::decrypt(
+                        content = reader.decrypt(
                             scheme,
-                            keys,
                             &peer,
                             &event.content,
                             limits::MAX_ENCRYPTED_CONTENT_LEN,

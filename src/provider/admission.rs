@@ -52,8 +52,11 @@ impl Provider {
             self.refuse_event(event.id, "invalid id or signature");
             return;
         }
-        let parsed =
-            JobRequest::from_verified_event_with(&event, Some(&self.keys), &self.config.registry);
+        let parsed = JobRequest::from_verified_event_cached(
+            &event,
+            &mut self.conversations,
+            &self.config.registry,
+        );
         let names_us = self.tags_us(&event);
         self.on_request(
             now,

@@ -313,8 +313,9 @@ pub struct Provider {
     inputs_pushed_at: Option<Timestamp>,
     /// The caps on telling refused customers why.
     tell_budget: refusals::TellBudget,
-    /// NIP-44 conversation keys with the customers of encrypted jobs, so a job's replies
-    /// (processing, partial, result, success) cost one ECDH, not one each. Bounded by
+    /// NIP-44 conversation keys with the customers of encrypted jobs, so reading a request
+    /// and sending its replies (processing, partial, result, success) cost one ECDH per
+    /// customer, not one each. Bounded by
     /// [`CONVERSATION_CACHE`]; not in the snapshot (a restart derives them again).
     conversations: crate::nip44::ConversationKeyCache,
     /// The latest `now` the provider was given (see `tick`).
