@@ -16,6 +16,7 @@
 //!
 //! Everything a job needs (requests, invoices, receipts) is built outside the timed regions.
 
+use nostr_dvm::relay::RelayCommand;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::str::FromStr;
@@ -230,7 +231,9 @@ fn drain_into(provider: &mut Provider, out: &mut Vec<Output>) {
 fn published(out: &[Output], kind: u16) -> Vec<&Event> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Publish { event, .. } if event.kind.as_u16() == kind => Some(event),
+            Output::Relay(RelayCommand::Publish { event, .. }) if event.kind.as_u16() == kind => {
+                Some(event)
+            }
             _ => None,
         })
         .collect()
@@ -596,7 +599,7 @@ fn paid_job_fixture(request: Event, customer: &Keys) -> PaidJob {
     // Exactly three signatures went out.
     assert_eq!(
         out.iter()
-            .filter(|o| matches!(o, Output::Publish { .. }))
+            .filter(|o| matches!(o, Output::Relay(RelayCommand::Publish { .. })))
             .count(),
         3
     );

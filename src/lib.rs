@@ -10,7 +10,7 @@
 //! and does what it asks, until it asks for nothing:
 //!
 //! ```
-//! use nostr_dvm::provider::{Output, PaymentPolicy, Provider, ProviderConfig};
+//! use nostr_dvm::provider::{Output, PaymentPolicy, Provider, ProviderConfig, RelayCommand};
 //! use nostr_dvm::task::{FixedPrice, TaskOutput};
 //! use nostr_dvm::nostr::{Keys, Kind, Timestamp};
 //!
@@ -25,9 +25,9 @@
 //! // handle_task_result, handle_invoice, handle_payment, handle_timeout ... then:
 //! while let Some(output) = provider.poll_output() {
 //!     match output {
-//!         Output::Publish { event, relays } => { /* send `event` to `relays` */ }
-//!         Output::Subscribe { id, filter } => { /* REQ `id` with `filter` */ }
-//!         Output::Unsubscribe(id) => { /* CLOSE `id` */ }
+//!         Output::Relay(RelayCommand::Publish { event, relays }) => { /* send `event` to `relays` */ }
+//!         Output::Relay(RelayCommand::Subscribe { id, filter }) => { /* REQ `id` with `filter` */ }
+//!         Output::Relay(RelayCommand::Unsubscribe(id)) => { /* CLOSE `id` */ }
 //!         Output::RunTask(request) => {
 //!             // run your Task, then:
 //!             provider.handle_task_result(now, request.job, Ok(TaskOutput::new("...")))?;
@@ -115,6 +115,7 @@ pub mod nip59;
 pub mod nip89;
 pub mod nip90;
 pub mod provider;
+pub mod relay;
 pub mod rng;
 #[cfg(feature = "runtime")]
 pub mod runtime;

@@ -63,7 +63,7 @@ impl World {
             while let Some(out) = self.customer.poll_output() {
                 moved = true;
                 match &out {
-                    customer::Output::Publish { event, .. } => {
+                    customer::Output::Relay(customer::RelayCommand::Publish { event, .. }) => {
                         self.provider.handle_event(self.now, event.clone())
                     }
                     customer::Output::Notify(n) => self.notes.push(n.clone()),
@@ -74,7 +74,7 @@ impl World {
             while let Some(out) = self.provider.poll_output() {
                 moved = true;
                 match out {
-                    provider::Output::Publish { event, .. } => {
+                    provider::Output::Relay(provider::RelayCommand::Publish { event, .. }) => {
                         self.customer.handle_event(self.now, event)
                     }
                     provider::Output::RunTask(request) => self

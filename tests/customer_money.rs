@@ -12,6 +12,7 @@ use nostr_dvm::nip90::{
     FeedbackStatus, JobFeedback, JobInput, JobRequest, JobResult, KindRegistry,
 };
 use nostr_dvm::nostr::{Event, EventId, Keys, Kind, Timestamp};
+use nostr_dvm::relay::RelayCommand;
 use nostr_dvm::testing::{keys_from_seed, InvoiceDescription, InvoiceParams, TestLightningNode};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -73,7 +74,7 @@ impl Bench {
             .drain()
             .into_iter()
             .find_map(|o| match o {
-                Output::Publish { event, .. } => Some(event),
+                Output::Relay(RelayCommand::Publish { event, .. }) => Some(event),
                 _ => None,
             })
             .unwrap();
@@ -675,7 +676,9 @@ fn a_payment_in_doubt_is_looked_up_after_a_restore_never_paid_again() {
     assert_eq!(lookups.len(), 1, "{out:?}");
     assert_eq!(lookups[0].0, job);
     assert_eq!(lookups[0].2.as_deref(), Some(bolt11.as_str()));
-    assert!(out.iter().any(|o| matches!(o, Output::Subscribe { .. })));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Relay(RelayCommand::Subscribe { .. }))));
     // The same feedback delivered again after the restart is no new request.
     let again = b.feed(fb);
     assert!(again.is_empty(), "{again:?}");

@@ -534,7 +534,9 @@ impl Case {
                     .drain()
                     .into_iter()
                     .find_map(|o| match o {
-                        Output::Publish { event, .. } => Some(event),
+                        Output::Relay(nostr_dvm::relay::RelayCommand::Publish {
+                            event, ..
+                        }) => Some(event),
                         _ => None,
                     })
                     .ok_or_else(|| TestCaseError::fail("nothing published"))?;

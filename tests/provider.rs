@@ -16,7 +16,7 @@ fn first_outputs_are_the_subscriptions() {
     );
     let mut ids = Vec::new();
     while let Some(o) = provider.poll_output() {
-        if let Output::Subscribe { id, .. } = o {
+        if let Output::Relay(RelayCommand::Subscribe { id, .. }) = o {
             ids.push(id);
         }
     }
@@ -30,7 +30,7 @@ fn a_provider_with_no_kinds_asks_relays_for_no_request_kinds() {
     let mut provider = Provider::new(keys, config, Timestamp::from(T0));
     let mut subscriptions = 0;
     while let Some(output) = provider.poll_output() {
-        if let Output::Subscribe { filter, .. } = output {
+        if let Output::Relay(RelayCommand::Subscribe { filter, .. }) = output {
             subscriptions += 1;
             let kinds = filter.kinds.unwrap_or_default();
             assert!(
@@ -67,7 +67,9 @@ fn free_job_runs_and_delivers() {
     assert_eq!(result.customer, Some(h.customer.public_key()));
     // replies go to the provider's relays only: the request's are a stranger's choice
     match &out[0] {
-        Output::Publish { relays, .. } => assert_eq!(relays, &["wss://dvm.example"]),
+        Output::Relay(RelayCommand::Publish { relays, .. }) => {
+            assert_eq!(relays, &["wss://dvm.example"])
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(h.state(&request.id), JobState::Delivered { paid: false });
@@ -526,9 +528,9 @@ fn timers_expire_payment_windows_and_time_out_tasks() {
         Some(Timestamp::from(T0 + DELETION_REFRESH_SECS))
     );
     let out = h.advance(DELETION_REFRESH_SECS);
-    assert!(out
-        .iter()
-        .any(|o| matches!(o, Output::Subscribe { id, .. } if id == "dvm-deletions")));
+    assert!(out.iter().any(
+        |o| matches!(o, Output::Relay(RelayCommand::Subscribe { id, .. }) if id == "dvm-deletions")
+    ));
     assert_eq!(
         h.provider.poll_timeout(),
         Some(Timestamp::from(T0 + window))
@@ -687,9 +689,9 @@ fn chained_job_waits_for_its_input_result() {
     assert_eq!(h.state(&request.id), JobState::WaitingForInputs);
     // One subscription for every missing input, sent with the next refresh.
     let out = h.advance(DELETION_REFRESH_SECS);
-    assert!(out
-        .iter()
-        .any(|o| matches!(o, Output::Subscribe { id, .. } if id == "dvm-inputs")));
+    assert!(out.iter().any(
+        |o| matches!(o, Output::Relay(RelayCommand::Subscribe { id, .. }) if id == "dvm-inputs")
+    ));
     // The provider the customer named answers the first job.
     let first = JobRequest::from_event(&first, None).unwrap();
     let result = JobResult::builder(&first, "transcript text")
@@ -961,7 +963,7 @@ fn events_pushed_into_a_snapshot_are_published_after_restore() {
     assert_eq!(published(&out), [&unpublished]);
     assert!(matches!(
         out.first(),
-        Some(Output::Publish { relays, .. }) if relays == &["wss://relay.example".to_owned()]
+        Some(Output::Relay(RelayCommand::Publish { relays, .. })) if relays == &["wss://relay.example".to_owned()]
     ));
 }
 

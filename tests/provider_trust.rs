@@ -194,7 +194,9 @@ fn with_named_providers_off_only_trusted_results_are_inputs() {
     let filter = out
         .iter()
         .find_map(|o| match o {
-            Output::Subscribe { id, filter } if id == "dvm-inputs" => Some(filter.clone()),
+            Output::Relay(RelayCommand::Subscribe { id, filter }) if id == "dvm-inputs" => {
+                Some(filter.clone())
+            }
             _ => None,
         })
         .unwrap();
@@ -499,7 +501,7 @@ fn the_relays_a_request_names_reach_the_host_only_by_policy() {
         .handle_task_result(h.now(), request.id, Ok(TaskOutput::new("done")))
         .unwrap();
     for out in h.drain() {
-        if let Output::Publish { relays, .. } = out {
+        if let Output::Relay(RelayCommand::Publish { relays, .. }) = out {
             assert_eq!(relays, ["wss://dvm.example"]);
         }
     }
@@ -517,7 +519,7 @@ fn the_relays_a_request_names_reach_the_host_only_by_policy() {
         .drain()
         .into_iter()
         .find_map(|o| match o {
-            Output::Publish { relays, .. } => Some(relays),
+            Output::Relay(RelayCommand::Publish { relays, .. }) => Some(relays),
             _ => None,
         })
         .unwrap();

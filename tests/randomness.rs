@@ -6,6 +6,7 @@ use nostr_dvm::encryption::Scheme;
 use nostr_dvm::nip90::{JobInput, JobRequest};
 use nostr_dvm::nostr::{Event, Kind, Timestamp};
 use nostr_dvm::provider::{Output as ProviderOutput, Provider, ProviderConfig};
+use nostr_dvm::relay::RelayCommand;
 use nostr_dvm::rng::SeedSource;
 use nostr_dvm::testing::keys_from_seed;
 
@@ -19,7 +20,7 @@ fn submit(customer: &mut Customer, delivery: Delivery) -> Event {
         .unwrap();
     let mut published = None;
     while let Some(out) = customer.poll_output() {
-        if let Output::Publish { event, .. } = out {
+        if let Output::Relay(RelayCommand::Publish { event, .. }) = out {
             published = Some(event);
         }
     }
@@ -71,7 +72,7 @@ fn announcement(provider: &mut Provider) -> Event {
     provider.announce(Timestamp::from(T0)).unwrap();
     let mut event = None;
     while let Some(out) = provider.poll_output() {
-        if let ProviderOutput::Publish { event: e, .. } = out {
+        if let ProviderOutput::Relay(RelayCommand::Publish { event: e, .. }) = out {
             event = Some(e);
         }
     }

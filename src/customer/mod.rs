@@ -13,7 +13,7 @@
 //! let job = customer.submit(now, request, Delivery::Public)?;
 //! while let Some(output) = customer.poll_output() {
 //!     match output {
-//!         Output::Publish { .. } | Output::Subscribe { .. } | Output::Unsubscribe(_) => {}
+//!         Output::Relay(_) => {} // a RelayCommand: publish, subscribe, unsubscribe
 //!         Output::PayInvoice { .. } | Output::SendZap { .. } | Output::LookupPayment { .. } => {}
 //!         Output::Notify(_) => {}
 //!     }
@@ -89,7 +89,7 @@ pub use config::CustomerConfig;
 pub use invoice::{check_invoice, CheckedInvoice, InvoiceError};
 /// The Lightning networks ([`CustomerConfig::network`]).
 pub use lightning_invoice::Currency;
-pub use output::{Error, Notification, Output};
+pub use output::{Error, Notification, Output, RelayCommand};
 pub use payment::{Payment, PaymentOutcome, PaymentRef, PaymentRequest, PaymentState};
 pub use snapshot::CustomerSnapshot;
 
@@ -224,18 +224,19 @@ impl Customer {
     }
 
     fn subscribe_inbox(&mut self, since: Timestamp) {
-        self.outbox.push_back(Output::Subscribe {
-            id: "dvm-customer-inbox".into(),
-            filter: Filter::new()
-                .kinds([
-                    Kind::from(nip59::GIFT_WRAP_KIND),
-                    Kind::from(nip59::EPHEMERAL_GIFT_WRAP_KIND),
-                ])
-                .pubkey(self.keys.public_key())
-                .since(Timestamp::from(
-                    since.as_secs().saturating_sub(nip59::MAX_TIMESTAMP_TWEAK),
-                )),
-        });
+        self.outbox
+            .push_back(Output::Relay(RelayCommand::Subscribe {
+                id: "dvm-customer-inbox".into(),
+                filter: Filter::new()
+                    .kinds([
+                        Kind::from(nip59::GIFT_WRAP_KIND),
+                        Kind::from(nip59::EPHEMERAL_GIFT_WRAP_KIND),
+                    ])
+                    .pubkey(self.keys.public_key())
+                    .since(Timestamp::from(
+                        since.as_secs().saturating_sub(nip59::MAX_TIMESTAMP_TWEAK),
+                    )),
+            }));
     }
 
     /// The customer's public key.
@@ -367,10 +368,10 @@ impl Customer {
         };
         self.outbox
             .push_back(job_subscription(&request, &self.keys));
-        self.outbox.push_back(Output::Publish {
+        self.outbox.push_back(Output::Relay(RelayCommand::Publish {
             event: published,
             relays: self.config.relays.clone(),
-        });
+        }));
         self.jobs.insert(
             id,
             Job {
@@ -641,7 +642,8 @@ impl Customer {
         }
         j.ended = Some((now, why));
         self.dirty = true;
-        self.outbox.push_back(Output::Unsubscribe(sub_id(&job)));
+        self.outbox
+            .push_back(Output::Relay(RelayCommand::Unsubscribe(sub_id(&job))));
         if why == JobEnd::TimedOut {
             self.outbox
                 .push_back(Output::Notify(Notification::TimedOut { job }));
@@ -662,10 +664,10 @@ impl Customer {
         let event = UnsignedEvent::new(self.keys.public_key(), now, Kind::EventDeletion, tags, "")
             .sign_with_ctx(nostr::SECP256K1, &mut self.rng, &self.keys)
             .map_err(|e| Error::Build(e.to_string()))?;
-        self.outbox.push_back(Output::Publish {
+        self.outbox.push_back(Output::Relay(RelayCommand::Publish {
             event,
             relays: self.config.relays.clone(),
-        });
+        }));
         self.dirty = true;
         self.end(now, job, JobEnd::Cancelled);
         Ok(())
@@ -715,13 +717,13 @@ impl Customer {
 
 /// The subscription to a job's answers.
 fn job_subscription(request: &JobRequest, keys: &Keys) -> Output {
-    Output::Subscribe {
+    Output::Relay(RelayCommand::Subscribe {
         id: sub_id(&request.id),
         filter: Filter::new()
             .kinds([request.kinds.result, request.kinds.feedback])
             .event(request.id)
             .pubkey(keys.public_key()),
-    }
+    })
 }
 
 fn sub_id(job: &EventId) -> String {

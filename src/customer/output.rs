@@ -1,32 +1,19 @@
 //! What the customer asks its host to do, what it tells the application, and the host's
 //! errors.
 
-use nostr::{Event, EventId, Filter, PublicKey};
+use nostr::{Event, EventId, PublicKey};
 use serde::{Deserialize, Serialize};
 
 use super::invoice::InvoiceError;
 use super::payment::PaymentRef;
 use crate::nip90::FeedbackStatus;
+pub use crate::relay::RelayCommand;
 
 /// What the customer asks its host to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    /// Publish this event on these relays.
-    Publish {
-        /// The event.
-        event: Event,
-        /// Where.
-        relays: Vec<String>,
-    },
-    /// Open or replace subscription `id`.
-    Subscribe {
-        /// The id.
-        id: String,
-        /// The filter.
-        filter: Filter,
-    },
-    /// Close subscription `id`.
-    Unsubscribe(String),
+    /// Publish, subscribe or unsubscribe on relays.
+    Relay(RelayCommand),
     /// Pay this BOLT11 invoice with the host's wallet, spending at most `max_fee_msat` on
     /// routing, then report the outcome with
     /// [`Customer::handle_payment_outcome`](super::Customer::handle_payment_outcome) under

@@ -1,8 +1,9 @@
 //! Persistence: everything a customer knows, as serde data.
 
+use crate::relay::RelayCommand;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use nostr::{Event, EventId, Filter, Keys, PublicKey, Timestamp};
+use nostr::{Event, EventId, Keys, PublicKey, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -24,7 +25,8 @@ pub struct CustomerSnapshot {
     outbox: Vec<SavedOutput>,
 }
 
-const VERSION: u32 = 1;
+/// Version 2: relay outputs are saved as one [`RelayCommand`].
+const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct SavedJob {
@@ -41,9 +43,7 @@ struct SavedJob {
 /// The outputs kept: payments are not, they are looked up on restore.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum SavedOutput {
-    Publish { event: Event, relays: Vec<String> },
-    Subscribe { id: String, filter: Filter },
-    Unsubscribe(String),
+    Relay(RelayCommand),
     Notify(Notification),
 }
 
@@ -155,9 +155,7 @@ impl Customer {
         customer.outbox.extend(subscriptions);
         for saved in snapshot.outbox {
             customer.outbox.push_back(match saved {
-                SavedOutput::Publish { event, relays } => Output::Publish { event, relays },
-                SavedOutput::Subscribe { id, filter } => Output::Subscribe { id, filter },
-                SavedOutput::Unsubscribe(id) => Output::Unsubscribe(id),
+                SavedOutput::Relay(command) => Output::Relay(command),
                 SavedOutput::Notify(n) => Output::Notify(n),
             });
         }
@@ -185,15 +183,7 @@ impl Customer {
 
 fn save_output(output: &Output) -> Option<SavedOutput> {
     Some(match output {
-        Output::Publish { event, relays } => SavedOutput::Publish {
-            event: event.clone(),
-            relays: relays.clone(),
-        },
-        Output::Subscribe { id, filter } => SavedOutput::Subscribe {
-            id: id.clone(),
-            filter: filter.clone(),
-        },
-        Output::Unsubscribe(id) => SavedOutput::Unsubscribe(id.clone()),
+        Output::Relay(command) => SavedOutput::Relay(command.clone()),
         Output::Notify(n) => SavedOutput::Notify(n.clone()),
         Output::PayInvoice { .. } | Output::SendZap { .. } | Output::LookupPayment { .. } => {
             return None

@@ -1,6 +1,7 @@
 //! Cancellation: kind-5 deletions by the request's author, remembered when they come before
 //! the request, and the subscription that hears them.
 
+use crate::relay::RelayCommand;
 use std::collections::{BTreeSet, HashMap};
 
 use nostr::{Event, EventId, Filter, Kind, PublicKey, Timestamp};
@@ -114,14 +115,17 @@ impl Provider {
         live.sort();
         if live.is_empty() {
             self.outbox
-                .push_back(Output::Unsubscribe(SUB_DELETIONS.into()));
+                .push_back(Output::Relay(RelayCommand::Unsubscribe(
+                    SUB_DELETIONS.into(),
+                )));
         } else {
-            self.outbox.push_back(Output::Subscribe {
-                id: SUB_DELETIONS.into(),
-                filter: Filter::new()
-                    .kind(Kind::EventDeletion)
-                    .events(live.into_iter().map(|(_, id)| id)),
-            });
+            self.outbox
+                .push_back(Output::Relay(RelayCommand::Subscribe {
+                    id: SUB_DELETIONS.into(),
+                    filter: Filter::new()
+                        .kind(Kind::EventDeletion)
+                        .events(live.into_iter().map(|(_, id)| id)),
+                }));
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Chained jobs (`i <id> job`): waiting for the result of another job, and taking it as
 //! input, only from a provider the job can trust.
 
+use crate::relay::RelayCommand;
 use nostr::{Event, EventId, Filter, JsonUtil, PublicKey, Timestamp};
 
 use super::{Output, Provider, SUB_INPUTS};
@@ -154,7 +155,7 @@ impl Provider {
         }
         if ids.is_empty() {
             self.outbox
-                .push_back(Output::Unsubscribe(SUB_INPUTS.into()));
+                .push_back(Output::Relay(RelayCommand::Unsubscribe(SUB_INPUTS.into())));
             return;
         }
         let mut filter = Filter::new().events(ids);
@@ -163,9 +164,10 @@ impl Provider {
             authors.extend(self.config.trusted_input_providers.iter().copied());
             filter = filter.authors(authors);
         }
-        self.outbox.push_back(Output::Subscribe {
-            id: SUB_INPUTS.into(),
-            filter,
-        });
+        self.outbox
+            .push_back(Output::Relay(RelayCommand::Subscribe {
+                id: SUB_INPUTS.into(),
+                filter,
+            }));
     }
 }

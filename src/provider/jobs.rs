@@ -1,6 +1,7 @@
 //! A job's life after admission: inputs, payment, the task, its result, and the end; the
 //! timer index and the per-job bookkeeping every other part uses.
 
+use crate::relay::RelayCommand;
 use nostr::{EventId, Timestamp};
 
 use super::{
@@ -187,10 +188,10 @@ impl Provider {
             _ => {
                 // Pay after the result: it goes out now, payment-required follows it, and a
                 // zap of the result pays too.
-                self.outbox.push_back(Output::Publish {
+                self.outbox.push_back(Output::Relay(RelayCommand::Publish {
                     relays: self.job_relays(id),
                     event,
-                });
+                }));
                 self.bindings.insert(seen_id, id);
                 if let Some(job) = self.jobs.get_mut(&id) {
                     job.result_id = Some(Box::new(seen_id));

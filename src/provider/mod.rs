@@ -5,7 +5,7 @@
 //! and drains what it must do from [`Provider::poll_output`]:
 //!
 //! ```
-//! use nostr_dvm::provider::{Output, Provider, ProviderConfig};
+//! use nostr_dvm::provider::{Output, Provider, ProviderConfig, RelayCommand};
 //! use nostr_dvm::nostr::{Keys, Kind, Timestamp};
 //!
 //! let keys = Keys::parse("0000000000000000000000000000000000000000000000000000000000000003")?;
@@ -14,9 +14,9 @@
 //! // ... provider.handle_event(now, event) for each event from the relays ...
 //! while let Some(output) = provider.poll_output() {
 //!     match output {
-//!         Output::Publish { event, relays } => { /* send to relays */ }
-//!         Output::Subscribe { id, filter } => { /* REQ */ }
-//!         Output::Unsubscribe(id) => { /* CLOSE */ }
+//!         Output::Relay(RelayCommand::Publish { event, relays }) => { /* send to relays */ }
+//!         Output::Relay(RelayCommand::Subscribe { id, filter }) => { /* REQ */ }
+//!         Output::Relay(RelayCommand::Unsubscribe(id)) => { /* CLOSE */ }
 //!         Output::RunTask(request) => { /* run the Task, then handle_task_result */ }
 //!         Output::CancelTask(job) => { /* abort it */ }
 //!         Output::RequestInvoice { job, amount_msat, .. } => { /* ask the wallet, then handle_invoice */ }
@@ -79,6 +79,7 @@ pub use config::{Admission, Heartbeat, PaymentPolicy, ProviderConfig, RateLimit}
 pub use ledger::ReplayLedger;
 pub use output::{
     Notification, Output, PaymentProof, PaymentVia, RefundDue, RefundReason, RejectReason,
+    RelayCommand,
 };
 pub use snapshot::ProviderSnapshot;
 
@@ -418,25 +419,27 @@ impl Provider {
         let since = Timestamp::from(now.as_secs().saturating_sub(self.config.lookback_secs));
         // `"kinds": []` reads as "any kind" to some relays: with no kinds, no such filter.
         if !self.config.kinds.is_empty() {
-            self.outbox.push_back(Output::Subscribe {
-                id: SUB_REQUESTS.into(),
-                filter: Filter::new().kinds(self.config.kinds.clone()).since(since),
-            });
+            self.outbox
+                .push_back(Output::Relay(RelayCommand::Subscribe {
+                    id: SUB_REQUESTS.into(),
+                    filter: Filter::new().kinds(self.config.kinds.clone()).since(since),
+                }));
         }
-        self.outbox.push_back(Output::Subscribe {
-            id: SUB_INBOX.into(),
-            filter: Filter::new()
-                .kinds([
-                    Kind::from(nip59::GIFT_WRAP_KIND),
-                    Kind::from(nip59::EPHEMERAL_GIFT_WRAP_KIND),
-                    Kind::from(ZAP_RECEIPT_KIND),
-                ])
-                .pubkey(self.keys.public_key())
-                // gift wraps are back-dated up to two days
-                .since(Timestamp::from(
-                    since.as_secs().saturating_sub(nip59::MAX_TIMESTAMP_TWEAK),
-                )),
-        });
+        self.outbox
+            .push_back(Output::Relay(RelayCommand::Subscribe {
+                id: SUB_INBOX.into(),
+                filter: Filter::new()
+                    .kinds([
+                        Kind::from(nip59::GIFT_WRAP_KIND),
+                        Kind::from(nip59::EPHEMERAL_GIFT_WRAP_KIND),
+                        Kind::from(ZAP_RECEIPT_KIND),
+                    ])
+                    .pubkey(self.keys.public_key())
+                    // gift wraps are back-dated up to two days
+                    .since(Timestamp::from(
+                        since.as_secs().saturating_sub(nip59::MAX_TIMESTAMP_TWEAK),
+                    )),
+            }));
     }
 
     /// The time the provider acts on: never earlier than a `now` it was given before, so a
@@ -710,7 +713,8 @@ impl Provider {
             .sign(&self.keys, now, &mut self.rng)
             .map_err(|e| Error::Build(e.to_string()))?;
         let relays = self.config.relays.clone();
-        self.outbox.push_back(Output::Publish { event, relays });
+        self.outbox
+            .push_back(Output::Relay(RelayCommand::Publish { event, relays }));
         self.next_announce = self
             .config
             .announce_interval_secs

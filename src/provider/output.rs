@@ -1,32 +1,17 @@
 //! What a provider asks its host to do, and what it tells it.
 
-use nostr::{Event, EventId, Filter, PublicKey, Timestamp};
+use nostr::{EventId, PublicKey, Timestamp};
 use serde::{Deserialize, Serialize};
 
+pub use crate::relay::RelayCommand;
 use crate::task::TaskRequest;
 
 /// One thing for the host to do. Drain them with
 /// [`Provider::poll_output`](super::Provider::poll_output) after every input or command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    /// Publish a signed event on these relays: the provider's own, after at most
-    /// [`ProviderConfig::max_request_relays`](super::ProviderConfig::max_request_relays) of
-    /// the relays the request names (none by default).
-    Publish {
-        /// The event.
-        event: Event,
-        /// Where to publish it.
-        relays: Vec<String>,
-    },
-    /// Open, or replace, the subscription `id` with `filter`.
-    Subscribe {
-        /// The subscription id; a later `Subscribe` with the same id replaces it.
-        id: String,
-        /// What to subscribe to.
-        filter: Filter,
-    },
-    /// Close the subscription `id`.
-    Unsubscribe(String),
+    /// Publish, subscribe or unsubscribe on relays.
+    Relay(RelayCommand),
     /// Run the task for a job, then report with `handle_task_result` (and optionally
     /// `handle_task_progress`).
     RunTask(Box<TaskRequest>),

@@ -11,6 +11,7 @@
 //! provider, and refusals that defend against floods (deny list, rate limits, capacity, proof
 //! of work), are never told.
 
+use crate::relay::RelayCommand;
 use std::collections::VecDeque;
 
 use nostr::{Event, EventId, Kind, PublicKey, Tag, Timestamp, UnsignedEvent};
@@ -181,7 +182,8 @@ impl Provider {
         };
         if let Some(event) = event {
             let relays = self.config.relays.clone();
-            self.outbox.push_back(Output::Publish { event, relays });
+            self.outbox
+                .push_back(Output::Relay(RelayCommand::Publish { event, relays }));
             self.dirty = true;
         }
     }

@@ -1,6 +1,7 @@
 //! Replies: feedback and results, built, signed and sealed in the scheme the request used
 //! (plain, NIP-04, NIP-44, or a NIP-59 gift wrap to the customer), and where they go.
 
+use crate::relay::RelayCommand;
 use nostr::{Event, EventId, Timestamp, UnsignedEvent};
 
 use super::{Error, Job, Notification, Output, Provider, Reply};
@@ -49,7 +50,8 @@ impl Provider {
     ) -> Result<EventId, Error> {
         let (event, seen_id) = self.seal_reply(now, id, event)?;
         let relays = self.job_relays(id);
-        self.outbox.push_back(Output::Publish { event, relays });
+        self.outbox
+            .push_back(Output::Relay(RelayCommand::Publish { event, relays }));
         self.dirty = true;
         Ok(seen_id)
     }
@@ -97,10 +99,10 @@ impl Provider {
 
     /// Publishes a built result and ends the job as delivered.
     pub(super) fn deliver(&mut self, now: Timestamp, id: EventId, event: Event, paid: bool) {
-        self.outbox.push_back(Output::Publish {
+        self.outbox.push_back(Output::Relay(RelayCommand::Publish {
             relays: self.job_relays(id),
             event,
-        });
+        }));
         self.dirty = true;
         if self.config.success_feedback {
             let _ = self.send_feedback(now, id, FeedbackStatus::Success, None, None, false);

@@ -1,8 +1,9 @@
 //! Persistence: everything a provider knows, as serde data.
 
+use crate::relay::RelayCommand;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use nostr::{Event, EventId, Filter, Keys, PublicKey, Timestamp, UnsignedEvent};
+use nostr::{Event, EventId, Keys, PublicKey, Timestamp, UnsignedEvent};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -53,9 +54,10 @@ pub struct ProviderSnapshot {
     invoice_times: Vec<Timestamp>,
 }
 
-/// Version 2: the ledger keeps spent entries with their expiry, forgotten ids expire, and a
-/// job holds its built result instead of the task's output.
-const VERSION: u32 = 2;
+/// Version 3: relay outputs are saved as one [`RelayCommand`] (version 2: the ledger keeps
+/// spent entries with their expiry, forgotten ids expire, and a job holds its built result
+/// instead of the task's output).
+const VERSION: u32 = 3;
 
 impl ProviderSnapshot {
     /// Adds an event for the restored provider to publish first: for a host that stops while
@@ -63,7 +65,8 @@ impl ProviderSnapshot {
     /// provider considers them published once drained, so without this they would be lost;
     /// publishing one twice is harmless (relays deduplicate by id).
     pub fn push_publish(&mut self, event: Event, relays: Vec<String>) {
-        self.outbox.push(SavedOutput::Publish { event, relays });
+        self.outbox
+            .push(SavedOutput::Relay(RelayCommand::Publish { event, relays }));
     }
 }
 
@@ -89,15 +92,7 @@ struct SavedJob {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum SavedOutput {
-    Publish {
-        event: Event,
-        relays: Vec<String>,
-    },
-    Subscribe {
-        id: String,
-        filter: Filter,
-    },
-    Unsubscribe(String),
+    Relay(RelayCommand),
     /// Rebuilt from the job on restore.
     RunTask(EventId),
     CancelTask(EventId),
@@ -339,9 +334,7 @@ impl Provider {
         }
         for saved in snapshot.outbox {
             let output = match saved {
-                SavedOutput::Publish { event, relays } => Output::Publish { event, relays },
-                SavedOutput::Subscribe { id, filter } => Output::Subscribe { id, filter },
-                SavedOutput::Unsubscribe(id) => Output::Unsubscribe(id),
+                SavedOutput::Relay(command) => Output::Relay(command),
                 SavedOutput::RunTask(job) => match provider.task_request(job) {
                     Some(request) => Output::RunTask(Box::new(request)),
                     None => continue,
@@ -369,15 +362,7 @@ impl Provider {
 
 fn save_output(output: &Output) -> SavedOutput {
     match output {
-        Output::Publish { event, relays } => SavedOutput::Publish {
-            event: event.clone(),
-            relays: relays.clone(),
-        },
-        Output::Subscribe { id, filter } => SavedOutput::Subscribe {
-            id: id.clone(),
-            filter: filter.clone(),
-        },
-        Output::Unsubscribe(id) => SavedOutput::Unsubscribe(id.clone()),
+        Output::Relay(command) => SavedOutput::Relay(command.clone()),
         Output::RunTask(request) => SavedOutput::RunTask(request.job),
         Output::CancelTask(job) => SavedOutput::CancelTask(*job),
         Output::RequestInvoice {

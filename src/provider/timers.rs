@@ -1,6 +1,7 @@
 //! Timers: payment windows, run deadlines, input waits, request expirations, the pruning of
 //! terminal jobs, and the heartbeat.
 
+use crate::relay::RelayCommand;
 use nostr::{EventId, Tag, Timestamp, UnsignedEvent};
 
 use super::{Notification, Output, Provider};
@@ -136,7 +137,8 @@ impl Provider {
         let unsigned = UnsignedEvent::new(self.keys.public_key(), now, heartbeat.kind, tags, "");
         if let Ok(event) = unsigned.sign_with_ctx(nostr::SECP256K1, &mut self.rng, &self.keys) {
             let relays = self.config.relays.clone();
-            self.outbox.push_back(Output::Publish { event, relays });
+            self.outbox
+                .push_back(Output::Relay(RelayCommand::Publish { event, relays }));
         }
         self.next_heartbeat = Some(Timestamp::from(
             now.as_secs().saturating_add(heartbeat.interval_secs.max(1)),

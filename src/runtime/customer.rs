@@ -1,5 +1,6 @@
 //! [`CustomerRuntime`]: a [`Customer`] on tokio and nostr-sdk.
 
+use crate::relay::RelayCommand;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
@@ -418,20 +419,20 @@ impl CustomerRuntime {
         let mut not_taken = Vec::new();
         while let Some(output) = self.customer.poll_output() {
             match output {
-                Output::Publish { event, relays } => {
+                Output::Relay(RelayCommand::Publish { event, relays }) => {
                     if let Err(reason) = self.publish_confirmed(&event, &relays).await {
                         tracing::warn!(id = %event.id, "no relay took the event: {reason}");
                         not_taken.push((event.id, reason));
                     }
                 }
-                Output::Subscribe { id, filter } => {
+                Output::Relay(RelayCommand::Subscribe { id, filter }) => {
                     // A new filter: what was seen under the old one says nothing about it.
                     self.seen.forget(&id);
                     let relays: Vec<RelayUrl> = self.client.relays().await.into_keys().collect();
                     self.subscribe_to(&relays, &id, &filter).await;
                     self.live.insert(id, filter);
                 }
-                Output::Unsubscribe(id) => {
+                Output::Relay(RelayCommand::Unsubscribe(id)) => {
                     self.seen.forget(&id);
                     self.live.remove(&id);
                     self.client.unsubscribe(&SubscriptionId::new(id)).await;

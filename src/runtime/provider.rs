@@ -1,5 +1,6 @@
 //! [`ProviderRuntime`]: a [`Provider`] on tokio and nostr-sdk.
 
+use crate::relay::RelayCommand;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -467,12 +468,14 @@ impl Host {
     fn drain(&mut self, provider: &mut Provider) {
         while let Some(output) = provider.poll_output() {
             match output {
-                Output::Publish { event, relays } => {
+                Output::Relay(RelayCommand::Publish { event, relays }) => {
                     self.unpublished.lock().add(&event, &relays);
                     self.send(Command::Publish(event, relays));
                 }
-                Output::Subscribe { id, filter } => self.send(Command::Subscribe(id, filter)),
-                Output::Unsubscribe(id) => self.send(Command::Unsubscribe(id)),
+                Output::Relay(RelayCommand::Subscribe { id, filter }) => {
+                    self.send(Command::Subscribe(id, filter))
+                }
+                Output::Relay(RelayCommand::Unsubscribe(id)) => self.send(Command::Unsubscribe(id)),
                 Output::RunTask(request) => {
                     let job = request.job;
                     let kind = request.request.kind;

@@ -32,6 +32,7 @@
 //! assert_eq!(net.results(job)[0].content, "hi");
 //! ```
 
+use crate::relay::RelayCommand;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -960,7 +961,7 @@ impl Network {
 
     fn carry_out(&mut self, output: Output) {
         match output {
-            Output::Publish { event, .. } => {
+            Output::Relay(RelayCommand::Publish { event, .. }) => {
                 self.published.push(event.clone());
                 let id = event.id;
                 if let PublishOutcome::Rejected(why) = self.relay.publish(event) {
@@ -969,10 +970,10 @@ impl Network {
                     ));
                 }
             }
-            Output::Subscribe { id, filter } => {
+            Output::Relay(RelayCommand::Subscribe { id, filter }) => {
                 self.relay.subscribe(PROVIDER_CLIENT, id, filter);
             }
-            Output::Unsubscribe(id) => {
+            Output::Relay(RelayCommand::Unsubscribe(id)) => {
                 self.relay.unsubscribe(PROVIDER_CLIENT, &id);
             }
             Output::RunTask(request) => match self.task_mode {

@@ -11,7 +11,7 @@ pub use nostr_dvm::nip90::{FeedbackStatus, JobFeedback, JobInput, JobRequest, Jo
 pub use nostr_dvm::nostr::{Event, EventId, Keys, Kind, Tag, Timestamp};
 pub use nostr_dvm::provider::{
     Admission, Notification, Output, PaymentPolicy, PaymentProof, Provider, ProviderConfig,
-    RateLimit, RefundReason, RejectReason, DELETION_REFRESH_SECS, EARLY_RECEIPT_SECS,
+    RateLimit, RefundReason, RejectReason, RelayCommand, DELETION_REFRESH_SECS, EARLY_RECEIPT_SECS,
     MAX_EARLY_RECEIPTS,
 };
 pub use nostr_dvm::task::{FixedPrice, Quote, TaskError, TaskOutput};
@@ -148,7 +148,7 @@ pub fn published(outputs: &[Output]) -> Vec<&Event> {
     outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Publish { event, .. } => Some(event),
+            Output::Relay(RelayCommand::Publish { event, .. }) => Some(event),
             _ => None,
         })
         .collect()
