@@ -9,7 +9,7 @@ use std::hint::black_box;
 use base64::Engine;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use nostr::nips::nip44::v2 as theirs;
-use nostr_dvm::nip44::{self, ConversationKey, ConversationKeyCache};
+use nostr_dvm::nip44::{self, ConversationKey, ConversationKeyCache, LengthPrefix};
 use nostr_dvm::nostr::Keys;
 use rand::SeedableRng;
 
@@ -40,7 +40,10 @@ fn bench_encrypt_decrypt(c: &mut Criterion) {
         let text = "a".repeat(size);
         enc.throughput(Throughput::Bytes(size as u64));
         enc.bench_with_input(BenchmarkId::new("ours", size), &text, |b, text| {
-            b.iter(|| nip44::encrypt(&ours, black_box(text), &mut rng).unwrap())
+            b.iter(|| {
+                nip44::encrypt_with_prefix(&ours, black_box(text), LengthPrefix::Extended, &mut rng)
+                    .unwrap()
+            })
         });
         if size != OURS_ONLY {
             enc.bench_with_input(BenchmarkId::new("nostr", size), &text, |b, text| {
@@ -61,7 +64,8 @@ fn bench_encrypt_decrypt(c: &mut Criterion) {
     let mut dec = c.benchmark_group("nip44_decrypt");
     for size in SHARED_SIZES.into_iter().chain([OURS_ONLY]) {
         let text = "a".repeat(size);
-        let payload = nip44::encrypt(&ours, &text, &mut rng).unwrap();
+        let payload =
+            nip44::encrypt_with_prefix(&ours, &text, LengthPrefix::Extended, &mut rng).unwrap();
         dec.throughput(Throughput::Bytes(size as u64));
         dec.bench_with_input(BenchmarkId::new("ours", size), &payload, |b, payload| {
             b.iter(|| nip44::decrypt(&ours, black_box(payload)).unwrap())

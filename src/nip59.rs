@@ -254,6 +254,42 @@ impl WrapKind {
     }
 }
 
+/// How [`gift_wrap_with`] makes a wrap. The default is what [`gift_wrap`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub struct WrapOptions {
+    /// The wrap's kind. Default: [`WrapKind::Regular`].
+    pub kind: WrapKind,
+    /// The NIP-44 length prefixes both layers may write. Default:
+    /// [`LengthPrefix::Standard`](nip44::LengthPrefix::Standard), so a rumor too long for
+    /// every reader (about 48 KiB: the wrap's plaintext is the seal's JSON, which holds the
+    /// rumor base64-encoded and encrypted) is refused with [`Error::Encryption`] naming the
+    /// limit instead of sent to a peer that cannot open it.
+    pub length_prefix: nip44::LengthPrefix,
+}
+
+impl WrapOptions {
+    /// The defaults: a regular wrap, standard length prefixes.
+    pub const fn new() -> Self {
+        Self {
+            kind: WrapKind::Regular,
+            length_prefix: nip44::LengthPrefix::Standard,
+        }
+    }
+
+    /// Sets [`WrapOptions::kind`].
+    pub const fn kind(mut self, kind: WrapKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Sets [`WrapOptions::length_prefix`].
+    pub const fn length_prefix(mut self, prefix: nip44::LengthPrefix) -> Self {
+        self.length_prefix = prefix;
+        self
+    }
+}
+
 /// How strict [`unwrap_with`] and [`open_seal_with`] are. The default is what [`unwrap`] does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -346,18 +382,37 @@ pub fn gift_wrap_with_tags<I>(
 where
     I: IntoIterator<Item = Tag>,
 {
-    let seal = seal(sender, receiver, rumor, now, rng)?;
+    let options = WrapOptions::new().kind(kind);
+    gift_wrap_with(sender, receiver, rumor, options, extra_tags, now, rng)
+}
+
+/// Like [`gift_wrap_with_tags`], with every choice in [`WrapOptions`] (the wrap kind, the
+/// NIP-44 length prefixes).
+pub fn gift_wrap_with<I>(
+    sender: &Keys,
+    receiver: &PublicKey,
+    rumor: UnsignedEvent,
+    options: WrapOptions,
+    extra_tags: I,
+    now: Timestamp,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<Event, Error>
+where
+    I: IntoIterator<Item = Tag>,
+{
+    let seal = seal_with_prefix(sender, receiver, rumor, options.length_prefix, now, rng)?;
     let one_time = one_time_keys(rng)?;
     let key =
         ConversationKey::derive(one_time.secret_key(), receiver).map_err(Error::Encryption)?;
-    let content = nip44::encrypt(&key, &seal.as_json(), rng).map_err(Error::Encryption)?;
+    let content = nip44::encrypt_with_prefix(&key, &seal.as_json(), options.length_prefix, rng)
+        .map_err(Error::Encryption)?;
     let mut tags = vec![Tag::public_key(*receiver)];
     tags.extend(extra_tags);
     let created_at = tweaked(now, rng);
     Ok(sign(
         &one_time,
         created_at,
-        kind.kind(),
+        options.kind.kind(),
         Tags::from_list(tags),
         content,
         rng,
@@ -373,7 +428,26 @@ where
 pub fn seal(
     sender: &Keys,
     receiver: &PublicKey,
+    rumor: UnsignedEvent,
+    now: Timestamp,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<Event, Error> {
+    seal_with_prefix(
+        sender,
+        receiver,
+        rumor,
+        nip44::LengthPrefix::Standard,
+        now,
+        rng,
+    )
+}
+
+/// Like [`seal`], writing the NIP-44 length prefixes `prefix` allows.
+pub fn seal_with_prefix(
+    sender: &Keys,
+    receiver: &PublicKey,
     mut rumor: UnsignedEvent,
+    prefix: nip44::LengthPrefix,
     now: Timestamp,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Event, Error> {
@@ -393,7 +467,8 @@ pub fn seal(
     }
     let created_at = tweaked(now, rng);
     let key = ConversationKey::derive(sender.secret_key(), receiver).map_err(Error::Encryption)?;
-    let content = nip44::encrypt(&key, &rumor.as_json(), rng).map_err(Error::Encryption)?;
+    let content = nip44::encrypt_with_prefix(&key, &rumor.as_json(), prefix, rng)
+        .map_err(Error::Encryption)?;
     Ok(sign(
         sender,
         created_at,

@@ -1,7 +1,7 @@
 //! NIP-44 v2 against the official vectors, the current text's extended-prefix vectors, and the
 //! `nostr` crate's implementation as an independent oracle.
 
-use nostr_dvm::nip44::{self, ConversationKey, Error};
+use nostr_dvm::nip44::{self, ConversationKey, Error, LengthPrefix};
 use nostr_dvm::nostr::{Keys, PublicKey, SecretKey};
 use proptest::prelude::*;
 use rand::{RngCore, SeedableRng};
@@ -126,7 +126,9 @@ fn valid_encrypt_decrypt_long_msg() {
             sha256_hex(plaintext.as_bytes()),
             case["plaintext_sha256"].as_str().unwrap()
         );
-        let payload = nip44::encrypt_with_nonce(&key, &plaintext, &nonce).unwrap();
+        let payload =
+            nip44::encrypt_with_nonce_and_prefix(&key, &plaintext, &nonce, LengthPrefix::Extended)
+                .unwrap();
         assert_eq!(
             sha256_hex(payload.as_bytes()),
             case["payload_sha256"].as_str().unwrap()
@@ -190,9 +192,10 @@ fn invalid_get_conversation_key_all_refused() {
 }
 
 #[test]
-fn encrypt_msg_lengths_follow_the_current_text() {
-    // The official file (2023) lists [0, 65536, 100000, 10000000] as invalid. Under the current
-    // NIP text with the extended prefix only 0 is invalid; the others must round-trip.
+fn encrypt_msg_lengths_are_refused_unless_the_extended_prefix_is_asked_for() {
+    // The official file (2023) lists [0, 65536, 100000, 10000000] as invalid: by default we
+    // agree (deployed readers refuse the extended prefix). With the extended prefix asked for,
+    // the current NIP text makes only 0 invalid; the others must round-trip.
     let lengths = v2()["invalid"]["encrypt_msg_lengths"]
         .as_array()
         .unwrap()
@@ -203,16 +206,41 @@ fn encrypt_msg_lengths_follow_the_current_text() {
     for len in lengths {
         let len = len.as_u64().unwrap() as usize;
         let text = "z".repeat(len);
-        let result = nip44::encrypt_with_nonce(&key, &text, &[3; 32]);
+        let standard = nip44::encrypt_with_nonce(&key, &text, &[3; 32]);
+        let extended =
+            nip44::encrypt_with_nonce_and_prefix(&key, &text, &[3; 32], LengthPrefix::Extended);
         if len == 0 {
-            assert_eq!(result.unwrap_err(), Error::MessageEmpty);
+            assert_eq!(standard.unwrap_err(), Error::MessageEmpty);
+            assert_eq!(extended.unwrap_err(), Error::MessageEmpty);
         } else {
-            let payload = result.unwrap();
+            assert_eq!(
+                standard.unwrap_err(),
+                Error::MessageTooLong {
+                    len,
+                    max: nip44::STANDARD_MAX_PLAINTEXT_LEN
+                }
+            );
+            let payload = extended.unwrap();
             assert_eq!(nip44::decrypt(&key, &payload).unwrap().len(), len);
             round_tripped += 1;
         }
     }
     assert_eq!(round_tripped, 3);
+}
+
+#[test]
+fn the_standard_prefix_ends_at_65535_bytes_and_the_error_names_the_limit() {
+    let key = ConversationKey::from_bytes([4; 32]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let at_limit = "a".repeat(nip44::STANDARD_MAX_PLAINTEXT_LEN);
+    let payload = nip44::encrypt(&key, &at_limit, &mut rng).unwrap();
+    assert_eq!(nip44::decrypt(&key, &payload).unwrap(), at_limit);
+    let over = "a".repeat(nip44::STANDARD_MAX_PLAINTEXT_LEN + 1);
+    let err = nip44::encrypt(&key, &over, &mut rng).unwrap_err();
+    assert!(err.to_string().contains("65535"), "{err}");
+    let payload =
+        nip44::encrypt_with_prefix(&key, &over, LengthPrefix::Extended, &mut rng).unwrap();
+    assert_eq!(nip44::decrypt(&key, &payload).unwrap(), over);
 }
 
 #[test]
@@ -233,7 +261,9 @@ fn extended_prefix_vectors() {
             v["plaintext_sha256"].as_str().unwrap()
         );
         assert_eq!(nip44::calc_padded_len(len), padded);
-        let payload = nip44::encrypt_with_nonce(&key, &plaintext, &nonce).unwrap();
+        let payload =
+            nip44::encrypt_with_nonce_and_prefix(&key, &plaintext, &nonce, LengthPrefix::Extended)
+                .unwrap();
         assert_eq!(
             sha256_hex(payload.as_bytes()),
             v["payload_sha256"].as_str().unwrap(),
@@ -443,7 +473,13 @@ fn differential_the_oracle_cannot_read_our_extended_prefix() {
     let ours = ConversationKey::derive(alice.secret_key(), &bob.public_key()).unwrap();
     let theirs = oracle::key(bob.secret_key(), &alice.public_key());
     let text = "x".repeat(70_000);
-    let payload = nip44::encrypt(&ours, &text, &mut rng).unwrap();
+    // which is why it is sent only when asked for
+    assert!(matches!(
+        nip44::encrypt(&ours, &text, &mut rng),
+        Err(Error::MessageTooLong { len: 70_000, .. })
+    ));
+    let payload =
+        nip44::encrypt_with_prefix(&ours, &text, LengthPrefix::Extended, &mut rng).unwrap();
     assert_eq!(oracle::decrypt(&theirs, &payload), None);
     assert_eq!(nip44::decrypt(&ours, &payload).unwrap(), text);
 }

@@ -45,7 +45,14 @@ fuzz_target!(|input: Input| {
     };
     if let Ok(text) = nip44::decrypt(&key, &payload) {
         // Whatever decrypts must re-encrypt to a payload that decrypts to the same text.
-        let again = nip44::encrypt_with_nonce(&key, &text, &[7; 32]).unwrap();
+        // (the extended prefix, as what was read may be longer than 65,535 bytes)
+        let again = nip44::encrypt_with_nonce_and_prefix(
+            &key,
+            &text,
+            &[7; 32],
+            nip44::LengthPrefix::Extended,
+        )
+        .unwrap();
         assert_eq!(nip44::decrypt(&key, &again).unwrap(), text);
     }
 });

@@ -41,6 +41,12 @@ pub struct CustomerConfig {
     /// seed: the operating system by default, drawn anew by every `Customer::new`; a fixed
     /// seed ([`SeedSource::Deterministic`]) only for reproducible tests.
     pub seed: SeedSource,
+    /// Whether NIP-44 requests (encrypted or gift-wrapped) may use the extended length prefix
+    /// for plaintexts over 65,535 bytes. Off by default: most providers' software refuses it
+    /// and drops such a request without a word, so [`Customer::submit`](super::Customer::submit)
+    /// refuses it first ([`Error::PlaintextTooLong`](super::Error::PlaintextTooLong)). Turn it
+    /// on only for a provider known to read it.
+    pub nip44_extended_prefix: bool,
 }
 
 impl CustomerConfig {
@@ -59,6 +65,7 @@ impl CustomerConfig {
             done_retention_secs: 3_600,
             registry: KindRegistry::nip90(),
             seed: SeedSource::OperatingSystem,
+            nip44_extended_prefix: false,
         }
     }
 }

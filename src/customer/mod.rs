@@ -67,24 +67,28 @@
 //! customer ([`Customer::snapshot`]) before paying: a restored customer asks the host to look
 //! up every payment without an outcome ([`Output::LookupPayment`]), never to pay it again.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use nostr::{Event, EventId, Filter, Keys, Kind, PublicKey, Tag, Timestamp, UnsignedEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::encryption::Scheme;
+use crate::nip44::LengthPrefix;
 use crate::nip59;
 use crate::nip90::{
-    Amount, Encryption, FeedbackStatus, JobFeedback, JobRequest, JobRequestBuilder, JobResult,
+    Amount, BuildError, Encryption, FeedbackStatus, JobFeedback, JobRequest, JobRequestBuilder,
+    JobResult,
 };
 use crate::rng::DvmRng;
 
+mod announcements;
 mod config;
 mod invoice;
 mod output;
 mod payment;
 mod snapshot;
 
+pub use announcements::MAX_ANNOUNCEMENTS;
 pub use config::CustomerConfig;
 pub use invoice::{check_invoice, CheckedInvoice, InvoiceError};
 /// The Lightning networks ([`CustomerConfig::network`]).
@@ -154,6 +158,8 @@ enum JobEnd {
     TimedOut,
     /// The host cancelled it.
     Cancelled,
+    /// Its provider's announcement says it does not read the job's scheme.
+    Unsupported,
 }
 
 /// One submitted job.
@@ -188,7 +194,18 @@ pub struct Customer {
     payments: BTreeMap<PaymentRef, Payment>,
     outbox: VecDeque<Output>,
     dirty: bool,
+    /// What providers announce they read (NIP-89), learned from the events fed to
+    /// [`handle_event`](Self::handle_event). Not in the snapshot: asked for again.
+    announcements: announcements::Announcements,
+    /// The providers whose announcements the announcement subscription asks for.
+    announcement_authors: BTreeSet<PublicKey>,
+    /// A job ended: the announcement subscription is worked out again at the next poll.
+    announcements_stale: bool,
 }
+
+/// The subscription to the announcements (NIP-89) of the providers of encrypted and
+/// gift-wrapped jobs, while they are not known.
+const SUB_ANNOUNCEMENTS: &str = "dvm-customer-announcements";
 
 /// How many NIP-44 conversation keys the customer keeps (with the providers it talks to);
 /// about 100 bytes each.
@@ -218,6 +235,9 @@ impl Customer {
             payments: BTreeMap::new(),
             outbox: VecDeque::new(),
             dirty: true,
+            announcements: Default::default(),
+            announcement_authors: BTreeSet::new(),
+            announcements_stale: false,
         };
         customer.subscribe_inbox(now);
         customer
@@ -270,6 +290,10 @@ impl Customer {
     /// The next thing for the host to do.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.announcements_stale {
+            self.announcements_stale = false;
+            self.subscribe_announcements();
+        }
         self.outbox.pop_front()
     }
 
@@ -342,9 +366,14 @@ impl Customer {
                 builder = builder.conversation_key(key);
             }
         }
+        let prefix = LengthPrefix::extended_if(self.config.nip44_extended_prefix);
         let event = builder
+            .nip44_length_prefix(prefix)
             .sign(&self.keys, now, &mut self.rng)
-            .map_err(|e| Error::Build(e.to_string()))?;
+            .map_err(|e| match e {
+                BuildError::Nip44(e) => too_long(e),
+                e => Error::Build(e.to_string()),
+            })?;
         let request = JobRequest::from_verified_event_cached(
             &event,
             &mut self.conversations,
@@ -355,15 +384,26 @@ impl Customer {
         if self.jobs.contains_key(&id) {
             return Err(Error::DuplicateJob(id));
         }
+        if let (Some(provider), Some(what)) = (
+            delivery.provider(),
+            self.announcements.refused(delivery, request.kind),
+        ) {
+            return Err(Error::Unsupported { provider, what });
+        }
         let published = match delivery {
-            Delivery::GiftWrap(provider) => nip59::gift_wrap(
+            Delivery::GiftWrap(provider) => nip59::gift_wrap_with(
                 &self.keys,
                 &provider,
                 UnsignedEvent::from(event),
+                nip59::WrapOptions::new().length_prefix(prefix),
+                [],
                 now,
                 &mut self.rng,
             )
-            .map_err(|e| Error::Build(e.to_string()))?,
+            .map_err(|e| match e {
+                nip59::Error::Encryption(e) => too_long(e),
+                e => Error::Build(e.to_string()),
+            })?,
             _ => event,
         };
         self.outbox
@@ -387,7 +427,70 @@ impl Customer {
             },
         );
         self.dirty = true;
+        self.subscribe_announcements();
         Ok(id)
+    }
+
+    /// Asks for the announcements of the providers of live encrypted and gift-wrapped jobs
+    /// whose announcement for the job's kind is not known, in one subscription; closes it when
+    /// there are none. Sent again only when that set changes.
+    fn subscribe_announcements(&mut self) {
+        let wanted: BTreeSet<PublicKey> = self
+            .jobs
+            .values()
+            .filter(|j| j.ended.is_none())
+            .filter(|j| matches!(j.delivery, Delivery::Encrypted(..) | Delivery::GiftWrap(_)))
+            .filter_map(|j| j.delivery.provider().map(|p| (p, j.request.kind)))
+            .filter(|(p, kind)| !self.announcements.knows(p, *kind))
+            .map(|(p, _)| p)
+            .collect();
+        if wanted == self.announcement_authors {
+            return;
+        }
+        let command = if wanted.is_empty() {
+            RelayCommand::Unsubscribe(SUB_ANNOUNCEMENTS.into())
+        } else {
+            RelayCommand::Subscribe {
+                id: SUB_ANNOUNCEMENTS.into(),
+                filter: Filter::new()
+                    .kind(Kind::from(crate::nip89::HANDLER_INFO_KIND))
+                    .authors(wanted.iter().copied()),
+            }
+        };
+        self.outbox.push_back(Output::Relay(command));
+        self.announcement_authors = wanted;
+    }
+
+    /// Learns a provider's announcement (NIP-89): its live jobs in a scheme it says it does
+    /// not read end now, with [`Notification::Unsupported`].
+    fn on_announcement(&mut self, now: Timestamp, event: &Event) {
+        let Ok(info) = crate::nip89::HandlerInfo::from_event(event) else {
+            self.refuse(event.id, "invalid announcement".into());
+            return;
+        };
+        if !self.announcements.learn(&info) {
+            return;
+        }
+        let mut refused: Vec<(Timestamp, EventId, &'static str)> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.ended.is_none() && j.delivery.provider() == Some(info.author))
+            .filter_map(|(id, j)| {
+                let what = self.announcements.refused(j.delivery, j.request.kind)?;
+                Some((j.request.created_at, *id, what))
+            })
+            .collect();
+        refused.sort();
+        for (_, job, what) in refused {
+            self.end(now, job, JobEnd::Unsupported);
+            self.outbox
+                .push_back(Output::Notify(Notification::Unsupported {
+                    job,
+                    provider: info.author,
+                    what: what.into(),
+                }));
+        }
+        self.subscribe_announcements();
     }
 
     /// Feeds an event from a relay: feedback, a result, or a gift wrap holding one.
@@ -401,6 +504,10 @@ impl Customer {
                 }
                 Err(e) => self.refuse(event.id, format!("gift wrap: {e}")),
             }
+            return;
+        }
+        if kind == crate::nip89::HANDLER_INFO_KIND {
+            self.on_announcement(now, &event);
             return;
         }
         self.on_answer(now, event, true);
@@ -648,6 +755,8 @@ impl Customer {
             self.outbox
                 .push_back(Output::Notify(Notification::TimedOut { job }));
         }
+        // The announcement subscription may shrink: worked out once, at the next poll.
+        self.announcements_stale = true;
     }
 
     /// Cancels a job: publishes a kind-5 deletion of the request and stops listening.
@@ -735,6 +844,15 @@ fn first_e_tag(event: &Event) -> Option<EventId> {
         [name, value, ..] if name == "e" => EventId::from_hex(value).ok(),
         _ => None,
     })
+}
+
+/// A NIP-44 error while building a request: a plaintext over the length prefix's limit is
+/// [`Error::PlaintextTooLong`], anything else [`Error::Build`].
+fn too_long(e: crate::nip44::Error) -> Error {
+    match e {
+        crate::nip44::Error::MessageTooLong { len, max } => Error::PlaintextTooLong { len, max },
+        e => Error::Build(e.to_string()),
+    }
 }
 
 /// A result's `request` tag, when it holds JSON with an `id`, must name the job.

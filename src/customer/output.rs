@@ -170,6 +170,16 @@ pub enum Notification {
         /// The job.
         job: EventId,
     },
+    /// The job's provider announces (NIP-89) that it does not read the job's scheme: the
+    /// job ended without waiting for its timeout.
+    Unsupported {
+        /// The job.
+        job: EventId,
+        /// The provider.
+        provider: PublicKey,
+        /// What it does not read: "encrypted requests" or "gift-wrapped requests".
+        what: String,
+    },
     /// An event was not counted as an answer.
     Refused {
         /// The event.
@@ -186,6 +196,30 @@ pub enum Error {
     /// The request could not be built.
     #[error("cannot build the request: {0}")]
     Build(String),
+    /// The request's NIP-44 plaintext (its encrypted tags, or for a gift wrap the seal it
+    /// wraps) is longer than the standard length prefix carries; nothing was sent. Most
+    /// providers cannot read the extended prefix: send less, or set
+    /// [`CustomerConfig::nip44_extended_prefix`](super::CustomerConfig::nip44_extended_prefix)
+    /// for a provider known to read it.
+    #[error(
+        "the request's NIP-44 plaintext of {len} bytes exceeds {max} bytes, the most providers \
+         read without the extended length prefix (CustomerConfig::nip44_extended_prefix)"
+    )]
+    PlaintextTooLong {
+        /// The plaintext's length, in bytes.
+        len: usize,
+        /// The most the standard length prefix carries: 65,535.
+        max: usize,
+    },
+    /// The provider's announcement (NIP-89) for the request's kind says it does not read
+    /// this delivery's scheme; nothing was sent.
+    #[error("provider {provider} announces that it does not read {what}")]
+    Unsupported {
+        /// The provider.
+        provider: PublicKey,
+        /// What it does not read: "encrypted requests" or "gift-wrapped requests".
+        what: &'static str,
+    },
     /// A job with this id (the same request, signed at the same second) is already
     /// submitted.
     #[error("job {0} is already submitted")]

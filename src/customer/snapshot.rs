@@ -140,6 +140,9 @@ impl Customer {
             payments: payments.into_iter().collect(),
             outbox: VecDeque::new(),
             dirty: false,
+            announcements: Default::default(),
+            announcement_authors: Default::default(),
+            announcements_stale: false,
         };
         customer.subscribe_inbox(since);
         let mut live: Vec<&Job> = customer
@@ -153,6 +156,7 @@ impl Customer {
             .map(|j| job_subscription(&j.request, &customer.keys))
             .collect();
         customer.outbox.extend(subscriptions);
+        customer.subscribe_announcements();
         for saved in snapshot.outbox {
             customer.outbox.push_back(match saved {
                 SavedOutput::Relay(command) => Output::Relay(command),

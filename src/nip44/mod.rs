@@ -7,6 +7,12 @@
 //! such as long transcripts fit. Messages below 65536 bytes are byte-identical to every deployed
 //! implementation.
 //!
+//! Most deployed readers (rust-nostr, nostr-tools, the reference Python DVM framework) refuse
+//! the extended prefix, so it is sent only when asked for: [`encrypt`] refuses a plaintext over
+//! [`STANDARD_MAX_PLAINTEXT_LEN`] bytes with [`Error::MessageTooLong`], and
+//! [`encrypt_with_prefix`] with [`LengthPrefix::Extended`] writes the longer ones. Reading
+//! accepts both.
+//!
 //! ```
 //! use nostr_dvm::nip44::{self, ConversationKey};
 //! use nostr_dvm::nostr::Keys;
@@ -30,8 +36,9 @@
 //! The spec allows plaintexts of up to 2^32 - 1 bytes and says implementations SHOULD enforce
 //! their own maximum. [`decrypt`] refuses payloads that could hold more than
 //! [`DEFAULT_MAX_PLAINTEXT_LEN`] bytes, by their length alone, before any base64 decoding or
-//! allocation; [`decrypt_with_max_len`] sets another limit. [`encrypt`] accepts the spec's full
-//! range: what we encrypt is local input, and the peer's own limit decides what it reads.
+//! allocation; [`decrypt_with_max_len`] sets another limit. [`encrypt`] writes at most
+//! [`STANDARD_MAX_PLAINTEXT_LEN`] bytes, what every reader accepts; [`encrypt_with_prefix`]
+//! with [`LengthPrefix::Extended`] writes the spec's full range.
 //!
 //! # Security notes
 //!
@@ -61,6 +68,42 @@ pub const MIN_PLAINTEXT_LEN: usize = 1;
 pub const MAX_PLAINTEXT_LEN: usize = u32::MAX as usize;
 /// Plaintexts of this many bytes and more use the 6-byte extended length prefix.
 pub const EXTENDED_PREFIX_THRESHOLD: usize = 65_536;
+/// The largest plaintext a 2-byte length prefix can carry, in bytes: the most every deployed
+/// NIP-44 reader accepts, and the most [`encrypt`] writes.
+pub const STANDARD_MAX_PLAINTEXT_LEN: usize = EXTENDED_PREFIX_THRESHOLD - 1;
+
+/// Which length prefixes an encryption may write.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+pub enum LengthPrefix {
+    /// Only the 2-byte prefix every reader knows: plaintexts of at most
+    /// [`STANDARD_MAX_PLAINTEXT_LEN`] bytes. The default.
+    #[default]
+    Standard,
+    /// The 6-byte extended prefix for plaintexts of [`EXTENDED_PREFIX_THRESHOLD`] bytes and
+    /// more (up to [`MAX_PLAINTEXT_LEN`]): only for peers known to read it, as most refuse it.
+    Extended,
+}
+
+impl LengthPrefix {
+    /// The longest plaintext this choice encrypts, in bytes.
+    pub fn max_plaintext_len(self) -> usize {
+        match self {
+            LengthPrefix::Standard => STANDARD_MAX_PLAINTEXT_LEN,
+            LengthPrefix::Extended => MAX_PLAINTEXT_LEN,
+        }
+    }
+
+    /// `Extended` when `allowed`, else `Standard`.
+    pub fn extended_if(allowed: bool) -> Self {
+        if allowed {
+            LengthPrefix::Extended
+        } else {
+            LengthPrefix::Standard
+        }
+    }
+}
 /// The largest plaintext [`decrypt`] accepts by default: 16 MiB.
 ///
 /// Far above what relays carry today (most cap events well below 1 MiB) while keeping the
@@ -108,9 +151,18 @@ pub enum Error {
     /// The plaintext to encrypt is empty.
     #[error("message is empty")]
     MessageEmpty,
-    /// The plaintext to encrypt is longer than 2^32 - 1 bytes.
-    #[error("message is too long: {0} bytes")]
-    MessageTooLong(usize),
+    /// The plaintext to encrypt is longer than the length prefix allows: 65,535 bytes without
+    /// the extended prefix (the most deployed readers accept), 2^32 - 1 with it.
+    #[error(
+        "message of {len} bytes is too long: NIP-44 carries at most {max} bytes{}",
+        if *.max == STANDARD_MAX_PLAINTEXT_LEN { " without the extended length prefix, which most readers refuse" } else { "" }
+    )]
+    MessageTooLong {
+        /// The plaintext's length, in bytes.
+        len: usize,
+        /// The most the chosen [`LengthPrefix`] carries.
+        max: usize,
+    },
     /// The decrypted plaintext is not UTF-8.
     #[error("plaintext is not valid UTF-8")]
     InvalidUtf8,
@@ -161,7 +213,9 @@ pub fn max_payload_len(max_plaintext_len: usize) -> usize {
     raw.div_ceil(3) * 4
 }
 
-/// Encrypts `plaintext` with a random nonce drawn from `rng`.
+/// Encrypts `plaintext` with a random nonce drawn from `rng`, with the standard 2-byte
+/// length prefix: a plaintext over [`STANDARD_MAX_PLAINTEXT_LEN`] bytes is refused
+/// ([`Error::MessageTooLong`]); see [`encrypt_with_prefix`].
 ///
 /// The RNG must be cryptographically secure; a nonce must never repeat under one key.
 pub fn encrypt(
@@ -169,12 +223,24 @@ pub fn encrypt(
     plaintext: &str,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<String, Error> {
-    let mut nonce = [0u8; 32];
-    rng.fill_bytes(&mut nonce);
-    encrypt_with_nonce(key, plaintext, &nonce)
+    encrypt_with_prefix(key, plaintext, LengthPrefix::Standard, rng)
 }
 
-/// Encrypts `plaintext` with a caller-chosen nonce.
+/// Encrypts `plaintext` with a random nonce drawn from `rng`, writing the length prefixes
+/// `prefix` allows.
+pub fn encrypt_with_prefix(
+    key: &ConversationKey,
+    plaintext: &str,
+    prefix: LengthPrefix,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<String, Error> {
+    check_len(plaintext.len(), prefix)?;
+    let mut nonce = [0u8; 32];
+    rng.fill_bytes(&mut nonce);
+    encrypt_with_nonce_and_prefix(key, plaintext, &nonce, prefix)
+}
+
+/// Encrypts `plaintext` with a caller-chosen nonce and the standard length prefix.
 ///
 /// For test vectors and reproducible runs. Reusing a nonce under the same key makes both
 /// messages readable to anyone: prefer [`encrypt`].
@@ -183,14 +249,32 @@ pub fn encrypt_with_nonce(
     plaintext: &str,
     nonce: &[u8; 32],
 ) -> Result<String, Error> {
-    let text = plaintext.as_bytes();
-    let len = text.len();
+    encrypt_with_nonce_and_prefix(key, plaintext, nonce, LengthPrefix::Standard)
+}
+
+/// Whether a plaintext of `len` bytes can be encrypted under `prefix`.
+fn check_len(len: usize, prefix: LengthPrefix) -> Result<(), Error> {
     if len < MIN_PLAINTEXT_LEN {
         return Err(Error::MessageEmpty);
     }
-    if len > MAX_PLAINTEXT_LEN {
-        return Err(Error::MessageTooLong(len));
+    let max = prefix.max_plaintext_len();
+    if len > max {
+        return Err(Error::MessageTooLong { len, max });
     }
+    Ok(())
+}
+
+/// Encrypts `plaintext` with a caller-chosen nonce, writing the length prefixes `prefix`
+/// allows. For test vectors, as [`encrypt_with_nonce`].
+pub fn encrypt_with_nonce_and_prefix(
+    key: &ConversationKey,
+    plaintext: &str,
+    nonce: &[u8; 32],
+    prefix: LengthPrefix,
+) -> Result<String, Error> {
+    let text = plaintext.as_bytes();
+    let len = text.len();
+    check_len(len, prefix)?;
     let keys = key.message_keys(nonce);
     let prefix = prefix_len(len);
     let padded = calc_padded_len(len);
@@ -344,7 +428,9 @@ mod tests {
         let key = ConversationKey::from_bytes([7; 32]);
         for len in [1usize, 31, 32, 33, 1000, 65_535, 65_536, 70_000] {
             let text = "x".repeat(len);
-            let payload = encrypt_with_nonce(&key, &text, &[1; 32]).unwrap();
+            let payload =
+                encrypt_with_nonce_and_prefix(&key, &text, &[1; 32], LengthPrefix::Extended)
+                    .unwrap();
             assert!(payload.len() <= max_payload_len(len), "len {len}");
             // exactly at the limit it decrypts; one byte less and it is refused unread
             assert_eq!(decrypt_with_max_len(&key, &payload, len).unwrap(), text);

@@ -149,13 +149,14 @@ fn decrypt(
 /// Encrypts `plaintext` from `keys` to `peer`, with the nonce or IV drawn from `rng`. For
 /// NIP-44, `known` is the conversation key when the caller has it (from a
 /// [`ConversationKeyCache`](crate::nip44::ConversationKeyCache)); otherwise it is derived
-/// (one ECDH).
+/// (one ECDH). `prefix` bounds a NIP-44 plaintext; NIP-04 has no length prefix.
 pub(crate) fn encrypt(
     scheme: Scheme,
     keys: &Keys,
     peer: &PublicKey,
     plaintext: &str,
     known: Option<&crate::nip44::ConversationKey>,
+    prefix: crate::nip44::LengthPrefix,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<String, BuildError> {
     match scheme {
@@ -169,17 +170,18 @@ pub(crate) fn encrypt(
                     &derived
                 }
             };
-            crate::nip44::encrypt(key, plaintext, rng).map_err(BuildError::Nip44)
+            crate::nip44::encrypt_with_prefix(key, plaintext, prefix, rng)
+                .map_err(BuildError::Nip44)
         }
         #[cfg(feature = "nip04")]
         Scheme::Nip04 => {
-            let _ = known;
+            let _ = (known, prefix);
             crate::nip04::encrypt(keys.secret_key(), peer, plaintext, rng)
                 .map_err(BuildError::Nip04)
         }
         #[cfg(not(feature = "nip04"))]
         Scheme::Nip04 => {
-            let _ = (keys, peer, plaintext, known, rng);
+            let _ = (keys, peer, plaintext, known, prefix, rng);
             Err(BuildError::SchemeUnavailable(Scheme::Nip04))
         }
     }

@@ -258,6 +258,7 @@ impl JobFeedback {
             kind: None,
             tags: Vec::new(),
             conversation_key: None,
+            length_prefix: crate::nip44::LengthPrefix::Standard,
         }
     }
 
@@ -316,6 +317,7 @@ pub struct JobFeedbackBuilder<'a> {
     kind: Option<Kind>,
     tags: Vec<Tag>,
     conversation_key: Option<crate::nip44::ConversationKey>,
+    length_prefix: crate::nip44::LengthPrefix,
 }
 
 impl JobFeedbackBuilder<'_> {
@@ -324,6 +326,16 @@ impl JobFeedbackBuilder<'_> {
     /// costs no ECDH. It must be the key between the signer and the request's author.
     pub fn conversation_key(mut self, key: crate::nip44::ConversationKey) -> Self {
         self.conversation_key = Some(key);
+        self
+    }
+
+    /// The NIP-44 length prefixes the encrypted content may use: by default only the standard
+    /// one, so content over [`STANDARD_MAX_PLAINTEXT_LEN`](crate::nip44::STANDARD_MAX_PLAINTEXT_LEN)
+    /// bytes fails to build ([`BuildError::Nip44`]) instead of reaching a peer that cannot
+    /// read it. [`LengthPrefix::Extended`](crate::nip44::LengthPrefix::Extended) only for a
+    /// peer known to read the extended prefix.
+    pub fn nip44_length_prefix(mut self, prefix: crate::nip44::LengthPrefix) -> Self {
+        self.length_prefix = prefix;
         self
     }
 
@@ -410,6 +422,7 @@ impl JobFeedbackBuilder<'_> {
                     &request.author,
                     &json,
                     self.conversation_key.as_ref(),
+                    self.length_prefix,
                     rng,
                 )?;
                 let mut tags = public.to_vec();

@@ -371,6 +371,7 @@ pub struct JobRequestBuilder {
     content: Option<String>,
     tags: Vec<Tag>,
     conversation_key: Option<crate::nip44::ConversationKey>,
+    length_prefix: crate::nip44::LengthPrefix,
 }
 
 impl JobRequestBuilder {
@@ -388,6 +389,7 @@ impl JobRequestBuilder {
             content: None,
             tags: Vec::new(),
             conversation_key: None,
+            length_prefix: crate::nip44::LengthPrefix::Standard,
         }
     }
 
@@ -470,6 +472,16 @@ impl JobRequestBuilder {
         self
     }
 
+    /// The NIP-44 length prefixes the encrypted content may use: by default only the standard
+    /// one, so content over [`STANDARD_MAX_PLAINTEXT_LEN`](crate::nip44::STANDARD_MAX_PLAINTEXT_LEN)
+    /// bytes fails to build ([`BuildError::Nip44`]) instead of reaching a peer that cannot
+    /// read it. [`LengthPrefix::Extended`](crate::nip44::LengthPrefix::Extended) only for a
+    /// peer known to read the extended prefix.
+    pub fn nip44_length_prefix(mut self, prefix: crate::nip44::LengthPrefix) -> Self {
+        self.length_prefix = prefix;
+        self
+    }
+
     /// Sets a plain-text content (not allowed together with [`encrypt`](Self::encrypt)).
     pub fn content(mut self, content: impl Into<String>) -> Self {
         self.content = Some(content.into());
@@ -521,6 +533,7 @@ impl JobRequestBuilder {
                     provider,
                     &json,
                     self.conversation_key.as_ref(),
+                    self.length_prefix,
                     rng,
                 )?
             }

@@ -164,6 +164,11 @@ impl JobResult {
     /// The result takes the request's result kind, tags it (`request`, `e`, `p`, and the
     /// inputs unless the request was encrypted) and, when the request was encrypted, encrypts
     /// `content` to the customer in the request's own scheme.
+    ///
+    /// A gift-wrapped request ([`JobRequest::unsigned`]) is answered inside a gift wrap that
+    /// only its customer opens, who has the request: the result refers to it by its `e` tag
+    /// alone, without the `request` tag and the `i` tags, so the wrap stays within what every
+    /// NIP-44 reader accepts (repeating 20 KiB of input would overflow it).
     pub fn builder<'a>(
         request: &'a JobRequest,
         content: impl Into<String>,
@@ -176,6 +181,7 @@ impl JobResult {
             kind: None,
             tags: Vec::new(),
             conversation_key: None,
+            length_prefix: crate::nip44::LengthPrefix::Standard,
         }
     }
 
@@ -220,6 +226,7 @@ pub struct JobResultBuilder<'a> {
     kind: Option<Kind>,
     tags: Vec<Tag>,
     conversation_key: Option<crate::nip44::ConversationKey>,
+    length_prefix: crate::nip44::LengthPrefix,
 }
 
 impl JobResultBuilder<'_> {
@@ -228,6 +235,16 @@ impl JobResultBuilder<'_> {
     /// costs no ECDH. It must be the key between the signer and the request's author.
     pub fn conversation_key(mut self, key: crate::nip44::ConversationKey) -> Self {
         self.conversation_key = Some(key);
+        self
+    }
+
+    /// The NIP-44 length prefixes the encrypted content may use: by default only the standard
+    /// one, so content over [`STANDARD_MAX_PLAINTEXT_LEN`](crate::nip44::STANDARD_MAX_PLAINTEXT_LEN)
+    /// bytes fails to build ([`BuildError::Nip44`]) instead of reaching a peer that cannot
+    /// read it. [`LengthPrefix::Extended`](crate::nip44::LengthPrefix::Extended) only for a
+    /// peer known to read the extended prefix.
+    pub fn nip44_length_prefix(mut self, prefix: crate::nip44::LengthPrefix) -> Self {
+        self.length_prefix = prefix;
         self
     }
 
@@ -268,17 +285,22 @@ impl JobResultBuilder<'_> {
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<Event, BuildError> {
         let request = self.request;
-        let mut tags = vec![
-            make_tag("request", [request.request_json()]),
-            super::e_tag(
-                request.id,
-                self.relay_hint.or_else(|| request.relays.first().cloned()),
-            ),
-            make_tag("p", [request.author.to_hex()]),
-        ];
+        // Inside a gift wrap the customer has the request: refer to it, never repeat it.
+        let repeat_request = !request.unsigned;
+        let mut tags = Vec::with_capacity(4 + self.tags.len());
+        if repeat_request {
+            tags.push(make_tag("request", [request.request_json()]));
+        }
+        tags.push(super::e_tag(
+            request.id,
+            self.relay_hint.or_else(|| request.relays.first().cloned()),
+        ));
+        tags.push(make_tag("p", [request.author.to_hex()]));
         let content = match request.encrypted {
             None => {
-                tags.extend(request.inputs.iter().map(JobInput::to_tag));
+                if repeat_request {
+                    tags.extend(request.inputs.iter().map(JobInput::to_tag));
+                }
                 self.content
             }
             Some(enc) => {
@@ -291,6 +313,7 @@ impl JobResultBuilder<'_> {
                     &request.author,
                     &self.content,
                     self.conversation_key.as_ref(),
+                    self.length_prefix,
                     rng,
                 )?
             }

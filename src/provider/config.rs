@@ -217,6 +217,12 @@ pub struct ProviderConfig {
     /// again by every `restore`; a fixed seed only for reproducible tests
     /// ([`deterministic_seed`](Self::deterministic_seed)).
     pub seed: SeedSource,
+    /// Whether NIP-44 replies (encrypted results and feedback, gift wraps) may use the
+    /// extended length prefix for plaintexts over 65,535 bytes. Off by default: most readers
+    /// (rust-nostr, nostr-tools, the reference Python framework) refuse it, so a reply that
+    /// does not fit fails the job with `error` feedback naming the limit instead of reaching
+    /// the customer unreadable. Turn it on only for customers known to read it.
+    pub nip44_extended_prefix: bool,
 }
 
 impl ProviderConfig {
@@ -255,6 +261,7 @@ impl ProviderConfig {
             announce_interval_secs: Some(86_400),
             heartbeat: None,
             seed: SeedSource::OperatingSystem,
+            nip44_extended_prefix: false,
         }
     }
 

@@ -36,6 +36,7 @@ impl Provider {
             builder = builder.conversation_key(key);
         }
         let event = builder
+            .nip44_length_prefix(self.length_prefix())
             .sign(&self.keys, now, &mut self.rng)
             .map_err(|e| Error::Build(e.to_string()))?;
         self.publish_reply(now, id, event)
@@ -71,8 +72,17 @@ impl Provider {
             Reply::GiftWrap => {
                 let customer = job.customer();
                 let rumor = UnsignedEvent::from(event);
-                nip59::gift_wrap(&self.keys, &customer, rumor, now, &mut self.rng)
-                    .map_err(|e| Error::Build(e.to_string()))?
+                let options = nip59::WrapOptions::new().length_prefix(self.length_prefix());
+                nip59::gift_wrap_with(
+                    &self.keys,
+                    &customer,
+                    rumor,
+                    options,
+                    [],
+                    now,
+                    &mut self.rng,
+                )
+                .map_err(|e| Error::Build(e.to_string()))?
             }
         };
         Ok((event, seen_id))
@@ -92,6 +102,7 @@ impl Provider {
             builder = builder.conversation_key(key);
         }
         let event = builder
+            .nip44_length_prefix(self.length_prefix())
             .sign(&self.keys, now, &mut self.rng)
             .map_err(|e| Error::Build(e.to_string()))?;
         self.seal_reply(now, id, event)
@@ -109,6 +120,11 @@ impl Provider {
         }
         self.finish(now, id, JobState::Delivered { paid });
         self.notify(Notification::JobCompleted { job: id });
+    }
+
+    /// The NIP-44 length prefixes replies may use ([`ProviderConfig::nip44_extended_prefix`](super::ProviderConfig::nip44_extended_prefix)).
+    pub(super) fn length_prefix(&self) -> crate::nip44::LengthPrefix {
+        crate::nip44::LengthPrefix::extended_if(self.config.nip44_extended_prefix)
     }
 
     /// Where a job's replies go: the request's relays, then the provider's own.

@@ -172,9 +172,11 @@ impl CustomerRuntime {
 
     /// The providers that announce `kind` (NIP-89, kind 31990) on the customer's relays,
     /// with the encryption and gift-wrap support they announce. Waits up to `timeout` for
-    /// the relays to answer; announcements that do not verify are left out.
+    /// the relays to answer; announcements that do not verify are left out. The customer
+    /// learns them: a later [`submit`](Self::submit) in a scheme a provider announces it does
+    /// not read fails at once ([`customer::Error::Unsupported`](crate::customer::Error::Unsupported)).
     pub async fn discover(
-        &self,
+        &mut self,
         kind: Kind,
         timeout: Duration,
     ) -> Result<Vec<HandlerInfo>, RuntimeError> {
@@ -186,6 +188,10 @@ impl CustomerRuntime {
             .fetch_events(filter, timeout)
             .await
             .map_err(|e| RuntimeError::Client(e.to_string()))?;
+        let now = now();
+        for event in events.iter() {
+            self.customer.handle_event(now, event.clone());
+        }
         Ok(discover(events.iter(), kind))
     }
 
