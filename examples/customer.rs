@@ -10,8 +10,9 @@
 //! ```
 //!
 //! It lists the providers that announce the job kind (NIP-89, [`CustomerRuntime::discover`]),
-//! submits the request (public, addressed to `--provider`, NIP-44-encrypted to it with
-//! `--encrypt`, or gift-wrapped to it with `--gift-wrap`), prints every feedback, partial
+//! submits the request (public, addressed to `--provider`, encrypted to it with `--encrypt`
+//! (NIP-44, or NIP-04 with `--scheme nip04`), or gift-wrapped to it with `--gift-wrap`),
+//! prints every feedback, partial
 //! result and payment request, and exits with the result, or non-zero on an error, a
 //! timeout (`--timeout`) or a failed job. It has no wallet: on a payment request it prints
 //! the BOLT11 invoice for you to pay with yours, and keeps waiting.
@@ -47,8 +48,13 @@ usage: cargo run --example customer -- [options] [TEXT...]
                      and an in-process summarisation provider
   --kind N           the job request kind (default: 5001, summarisation)
   --provider KEY     send the job to this provider (npub or hex); default: any provider
-  --encrypt          encrypt the inputs and params to --provider (NIP-44)
+  --encrypt          encrypt the inputs and params to --provider (NIP-90 `encrypted`)
+  --scheme S         with --encrypt: nip44 (default) or nip04 (legacy, for providers
+                     that only read NIP-04; needs the crate's default `nip04` feature)
   --gift-wrap        gift-wrap the whole request to --provider (NIP-59)
+  --nip44-extended   allow NIP-44's extended length prefix, for requests whose encrypted
+                     part exceeds 65,535 bytes; most providers cannot read it (default:
+                     off, and such a request is refused before it is sent)
   --param KEY=VALUE  a job parameter (repeatable), e.g. --param length=1
   --timeout SECS     give up after this long without a result (default: 120; demo: 10)
   --key-file PATH    the customer's secret key (nsec or hex); created when missing
@@ -57,8 +63,10 @@ usage: cargo run --example customer -- [options] [TEXT...]
 
 TEXT is the job's text input (the arguments joined by spaces; the demo has a default).
 ",
-    values: &["relay", "kind", "provider", "param", "timeout", "key-file"],
-    switches: &["encrypt", "gift-wrap"],
+    values: &[
+        "relay", "kind", "provider", "param", "timeout", "key-file", "scheme",
+    ],
+    switches: &["encrypt", "gift-wrap", "nip44-extended"],
     positional: true,
 };
 
@@ -121,11 +129,19 @@ async fn customer() -> support::Result<()> {
     } else {
         120
     }));
+    let scheme = match flags.value("scheme") {
+        None | Some("nip44") => Scheme::Nip44,
+        Some("nip04") => Scheme::Nip04,
+        Some(other) => return Err(format!("--scheme {other}: nip44 or nip04").into()),
+    };
+    if flags.value("scheme").is_some() && !flags.switch("encrypt") {
+        return Err("--scheme chooses the encryption of --encrypt: add --encrypt".into());
+    }
     let delivery = match (target, flags.switch("encrypt"), flags.switch("gift-wrap")) {
         (_, true, true) => return Err("--encrypt and --gift-wrap: choose one".into()),
         (None, false, false) => Delivery::Public,
         (None, _, _) => return Err("--encrypt and --gift-wrap need --provider".into()),
-        (Some(p), true, false) => Delivery::Encrypted(p, Scheme::Nip44),
+        (Some(p), true, false) => Delivery::Encrypted(p, scheme),
         (Some(p), false, true) => Delivery::GiftWrap(p),
         (Some(p), false, false) => Delivery::To(p),
     };
@@ -133,6 +149,7 @@ async fn customer() -> support::Result<()> {
     let identity = support::load_keys(&flags, "customer", clock)?;
     let mut config = CustomerConfig::new(relays.iter().cloned());
     config.timeout_secs = timeout.as_secs();
+    config.nip44_extended_prefix = flags.switch("nip44-extended");
     let mut customer = CustomerRuntime::connect(identity.keys, config).await?;
     let pool = customer.client().relays().await;
     if !pool.values().any(|relay| relay.is_connected()) {

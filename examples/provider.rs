@@ -14,6 +14,12 @@
 //! keeps its state in a snapshot file (`--state`), so jobs in flight survive a restart, and
 //! runs until Ctrl-C, or until `--jobs N` jobs are completed.
 //!
+//! **Settings.** `--kind K` (repeatable) sets the request kinds it serves and announces
+//! (default 5001), `--announce-id ID` the announcement's `d` identifier, `--rate-per-minute N`
+//! and `--max-request-bytes N` its admission limits (the crate's defaults: 30 and 65,536), and
+//! `--nip44-extended` lets replies use NIP-44's extended length prefix. It prints them all on
+//! start, and every notification (refusals included) in plain words.
+//!
 //! **Payment.** It is free by default. `--price SATS` sets a fixed pay-first price, which
 //! needs a Lightning node that issues invoices and reports them paid: an implementation of
 //! [`LightningBackend`](nostr_dvm::runtime::LightningBackend) for your node or wallet
@@ -40,7 +46,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use nostr_dvm::nostr::{Event, EventBuilder, Filter, Keys, Kind, PublicKey, Tag, ToBech32};
-use nostr_dvm::provider::Notification;
+use nostr_dvm::provider::{Notification, ProviderConfig, RateLimit};
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
 use nostr_dvm::runtime::{FileStore, ProviderRuntime, TestLightningBackend};
 use nostr_dvm::testing::TestLightningNode;
@@ -63,10 +69,34 @@ usage: cargo run --example provider -- [options]
   --test-invoices    with --relay and --price: send invoices from a made-up test node that
                      no wallet can pay, to see the payment-required flow
   --jobs N           stop after N completed jobs (default: run until Ctrl-C; demo: 1)
+
+what it serves and announces (NIP-89):
+  --kind K           a request kind to serve, 5000-5999 (repeatable; default: 5001)
+  --announce-id ID   the announcement's `d` identifier (default: nostr-dvm); another id
+                     makes another announcement next to this key's existing ones
+  --nip44-extended   may answer with NIP-44's extended length prefix (replies over
+                     65,535 bytes); most clients cannot read it (default: off, such a
+                     reply fails the job with `error` feedback naming the limit)
+
+admission limits (requests beyond them are refused; `error` feedback only when the
+request names this provider and the refusal is not a flood defence):
+  --rate-per-minute N      requests per customer per minute (default: 30; 0: no limit)
+  --max-request-bytes N    the largest request: content plus tags (default: 65536)
+
   -h, --help         this help
 ",
-    values: &["relay", "key-file", "state", "price", "jobs"],
-    switches: &["test-invoices"],
+    values: &[
+        "relay",
+        "key-file",
+        "state",
+        "price",
+        "jobs",
+        "kind",
+        "announce-id",
+        "rate-per-minute",
+        "max-request-bytes",
+    ],
+    switches: &["test-invoices", "nip44-extended"],
     positional: false,
 };
 
@@ -101,6 +131,14 @@ async fn provider() -> support::Result<()> {
         None => None,
     };
 
+    let kinds = serve_kinds(&flags)?;
+    if offline && kinds != [Kind::from(SUMMARISE)] {
+        return Err(format!(
+            "the offline demo's client asks for kind {SUMMARISE}: add --relay to serve other kinds"
+        )
+        .into());
+    }
+
     let identity = support::load_keys(&flags, "provider", clock)?;
     let keys = identity.keys;
     let npub = keys.public_key().to_bech32()?;
@@ -133,9 +171,24 @@ async fn provider() -> support::Result<()> {
         }
     };
     let wallet = Arc::new(TestLightningBackend::new(TestLightningNode::new(7)));
-    let config = support::summarise_config(&relays, price_msat);
+    let mut config = support::summarise_config(&relays, price_msat);
+    config.kinds = kinds.clone();
+    if let Some(id) = flags.value("announce-id") {
+        config.announcement_id = id.to_owned();
+    }
+    if let Some(n) = flags.number::<u32>("rate-per-minute")? {
+        config.admission.rate_limit = (n > 0).then_some(RateLimit {
+            max_requests: n,
+            window_secs: 60,
+        });
+    }
+    if let Some(bytes) = flags.number::<usize>("max-request-bytes")? {
+        config.admission.max_request_bytes = bytes;
+    }
+    config.nip44_extended_prefix = flags.switch("nip44-extended");
+    print_settings(clock, &config);
     let mut runtime = ProviderRuntime::new(keys.clone(), config)
-        .task(Arc::new(Summarise))
+        .task(Arc::new(Summarise { kinds }))
         .store(FileStore::new(&state))
         .on_notification(hook);
     if price_msat > 0 {
@@ -147,7 +200,7 @@ async fn provider() -> support::Result<()> {
     };
     clock.say(
         "provider",
-        format!("serves kind {SUMMARISE} {price} on {}", relays.join(", ")),
+        format!("serves {price} on {}", relays.join(", ")),
     );
     clock.say("provider", format!("snapshot: {}", state.display()));
     let until = match jobs {
@@ -178,6 +231,66 @@ async fn provider() -> support::Result<()> {
         let _ = std::fs::remove_file(&state);
     }
     Ok(())
+}
+
+/// The request kinds of `--kind` (default: 5001), each a NIP-90 job request kind.
+fn serve_kinds(flags: &Flags) -> support::Result<Vec<Kind>> {
+    let mut kinds = Vec::new();
+    for value in flags.all("kind") {
+        let kind: u16 = value
+            .parse()
+            .map_err(|_| format!("--kind {value}: not a number"))?;
+        if !(5000..=5999).contains(&kind) {
+            return Err(format!("--kind {kind}: job request kinds are 5000-5999 (NIP-90)").into());
+        }
+        if !kinds.contains(&Kind::from(kind)) {
+            kinds.push(Kind::from(kind));
+        }
+    }
+    if kinds.is_empty() {
+        kinds.push(Kind::from(SUMMARISE));
+    }
+    Ok(kinds)
+}
+
+/// Prints what the provider serves, announces and admits, as configured.
+fn print_settings(clock: Clock, config: &ProviderConfig) {
+    let kinds: Vec<String> = config
+        .kinds
+        .iter()
+        .map(|k| k.as_u16().to_string())
+        .collect();
+    clock.say(
+        "provider",
+        format!(
+            "kinds {} (results {}), announced as d={:?}",
+            kinds.join(", "),
+            config
+                .kinds
+                .iter()
+                .map(|k| (k.as_u16() + 1000).to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            config.announcement_id
+        ),
+    );
+    let admission = &config.admission;
+    let rate = match admission.rate_limit {
+        Some(r) => format!(
+            "{} requests per customer per {} s",
+            r.max_requests, r.window_secs
+        ),
+        None => "no per-customer rate limit".to_owned(),
+    };
+    clock.say(
+        "provider",
+        format!(
+            "admits {rate}, requests up to {} bytes, {} live jobs at most; NIP-44 extended prefix {}",
+            admission.max_request_bytes,
+            admission.max_live_jobs,
+            if config.nip44_extended_prefix { "on" } else { "off" }
+        ),
+    );
 }
 
 /// Completes when the process gets Ctrl-C (never, where that cannot be listened for).

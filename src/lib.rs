@@ -56,7 +56,8 @@
 //! - [`nip57`]: zap requests and [`nip57::verify_zap_receipt`], which checks every rule a
 //!   receipt must pass before it counts as payment.
 //! - [`nip44`]: NIP-44 v2 encryption, including the 6-byte extended length prefix for
-//!   plaintexts of 65536 bytes and more, a constant-time MAC check, a configurable decrypt
+//!   plaintexts of 65536 bytes and more (read always, written only when asked for: most
+//!   readers refuse it), a constant-time MAC check, a configurable decrypt
 //!   limit, and a bounded [`nip44::ConversationKeyCache`].
 //! - `nip04` (feature `nip04`, on by default): legacy NIP-04 AES-256-CBC, which NIP-90 still
 //!   names for encrypted job parameters and which real clients still send.

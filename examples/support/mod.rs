@@ -113,7 +113,7 @@ impl Clock {
             }
             ProviderNote::JobStarted { .. } => "processing".to_owned(),
             ProviderNote::JobCompleted { .. } => "result published".to_owned(),
-            other => format!("{other:?}"),
+            other => other.to_string(),
         };
         self.say("provider", line);
     }
@@ -159,12 +159,24 @@ pub async fn start_relay(clock: Clock) -> Result<(LocalRelay, String)> {
 
 /// Extractive summarisation: scores each sentence by the frequency of its content words in
 /// the whole text and keeps the best `length` sentences (param, default 2), in text order.
-pub struct Summarise;
+/// Serves the request kinds it is given (kind 5001, text summarisation, by default).
+pub struct Summarise {
+    /// The request kinds it serves.
+    pub kinds: Vec<Kind>,
+}
+
+impl Default for Summarise {
+    fn default() -> Self {
+        Self {
+            kinds: vec![Kind::from(SUMMARISE)],
+        }
+    }
+}
 
 #[async_trait::async_trait]
 impl Task for Summarise {
     fn kinds(&self) -> Vec<Kind> {
-        vec![Kind::from(SUMMARISE)]
+        self.kinds.clone()
     }
 
     async fn run(
@@ -297,7 +309,7 @@ pub fn summarise_config(relays: &[String], price_msat: u64) -> ProviderConfig {
 /// A runtime serving [`Summarise`] with `keys` and `config`, printing its notifications.
 pub fn summarise_runtime(keys: Keys, config: ProviderConfig, clock: Clock) -> ProviderRuntime {
     ProviderRuntime::new(keys, config)
-        .task(Arc::new(Summarise))
+        .task(Arc::new(Summarise::default()))
         .on_notification(move |note| clock.provider_note(note))
 }
 
@@ -397,7 +409,7 @@ pub async fn follow_job(
                     FeedbackStatus::PaymentRequired | FeedbackStatus::Partial
                 ) {
                     let info = info.map(|i| format!(" ({i})")).unwrap_or_default();
-                    clock.say("customer", format!("feedback: {status:?}{info}"));
+                    clock.say("customer", format!("feedback: {status}{info}"));
                 }
             }
             Output::Notify(CustomerNote::Partial { content, .. }) => {
@@ -411,6 +423,13 @@ pub async fn follow_job(
                 return Err(format!("the provider failed the job: {reason}").into());
             }
             Output::Notify(CustomerNote::TimedOut { .. }) => return Err("the job timed out".into()),
+            Output::Notify(CustomerNote::Unsupported { provider, what, .. }) => {
+                return Err(format!(
+                    "provider {} announces it does not read {what}",
+                    short(provider)
+                )
+                .into());
+            }
             pay @ (Output::Notify(CustomerNote::PaymentRequested { .. })
             | Output::PayInvoice { .. }
             | Output::SendZap { .. }) => payment(customer, pay).await?,

@@ -67,6 +67,7 @@ mod refusals;
 mod replies;
 mod snapshot;
 mod timers;
+mod words;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 

@@ -110,17 +110,13 @@ fn told(reason: &RejectReason) -> bool {
     )
 }
 
-/// Words for the customer.
+/// Words for the customer: the reason's own, with the limit for a request too large.
 fn message(reason: &RejectReason, max_bytes: usize) -> String {
     match reason {
-        RejectReason::Malformed(why) => format!("the request could not be read: {why}"),
-        RejectReason::Expired => "the request had expired (NIP-40) when it arrived".into(),
-        RejectReason::Stale => "the request is too old to be taken".into(),
-        RejectReason::FutureDated => "the request is dated in the future".into(),
         RejectReason::TooLarge { bytes } => {
             format!("the request is {bytes} bytes, more than the {max_bytes} bytes taken")
         }
-        other => format!("{other:?}"),
+        other => other.to_string(),
     }
 }
 
