@@ -7,7 +7,7 @@
 
 mod support;
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports, clippy::duplicate_mod)]
 #[path = "../examples/support/mod.rs"]
 mod example;
 
