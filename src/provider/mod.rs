@@ -480,6 +480,20 @@ impl Provider {
         self.jobs.iter().map(|(id, job)| (id, &job.state))
     }
 
+    /// The invoices of the jobs that await payment, as `(job, bolt11, payment_hash)`: for a
+    /// Lightning backend to watch after a restart (the bundled runtime hands them to
+    /// `LightningBackend::watch`).
+    pub fn awaiting_payment(&self) -> impl Iterator<Item = (EventId, &str, [u8; 32])> {
+        self.jobs.values().filter_map(|job| {
+            let awaiting = matches!(
+                job.state,
+                JobState::AwaitingPayment | JobState::AwaitingPaymentForResult
+            );
+            let invoice = job.invoice.as_ref()?;
+            awaiting.then(|| (job.id(), invoice.bolt11.as_str(), invoice.payment_hash))
+        })
+    }
+
     /// How many jobs are not terminal.
     pub fn live_jobs(&self) -> usize {
         self.live

@@ -80,6 +80,8 @@
 //! ```
 
 mod customer;
+#[cfg(feature = "lnbits")]
+mod lnbits;
 mod outbox;
 mod provider;
 mod resubscribe;
@@ -95,6 +97,8 @@ use nostr_sdk::{Client, RelayStatus, RelayUrl};
 use tokio::sync::{broadcast, mpsc};
 
 pub use customer::{ConnectOptions, CustomerRuntime};
+#[cfg(feature = "lnbits")]
+pub use lnbits::{LnbitsBackend, LnbitsError};
 pub use provider::{ProviderRuntime, RequestRelays};
 pub use resubscribe::{
     resubscription_since, GIFT_WRAP_RESUBSCRIBE_MARGIN_SECS, RESUBSCRIBE_MARGIN_SECS,
@@ -174,6 +178,25 @@ pub trait LightningBackend: Send + Sync {
     fn attach(&self, settlements: Settlements) {
         let _ = settlements;
     }
+
+    /// Called by [`ProviderRuntime::run`] before [`attach`](Self::attach), with the invoices
+    /// of the jobs that await payment in the restored state: issued before a restart, they are
+    /// unknown to a fresh backend, which must watch them too, so that a job paid while the
+    /// provider was down starts once it is back. The default ignores them.
+    fn watch(&self, invoices: Vec<PendingInvoice>) {
+        let _ = invoices;
+    }
+}
+
+/// An invoice a job awaits payment on (see [`LightningBackend::watch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingInvoice {
+    /// The job it pays for: report its settlement with this id.
+    pub job: EventId,
+    /// The invoice.
+    pub bolt11: String,
+    /// Its payment hash.
+    pub payment_hash: [u8; 32],
 }
 
 /// A backend that issues no invoices: priced pay-first jobs then fail with `error` feedback.

@@ -17,8 +17,9 @@ use tokio::time::Instant;
 use super::outbox::{Outbox, RETRY_FIRST_DELAY, RETRY_MAX_DELAY};
 use super::resubscribe::SeenTimes;
 use super::{
-    now, until, watch_reconnections, InvoiceRequest, LightningBackend, NoLightning, RuntimeError,
-    Settlements, SnapshotStore, COMMAND_CAPACITY, REPORT_CAPACITY, SETTLEMENT_CAPACITY,
+    now, until, watch_reconnections, InvoiceRequest, LightningBackend, NoLightning, PendingInvoice,
+    RuntimeError, Settlements, SnapshotStore, COMMAND_CAPACITY, REPORT_CAPACITY,
+    SETTLEMENT_CAPACITY,
 };
 use crate::provider::{Notification, Output, PaymentProof, Provider, ProviderConfig, RefundDue};
 use crate::task::{Progress, Task, TaskError, TaskOutput};
@@ -274,6 +275,16 @@ impl ProviderRuntime {
                 tracing::error!("cannot announce the provider: {e}");
             }
         }
+        backend.watch(
+            provider
+                .awaiting_payment()
+                .map(|(job, bolt11, payment_hash)| PendingInvoice {
+                    job,
+                    bolt11: bolt11.to_owned(),
+                    payment_hash,
+                })
+                .collect(),
+        );
         backend.attach(Settlements {
             tx: settlements_tx.clone(),
         });
