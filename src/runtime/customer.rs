@@ -2,6 +2,7 @@
 
 use crate::relay::RelayCommand;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nostr::{
@@ -13,7 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::outbox::OK_TIMEOUT;
 use super::resubscribe::SeenTimes;
-use super::{now, until, watch_reconnections, RuntimeError};
+use super::{now, until, watch_reconnections, RuntimeError, SnapshotStore, Wallet};
 use crate::customer::{
     discover, Customer, CustomerConfig, CustomerSnapshot, Delivery, Output, PaymentOutcome,
     PaymentRef,
@@ -81,7 +82,30 @@ pub struct CustomerRuntime {
     /// for what may have been missed.
     seen: SeenTimes,
     reconnected: mpsc::Receiver<RelayUrl>,
+    /// Pays what the customer asks, when set.
+    wallet: Option<Arc<dyn Wallet>>,
+    /// Where the customer's snapshot is saved, when set.
+    store: Option<Arc<dyn SnapshotStore<CustomerSnapshot>>>,
+    /// Payments and look-ups for the wallet, in the order the customer asked.
+    wallet_due: VecDeque<WalletJob>,
+    /// Invoice payments whose outcome the wallet did not know yet (by payment hash): looked
+    /// up again at these times.
+    recheck: Vec<(tokio::time::Instant, [u8; 32])>,
 }
+
+/// What the wallet is asked to do.
+#[derive(Debug)]
+enum WalletJob {
+    Pay {
+        bolt11: String,
+        payment_hash: [u8; 32],
+        max_fee_msat: u64,
+    },
+    Lookup([u8; 32]),
+}
+
+/// How long after a wallet said "pending" the payment is looked up again.
+const RECHECK_AFTER: Duration = Duration::from_secs(5);
 
 impl CustomerRuntime {
     /// Connects to `config.relays` (waiting up to 10 s for them) with a customer of `keys`.
@@ -147,6 +171,10 @@ impl CustomerRuntime {
             live: HashMap::new(),
             seen,
             reconnected,
+            wallet: None,
+            store: None,
+            wallet_due: VecDeque::new(),
+            recheck: Vec::new(),
         };
         runtime.drain().await;
         Ok(runtime)
@@ -270,6 +298,93 @@ impl CustomerRuntime {
             .map_err(RuntimeError::Client)
     }
 
+    /// Pays with `wallet` from now on: [`next`](Self::next) hands it every
+    /// [`Output::PayInvoice`] and [`Output::LookupPayment`] (after saving the customer's
+    /// snapshot to the [`store`](Self::store), when set, so the intent to pay is on disk
+    /// before any money moves) and reports its answers to the customer itself; the
+    /// application sees [`Notification::Paid`](crate::customer::Notification::Paid) or
+    /// [`Notification::PaymentFailed`](crate::customer::Notification::PaymentFailed) instead.
+    /// A payment the wallet reports pending is looked up again every 5 s. Zaps
+    /// ([`Output::SendZap`]) still go to the application.
+    pub fn set_wallet(&mut self, wallet: Arc<dyn Wallet>) {
+        self.wallet = Some(wallet);
+    }
+
+    /// Saves the customer's snapshot to `store` whenever it changes (checked after every
+    /// step of [`next`](Self::next)) and always before the [wallet](Self::set_wallet) is
+    /// asked to pay. Load it yourself at start and give it to
+    /// [`restore_with`](Self::restore_with).
+    pub fn store(&mut self, store: Arc<dyn SnapshotStore<CustomerSnapshot>>) {
+        self.store = Some(store);
+    }
+
+    /// Saves the snapshot when the customer changed (or `always`); a failed save is an
+    /// error, and stops a payment.
+    fn save(&mut self, always: bool) -> Result<(), RuntimeError> {
+        let Some(store) = self.store.clone() else {
+            return Ok(());
+        };
+        if always || self.customer.needs_persistence() {
+            store.save(&self.customer.snapshot())?;
+        }
+        Ok(())
+    }
+
+    /// Hands the wallet what it is due: pays, looks up, and reports the outcomes.
+    async fn run_wallet(&mut self) {
+        let Some(wallet) = self.wallet.clone() else {
+            return;
+        };
+        while let Some(job) = self.wallet_due.pop_front() {
+            let (hash, outcome) = match job {
+                WalletJob::Pay {
+                    bolt11,
+                    payment_hash,
+                    max_fee_msat,
+                } => {
+                    // The intent to pay is stored first: after a crash it is looked up, never
+                    // paid again.
+                    if let Err(e) = self.save(true) {
+                        let reason = format!("not paid: the snapshot could not be saved: {e}");
+                        tracing::error!("{reason}");
+                        (payment_hash, PaymentOutcome::Failed { reason })
+                    } else {
+                        (
+                            payment_hash,
+                            wallet.pay_invoice(&bolt11, max_fee_msat).await,
+                        )
+                    }
+                }
+                WalletJob::Lookup(hash) => (hash, wallet.lookup_payment(hash).await),
+            };
+            if outcome == PaymentOutcome::Pending {
+                self.recheck
+                    .push((tokio::time::Instant::now() + RECHECK_AFTER, hash));
+            }
+            if let Err(e) =
+                self.customer
+                    .handle_payment_outcome(now(), PaymentRef::Invoice(hash), outcome)
+            {
+                tracing::error!("the wallet's answer was refused: {e}");
+            }
+            self.drain().await;
+        }
+        if let Err(e) = self.save(false) {
+            tracing::error!("cannot save the customer: {e}");
+        }
+    }
+
+    /// Looks up again the payments whose time has come.
+    fn due_rechecks(&mut self) {
+        let now = tokio::time::Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.recheck.drain(..).partition(|(at, ..)| *at <= now);
+        self.recheck = later;
+        for (_, hash) in due {
+            self.wallet_due.push_back(WalletJob::Lookup(hash));
+        }
+    }
+
     /// The next thing for the application: a notification or a payment to make. Waits for
     /// relay events and the customer's timeouts; `None` once the relay pool has shut down.
     pub async fn next(&mut self) -> Option<Output> {
@@ -278,12 +393,19 @@ impl CustomerRuntime {
                 // What the customer said while `publish` fed it relay events.
                 self.drain().await;
             }
+            self.due_rechecks();
+            self.run_wallet().await;
             if let Some(output) = self.pending.pop_front() {
                 return Some(output);
             }
             let wake = self.customer.poll_timeout();
+            let recheck = self.recheck.iter().map(|(at, _)| *at).min();
             let sleep = tokio::time::sleep(wake.map(until).unwrap_or(Duration::from_secs(3600)));
+            let recheck_sleep = tokio::time::sleep_until(
+                recheck.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
+            );
             tokio::select! {
+                () = recheck_sleep, if recheck.is_some() => {}
                 note = self.notifications.recv() => match note {
                     Ok(RelayPoolNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => {
                         return None;
@@ -443,6 +565,20 @@ impl CustomerRuntime {
                     self.live.remove(&id);
                     self.client.unsubscribe(&SubscriptionId::new(id)).await;
                 }
+                Output::PayInvoice {
+                    bolt11,
+                    payment_hash,
+                    max_fee_msat,
+                    ..
+                } if self.wallet.is_some() => self.wallet_due.push_back(WalletJob::Pay {
+                    bolt11,
+                    payment_hash,
+                    max_fee_msat,
+                }),
+                Output::LookupPayment {
+                    payment: PaymentRef::Invoice(hash),
+                    ..
+                } if self.wallet.is_some() => self.wallet_due.push_back(WalletJob::Lookup(hash)),
                 other => self.pending.push_back(other),
             }
         }

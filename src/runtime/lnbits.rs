@@ -1,5 +1,5 @@
 //! LNbits for real money (feature `lnbits`): [`LnbitsBackend`], a provider's
-//! [`LightningBackend`] on an LNbits wallet.
+//! [`LightningBackend`] on an LNbits wallet, and [`LnbitsWallet`], a customer's [`Wallet`].
 //!
 //! Invoices come from LNbits's HTTP API (`POST /api/v1/payments`); settlements from its
 //! websocket (`/api/v1/ws/{invoice key}`), and from a status poll of every pending invoice
@@ -25,7 +25,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::{InvoiceRequest, LightningBackend, PendingInvoice, Settlements};
+use super::{InvoiceRequest, LightningBackend, PendingInvoice, Settlements, Wallet};
+use crate::customer::PaymentOutcome;
 use crate::provider::PaymentProof;
 
 /// How long one HTTP call to LNbits may take.
@@ -57,6 +58,23 @@ pub(crate) struct LnbitsApi {
     base: String,
     key: String,
     http: reqwest::Client,
+}
+
+/// A failed call: refused by the server (with its HTTP status), or of unknown effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CallError {
+    /// The server answered with this status: it did not do it.
+    Refused(u16, String),
+    /// No answer (or an unreadable one): it may or may not have done it.
+    Unknown(String),
+}
+
+impl core::fmt::Display for CallError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CallError::Refused(_, why) | CallError::Unknown(why) => f.write_str(why),
+        }
+    }
 }
 
 /// What LNbits says of an invoice.
@@ -113,24 +131,36 @@ impl LnbitsApi {
     }
 
     async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, String> {
+        self.call_with_status(request)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// One call; an answer that is not a success keeps its HTTP status, so a refusal (the
+    /// server said no) is told apart from not knowing what happened.
+    async fn call_with_status(&self, request: reqwest::RequestBuilder) -> Result<Value, CallError> {
         let response = request
             .header("X-Api-Key", &self.key)
             .send()
             .await
-            .map_err(|e| format!("LNbits unreachable: {e}"))?;
+            .map_err(|e| CallError::Unknown(format!("LNbits unreachable: {e}")))?;
         let status = response.status();
         let body = response
             .text()
             .await
-            .map_err(|e| format!("LNbits answer unreadable: {e}"))?;
+            .map_err(|e| CallError::Unknown(format!("LNbits answer unreadable: {e}")))?;
         if !status.is_success() {
             let detail = serde_json::from_str::<Value>(&body)
                 .ok()
                 .and_then(|v| v.get("detail").map(|d| d.to_string()))
                 .unwrap_or(body);
-            return Err(format!("LNbits answered {status}: {detail}"));
+            return Err(CallError::Refused(
+                status.as_u16(),
+                format!("LNbits answered {status}: {detail}"),
+            ));
         }
-        serde_json::from_str(&body).map_err(|e| format!("LNbits answer is not JSON: {e}"))
+        serde_json::from_str(&body)
+            .map_err(|e| CallError::Unknown(format!("LNbits answer is not JSON: {e}")))
     }
 
     /// Creates an incoming invoice of `sats` with `memo`, valid `expiry_secs`, tagged with
@@ -183,27 +213,46 @@ impl LnbitsApi {
 
     /// What LNbits says of the invoice with `payment_hash`.
     pub(crate) async fn status(&self, payment_hash: &[u8; 32]) -> Result<InvoiceStatus, String> {
+        self.payment(payment_hash)
+            .await
+            .map(|(status, _)| status)
+            .map_err(|e| e.to_string())
+    }
+
+    /// What LNbits says of the payment with `payment_hash` (incoming or outgoing), and its
+    /// fee in millisats.
+    async fn payment(&self, payment_hash: &[u8; 32]) -> Result<(InvoiceStatus, u64), CallError> {
         let url = format!("{}/api/v1/payments/{}", self.base, hex(payment_hash));
-        let answer = self.call(self.http.get(url)).await?;
+        let answer = self.call_with_status(self.http.get(url)).await?;
+        let fee_msat = answer
+            .get("details")
+            .and_then(|d| d.get("fee"))
+            .and_then(Value::as_i64)
+            .map_or(0, i64::unsigned_abs);
         if answer.get("paid").and_then(Value::as_bool) == Some(true) {
             let preimage = answer
                 .get("preimage")
                 .and_then(Value::as_str)
                 .and_then(parse_hash)
-                .ok_or("LNbits says paid but gave no preimage")?;
+                .ok_or_else(|| {
+                    CallError::Unknown("LNbits says paid but gave no preimage".into())
+                })?;
             if <[u8; 32]>::from(Sha256::digest(preimage)) != *payment_hash {
-                return Err("LNbits's preimage does not hash to the payment hash".into());
+                return Err(CallError::Unknown(
+                    "LNbits's preimage does not hash to the payment hash".into(),
+                ));
             }
-            return Ok(InvoiceStatus::Paid(preimage));
+            return Ok((InvoiceStatus::Paid(preimage), fee_msat));
         }
         let status = answer
             .get("status")
             .or_else(|| answer.get("details").and_then(|d| d.get("status")))
             .and_then(Value::as_str);
-        Ok(match status {
+        let status = match status {
             Some("failed") | Some("expired") => InvoiceStatus::Failed,
             _ => InvoiceStatus::Pending,
-        })
+        };
+        Ok((status, fee_msat))
     }
 }
 
@@ -341,6 +390,117 @@ impl LightningBackend for LnbitsBackend {
                 old.abort();
             }
         }
+    }
+}
+
+/// A customer's [`Wallet`] on an LNbits wallet (its **admin key**, which can spend: keep it
+/// secret).
+///
+/// Before paying it asks LNbits the most it may spend on routing fees for the invoice
+/// (`GET /api/v1/payments/fee-reserve`: LNbits reserves at least `LNBITS_RESERVE_FEE_MIN`,
+/// 2 sats by default, or 1 % of the amount) and pays only when that is within the
+/// `max_fee_msat` the customer allows
+/// ([`CustomerConfig::max_fee_msat`](crate::customer::CustomerConfig::max_fee_msat): raise it
+/// to what your LNbits reserves), so fees stay bounded. A payment whose call gets no clear
+/// answer is reported pending and looked up, never assumed failed.
+#[derive(Debug, Clone)]
+pub struct LnbitsWallet {
+    api: LnbitsApi,
+}
+
+impl LnbitsWallet {
+    /// The LNbits server at `url` and a wallet's admin key. `http://` is refused unless the
+    /// host is a loopback address.
+    pub fn new(url: &str, admin_key: &str) -> Result<Self, LnbitsError> {
+        Ok(Self {
+            api: LnbitsApi::new(url, admin_key, false)?,
+        })
+    }
+
+    /// Like [`new`](Self::new), accepting plain `http://` to any host: the admin key then
+    /// travels in the clear. Only for a server on a network you trust.
+    pub fn allow_insecure_http(url: &str, admin_key: &str) -> Result<Self, LnbitsError> {
+        Ok(Self {
+            api: LnbitsApi::new(url, admin_key, true)?,
+        })
+    }
+
+    /// The most LNbits may spend on routing fees paying `bolt11`, in millisats.
+    async fn fee_reserve(&self, bolt11: &str) -> Result<u64, String> {
+        let url = format!("{}/api/v1/payments/fee-reserve", self.api.base);
+        let answer = self
+            .api
+            .call(self.api.http.get(url).query(&[("invoice", bolt11)]))
+            .await?;
+        answer
+            .get("fee_reserve")
+            .and_then(Value::as_i64)
+            .map(i64::unsigned_abs)
+            .ok_or_else(|| "LNbits gave no fee reserve".to_owned())
+    }
+
+    /// The outcome of the payment with `hash`, as LNbits says now.
+    async fn outcome(&self, hash: &[u8; 32]) -> PaymentOutcome {
+        match self.api.payment(hash).await {
+            Ok((InvoiceStatus::Paid(preimage), fee_msat)) => PaymentOutcome::Paid {
+                preimage: Some(preimage),
+                fee_msat,
+            },
+            Ok((InvoiceStatus::Failed, _)) => PaymentOutcome::Failed {
+                reason: "LNbits reports the payment failed".into(),
+            },
+            Ok((InvoiceStatus::Pending, _)) => PaymentOutcome::Pending,
+            // This wallet has no such payment: it never started it.
+            Err(CallError::Refused(404, _)) => PaymentOutcome::Failed {
+                reason: "LNbits has no such payment: it was never made".into(),
+            },
+            Err(e) => {
+                tracing::warn!("LNbits payment {}: {e}", hex(hash));
+                PaymentOutcome::Pending
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Wallet for LnbitsWallet {
+    async fn pay_invoice(&self, bolt11: &str, max_fee_msat: u64) -> PaymentOutcome {
+        let failed = |reason: String| PaymentOutcome::Failed { reason };
+        let invoice: Bolt11Invoice = match bolt11.parse() {
+            Ok(invoice) => invoice,
+            Err(e) => return failed(format!("not a BOLT11 invoice: {e}")),
+        };
+        let hash: [u8; 32] = *invoice.payment_hash().as_ref();
+        match self.fee_reserve(bolt11).await {
+            Ok(reserve) if reserve > max_fee_msat => {
+                return failed(format!(
+                    "LNbits may spend up to {reserve} msat on fees, above the limit of \
+                     {max_fee_msat} msat: not paid"
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return failed(format!("not paid: {e}")),
+        }
+        let url = format!("{}/api/v1/payments", self.api.base);
+        let body = json!({ "out": true, "bolt11": bolt11 });
+        match self
+            .api
+            .call_with_status(self.api.http.post(url).json(&body))
+            .await
+        {
+            Ok(_) => self.outcome(&hash).await,
+            // A refusal (4xx), or LNbits's own "payment failed" (520): nothing was paid.
+            Err(CallError::Refused(status, why)) if status < 500 || status == 520 => failed(why),
+            // It may have gone through: look it up rather than call it failed.
+            Err(CallError::Refused(_, why) | CallError::Unknown(why)) => {
+                tracing::warn!("LNbits payment {}: {why}", hex(&hash));
+                self.outcome(&hash).await
+            }
+        }
+    }
+
+    async fn lookup_payment(&self, payment_hash: [u8; 32]) -> PaymentOutcome {
+        self.outcome(&payment_hash).await
     }
 }
 

@@ -88,6 +88,7 @@ mod resubscribe;
 mod store;
 #[cfg(feature = "test-util")]
 mod test_backend;
+mod wallet;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -98,7 +99,7 @@ use tokio::sync::{broadcast, mpsc};
 
 pub use customer::{ConnectOptions, CustomerRuntime};
 #[cfg(feature = "lnbits")]
-pub use lnbits::{LnbitsBackend, LnbitsError};
+pub use lnbits::{LnbitsBackend, LnbitsError, LnbitsWallet};
 pub use provider::{ProviderRuntime, RequestRelays};
 pub use resubscribe::{
     resubscription_since, GIFT_WRAP_RESUBSCRIBE_MARGIN_SECS, RESUBSCRIBE_MARGIN_SECS,
@@ -106,6 +107,7 @@ pub use resubscribe::{
 pub use store::{FileStore, MemoryStore, SnapshotStore};
 #[cfg(feature = "test-util")]
 pub use test_backend::TestLightningBackend;
+pub use wallet::Wallet;
 
 use crate::provider::PaymentProof;
 use resubscribe::SeenTimes;

@@ -1,22 +1,28 @@
-//! Where a provider's snapshot lives between runs.
+//! Where a provider's (or a customer's) snapshot lives between runs.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 use super::RuntimeError;
 use crate::provider::ProviderSnapshot;
 
-/// Keeps the provider's latest [`ProviderSnapshot`], so nothing is lost on restart.
+/// Keeps the latest snapshot of a state machine, so nothing is lost on restart: a provider's
+/// [`ProviderSnapshot`] (the default `S`) for [`ProviderRuntime`](super::ProviderRuntime), a
+/// customer's [`CustomerSnapshot`](crate::customer::CustomerSnapshot) for
+/// [`CustomerRuntime::store`](super::CustomerRuntime::store).
 ///
 /// The runtime calls [`save`](Self::save) after every loop turn that changed the provider's
 /// state, and once more on shutdown; [`load`](Self::load) once, on start. Calls are
 /// synchronous and made from the runtime's loop: keep them quick (a small file write is).
-pub trait SnapshotStore: Send + Sync {
+pub trait SnapshotStore<S = ProviderSnapshot>: Send + Sync {
     /// The stored snapshot, or `None` when nothing was stored yet.
-    fn load(&self) -> Result<Option<ProviderSnapshot>, RuntimeError>;
+    fn load(&self) -> Result<Option<S>, RuntimeError>;
     /// Replaces the stored snapshot.
-    fn save(&self, snapshot: &ProviderSnapshot) -> Result<(), RuntimeError>;
+    fn save(&self, snapshot: &S) -> Result<(), RuntimeError>;
 }
 
 /// A snapshot stored as JSON in one file, replaced atomically: written to a temporary file
@@ -53,8 +59,8 @@ impl FileStore {
     }
 }
 
-impl SnapshotStore for FileStore {
-    fn load(&self) -> Result<Option<ProviderSnapshot>, RuntimeError> {
+impl<S: Serialize + DeserializeOwned> SnapshotStore<S> for FileStore {
+    fn load(&self) -> Result<Option<S>, RuntimeError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -65,7 +71,7 @@ impl SnapshotStore for FileStore {
             .map_err(|e| RuntimeError::Store(format!("{}: {e}", self.path.display())))
     }
 
-    fn save(&self, snapshot: &ProviderSnapshot) -> Result<(), RuntimeError> {
+    fn save(&self, snapshot: &S) -> Result<(), RuntimeError> {
         let err = |e: std::io::Error| RuntimeError::Store(format!("{}: {e}", self.path.display()));
         let json = serde_json::to_vec(snapshot).map_err(|e| RuntimeError::Store(e.to_string()))?;
         let temp = self.temp_path();
@@ -86,20 +92,28 @@ impl SnapshotStore for FileStore {
 
 /// A snapshot kept in memory: survives a restart of the runtime within one process (tests),
 /// not of the process.
-#[derive(Debug, Default)]
-pub struct MemoryStore {
-    snapshot: Mutex<Option<ProviderSnapshot>>,
+#[derive(Debug)]
+pub struct MemoryStore<S = ProviderSnapshot> {
+    snapshot: Mutex<Option<S>>,
 }
 
-impl MemoryStore {
+impl<S> Default for MemoryStore<S> {
+    fn default() -> Self {
+        Self {
+            snapshot: Mutex::new(None),
+        }
+    }
+}
+
+impl<S> MemoryStore<S> {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
 }
 
-impl SnapshotStore for MemoryStore {
-    fn load(&self) -> Result<Option<ProviderSnapshot>, RuntimeError> {
+impl<S: Clone + Send> SnapshotStore<S> for MemoryStore<S> {
+    fn load(&self) -> Result<Option<S>, RuntimeError> {
         Ok(self
             .snapshot
             .lock()
@@ -107,7 +121,7 @@ impl SnapshotStore for MemoryStore {
             .clone())
     }
 
-    fn save(&self, snapshot: &ProviderSnapshot) -> Result<(), RuntimeError> {
+    fn save(&self, snapshot: &S) -> Result<(), RuntimeError> {
         *self
             .snapshot
             .lock()
@@ -133,13 +147,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("nostr-dvm-store-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = FileStore::new(dir.join("provider.json"));
-        assert!(store.load().unwrap().is_none(), "nothing stored yet");
+        let load =
+            |store: &FileStore| -> Result<Option<ProviderSnapshot>, RuntimeError> { store.load() };
+        assert!(load(&store).unwrap().is_none(), "nothing stored yet");
 
         // A leftover world-readable temporary file does not make the snapshot readable.
         std::fs::write(store.temp_path(), b"old").unwrap();
         let saved = snapshot();
         store.save(&saved).unwrap();
-        let loaded = store.load().unwrap().expect("stored");
+        let loaded = load(&store).unwrap().expect("stored");
         assert_eq!(loaded, saved);
         assert!(
             !store.temp_path().exists(),
@@ -156,7 +172,7 @@ mod tests {
         }
 
         std::fs::write(store.path(), b"{not json").unwrap();
-        assert!(matches!(store.load(), Err(RuntimeError::Store(_))));
+        assert!(matches!(load(&store), Err(RuntimeError::Store(_))));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
