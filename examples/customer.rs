@@ -14,8 +14,10 @@
 //! (NIP-44, or NIP-04 with `--scheme nip04`), or gift-wrapped to it with `--gift-wrap`),
 //! prints every feedback, partial
 //! result and payment request, and exits with the result, or non-zero on an error, a
-//! timeout (`--timeout`) or a failed job. It has no wallet: on a payment request it prints
-//! the BOLT11 invoice for you to pay with yours, and keeps waiting.
+//! timeout (`--timeout`) or a failed job. With an LNbits wallet (`--lnbits-url`,
+//! `--lnbits-admin-key`) it pays a valid invoice up to `--auto-pay SATS` itself; without one,
+//! on a payment request it prints the BOLT11 invoice for you to pay with yours, and keeps
+//! waiting.
 //!
 //! **Offline demo** (no `--relay`): starts a relay on 127.0.0.1 and a free summarisation
 //! provider ([`ProviderRuntime`](nostr_dvm::runtime::ProviderRuntime)) on it in this process,
@@ -28,13 +30,14 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use nostr_dvm::customer::{CustomerConfig, Delivery, Notification as CustomerNote, Output};
 use nostr_dvm::encryption::Scheme;
 use nostr_dvm::nip90::{JobInput, JobRequest};
 use nostr_dvm::nostr::{Keys, Kind, PublicKey};
-use nostr_dvm::runtime::CustomerRuntime;
+use nostr_dvm::runtime::{CustomerRuntime, LnbitsWallet};
 use support::{short, Clock, Flags, Running, Spec, SUMMARISE};
 
 /// The command line.
@@ -59,16 +62,69 @@ usage: cargo run --example customer -- [options] [TEXT...]
   --timeout SECS     give up after this long without a result (default: 120; demo: 10)
   --key-file PATH    the customer's secret key (nsec or hex); created when missing
                      (default: $NOSTR_DVM_SECRET_KEY, else fresh keys for this run)
+
+paying (without a wallet it prints the invoice for you to pay):
+  --lnbits-url URL   an LNbits server to pay from (https; http only to 127.0.0.1)
+                     (default: $NOSTR_DVM_LNBITS_URL)
+  --lnbits-admin-key KEY
+                     that LNbits wallet's admin key, which spends: keep it secret
+                     (default: $NOSTR_DVM_LNBITS_ADMIN_KEY)
+  --bid SATS         the most the job may pay the provider (the request's bid)
+  --auto-pay SATS    pay a valid invoice of the provider without asking, up to this much
+                     per job, routing fees included (default: 0, pay nothing)
+  --max-fee SATS     the most routing fee per payment (default: 1; LNbits reserves at
+                     least 2 sats by default, so raise it to pay through LNbits)
+
   -h, --help         this help
 
 TEXT is the job's text input (the arguments joined by spaces; the demo has a default).
 ",
     values: &[
-        "relay", "kind", "provider", "param", "timeout", "key-file", "scheme",
+        "relay",
+        "kind",
+        "provider",
+        "param",
+        "timeout",
+        "key-file",
+        "scheme",
+        "lnbits-url",
+        "lnbits-admin-key",
+        "bid",
+        "auto-pay",
+        "max-fee",
     ],
     switches: &["encrypt", "gift-wrap", "nip44-extended"],
     positional: true,
 };
+
+/// A flag's value in sats, as millisats.
+fn sats(flags: &Flags, name: &str) -> support::Result<Option<u64>> {
+    match flags.number::<u64>(name)? {
+        None => Ok(None),
+        Some(sats) => Ok(Some(
+            sats.checked_mul(1000)
+                .ok_or_else(|| format!("--{name}: too large"))?,
+        )),
+    }
+}
+
+/// The LNbits wallet of `--lnbits-url` and `--lnbits-admin-key` (or their environment
+/// variables), with its URL; `None` when neither is given.
+fn lnbits_wallet(flags: &Flags) -> support::Result<Option<(LnbitsWallet, String)>> {
+    let url = flags
+        .value("lnbits-url")
+        .map(str::to_owned)
+        .or_else(|| std::env::var("NOSTR_DVM_LNBITS_URL").ok());
+    let key = flags
+        .value("lnbits-admin-key")
+        .map(str::to_owned)
+        .or_else(|| std::env::var("NOSTR_DVM_LNBITS_ADMIN_KEY").ok());
+    match (url, key) {
+        (None, None) => Ok(None),
+        (Some(url), Some(key)) => Ok(Some((LnbitsWallet::new(&url, &key)?, url))),
+        _ => Err("LNbits needs both --lnbits-url and --lnbits-admin-key".into()),
+    }
+}
 
 #[tokio::main]
 async fn main() {
@@ -150,7 +206,18 @@ async fn customer() -> support::Result<()> {
     let mut config = CustomerConfig::new(relays.iter().cloned());
     config.timeout_secs = timeout.as_secs();
     config.nip44_extended_prefix = flags.switch("nip44-extended");
+    config.auto_pay_limit_msat = sats(&flags, "auto-pay")?;
+    if let Some(fee) = sats(&flags, "max-fee")? {
+        config.max_fee_msat = fee;
+    }
+    let wallet = lnbits_wallet(&flags)?;
+    let auto_pay = config.auto_pay_limit_msat.unwrap_or(0);
+    let has_wallet = wallet.is_some();
     let mut customer = CustomerRuntime::connect(identity.keys, config).await?;
+    if let Some((wallet, url)) = wallet {
+        clock.say("customer", format!("pays from LNbits at {url}"));
+        customer.set_wallet(Arc::new(wallet));
+    }
     let pool = customer.client().relays().await;
     if !pool.values().any(|relay| relay.is_connected()) {
         return Err(format!("could not connect to {}", flags.all("relay").join(", ")).into());
@@ -171,6 +238,9 @@ async fn customer() -> support::Result<()> {
     }
 
     let mut request = JobRequest::builder(kind).input(JobInput::text(text));
+    if let Some(bid) = sats(&flags, "bid")? {
+        request = request.bid(bid);
+    }
     for (key, value) in params {
         request = request.param(key, value);
     }
@@ -199,9 +269,12 @@ async fn customer() -> support::Result<()> {
                 format!("{} asks {} sats", short(provider), amount_msat / 1000),
             );
             match bolt11 {
+                Some(_) if has_wallet && amount_msat < auto_pay => {
+                    println!("             within --auto-pay: the LNbits wallet pays it")
+                }
                 Some(bolt11) => println!(
-                    "             this example has no wallet: pay this invoice with yours, \
-                     the result comes once the provider sees it paid:\n             {bolt11}"
+                    "             pay this invoice with your wallet (above --auto-pay, or no \
+                     wallet given), the result comes once the provider sees it paid:\n             {bolt11}"
                 ),
                 None => println!("             it sent no invoice: zap its feedback to pay"),
             }

@@ -21,12 +21,13 @@
 //! start, and every notification (refusals included) in plain words.
 //!
 //! **Payment.** It is free by default. `--price SATS` sets a fixed pay-first price, which
-//! needs a Lightning node that issues invoices and reports them paid: an implementation of
-//! [`LightningBackend`](nostr_dvm::runtime::LightningBackend) for your node or wallet
-//! service. This example has none, only [`TestLightningBackend`], whose invoices are well
-//! formed and signed by a made-up node that no wallet can pay. So on real relays `--price`
-//! is refused unless `--test-invoices` says you only want to see the payment-required flow
-//! (customers get an invoice they cannot pay; their job expires after the payment window).
+//! needs a Lightning node that issues invoices and reports them paid. On real relays give it
+//! an LNbits wallet (`--lnbits-url`, `--lnbits-invoice-key`, or `$NOSTR_DVM_LNBITS_URL` and
+//! `$NOSTR_DVM_LNBITS_INVOICE_KEY`): [`LnbitsBackend`] invoices from it and learns of
+//! payments from LNbits, and the provider earns real sats. Without one, `--price` is refused
+//! unless `--test-invoices` says you only want to see the payment-required flow with
+//! [`TestLightningBackend`], whose invoices are signed by a made-up node that no wallet can
+//! pay (customers' jobs then expire after the payment window).
 //! In the offline demo, `--price` works end to end: the demo customer pays through the test
 //! node, in process.
 //!
@@ -48,7 +49,7 @@ use std::sync::Arc;
 use nostr_dvm::nostr::{Event, EventBuilder, Filter, Keys, Kind, PublicKey, Tag, ToBech32};
 use nostr_dvm::provider::{Notification, ProviderConfig, RateLimit};
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
-use nostr_dvm::runtime::{FileStore, ProviderRuntime, TestLightningBackend};
+use nostr_dvm::runtime::{FileStore, LnbitsBackend, ProviderRuntime, TestLightningBackend};
 use nostr_dvm::testing::TestLightningNode;
 use support::{short, Clock, Flags, Spec, Summarise, SUMMARISE, TEXT};
 use tokio::sync::Notify;
@@ -64,10 +65,15 @@ usage: cargo run --example provider -- [options]
   --key-file PATH    the provider's secret key (nsec or hex); created when missing
                      (default: $NOSTR_DVM_SECRET_KEY, else fresh keys for this run)
   --state PATH       the snapshot file (default: in the temp dir, named after the npub)
-  --price SATS       a fixed pay-first price (default: free); on real relays it needs a
-                     LightningBackend this example does not have, see --test-invoices
-  --test-invoices    with --relay and --price: send invoices from a made-up test node that
-                     no wallet can pay, to see the payment-required flow
+  --price SATS       a fixed pay-first price (default: free); on real relays it needs
+                     --lnbits-url and --lnbits-invoice-key (or --test-invoices)
+  --lnbits-url URL   the LNbits server that invoices for this provider (https; http only
+                     to 127.0.0.1) (default: $NOSTR_DVM_LNBITS_URL)
+  --lnbits-invoice-key KEY
+                     that LNbits wallet's invoice key: it makes invoices and reads their
+                     status, it cannot spend (default: $NOSTR_DVM_LNBITS_INVOICE_KEY)
+  --test-invoices    with --relay and --price, no LNbits: send invoices from a made-up test
+                     node that no wallet can pay, to see the payment-required flow
   --jobs N           stop after N completed jobs (default: run until Ctrl-C; demo: 1)
 
 what it serves and announces (NIP-89):
@@ -95,16 +101,19 @@ request names this provider and the refusal is not a flood defence):
         "announce-id",
         "rate-per-minute",
         "max-request-bytes",
+        "lnbits-url",
+        "lnbits-invoice-key",
     ],
     switches: &["test-invoices", "nip44-extended"],
     positional: false,
 };
 
-/// Why `--price` is refused on real relays without `--test-invoices`.
+/// Why `--price` is refused on real relays without LNbits or `--test-invoices`.
 const NO_LIGHTNING: &str = "--price on real relays needs a Lightning backend that issues \
-payable invoices: implement nostr_dvm::runtime::LightningBackend for your node and give it to \
-ProviderRuntime::lightning. This example only has TestLightningBackend, whose invoices no \
-wallet can pay; add --test-invoices to use it anyway and see the payment-required flow.";
+payable invoices: give an LNbits wallet with --lnbits-url and --lnbits-invoice-key (or \
+$NOSTR_DVM_LNBITS_URL and $NOSTR_DVM_LNBITS_INVOICE_KEY), or implement \
+nostr_dvm::runtime::LightningBackend for your node. --test-invoices uses a made-up test node \
+instead, whose invoices no wallet can pay, to see the payment-required flow.";
 
 #[tokio::main]
 async fn main() {
@@ -122,7 +131,8 @@ async fn provider() -> support::Result<()> {
         .unwrap_or(0)
         .checked_mul(1000)
         .ok_or("--price: too large")?;
-    if price_msat > 0 && !offline && !flags.switch("test-invoices") {
+    let lnbits = lnbits_backend(&flags)?;
+    if price_msat > 0 && !offline && lnbits.is_none() && !flags.switch("test-invoices") {
         return Err(NO_LIGHTNING.into());
     }
     let jobs = match flags.number::<usize>("jobs")? {
@@ -191,8 +201,13 @@ async fn provider() -> support::Result<()> {
         .task(Arc::new(Summarise { kinds }))
         .store(FileStore::new(&state))
         .on_notification(hook);
-    if price_msat > 0 {
-        runtime = runtime.lightning_shared(wallet.clone());
+    match lnbits {
+        Some((backend, url)) => {
+            clock.say("provider", format!("invoices from LNbits at {url}"));
+            runtime = runtime.lightning(backend);
+        }
+        None if price_msat > 0 => runtime = runtime.lightning_shared(wallet.clone()),
+        None => {}
     }
     let price = match price_msat {
         0 => "for free".to_owned(),
@@ -231,6 +246,24 @@ async fn provider() -> support::Result<()> {
         let _ = std::fs::remove_file(&state);
     }
     Ok(())
+}
+
+/// The LNbits backend of `--lnbits-url` and `--lnbits-invoice-key` (or their environment
+/// variables), with its URL; `None` when neither is given.
+fn lnbits_backend(flags: &Flags) -> support::Result<Option<(LnbitsBackend, String)>> {
+    let url = flags
+        .value("lnbits-url")
+        .map(str::to_owned)
+        .or_else(|| std::env::var("NOSTR_DVM_LNBITS_URL").ok());
+    let key = flags
+        .value("lnbits-invoice-key")
+        .map(str::to_owned)
+        .or_else(|| std::env::var("NOSTR_DVM_LNBITS_INVOICE_KEY").ok());
+    match (url, key) {
+        (None, None) => Ok(None),
+        (Some(url), Some(key)) => Ok(Some((LnbitsBackend::new(&url, &key)?, url))),
+        _ => Err("LNbits needs both --lnbits-url and --lnbits-invoice-key".into()),
+    }
 }
 
 /// The request kinds of `--kind` (default: 5001), each a NIP-90 job request kind.
