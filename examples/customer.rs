@@ -111,18 +111,11 @@ fn sats(flags: &Flags, name: &str) -> support::Result<Option<u64>> {
 /// The LNbits wallet of `--lnbits-url` and `--lnbits-admin-key` (or their environment
 /// variables), with its URL; `None` when neither is given.
 fn lnbits_wallet(flags: &Flags) -> support::Result<Option<(LnbitsWallet, String)>> {
-    let url = flags
-        .value("lnbits-url")
-        .map(str::to_owned)
-        .or_else(|| std::env::var("NOSTR_DVM_LNBITS_URL").ok());
-    let key = flags
-        .value("lnbits-admin-key")
-        .map(str::to_owned)
-        .or_else(|| std::env::var("NOSTR_DVM_LNBITS_ADMIN_KEY").ok());
-    match (url, key) {
-        (None, None) => Ok(None),
-        (Some(url), Some(key)) => Ok(Some((LnbitsWallet::new(&url, &key)?, url))),
-        _ => Err("LNbits needs both --lnbits-url and --lnbits-admin-key".into()),
+    let credentials =
+        support::lnbits_credentials(flags, "lnbits-admin-key", "NOSTR_DVM_LNBITS_ADMIN_KEY")?;
+    match credentials {
+        None => Ok(None),
+        Some((url, key)) => Ok(Some((LnbitsWallet::new(&url, &key)?, url))),
     }
 }
 

@@ -251,18 +251,11 @@ async fn provider() -> support::Result<()> {
 /// The LNbits backend of `--lnbits-url` and `--lnbits-invoice-key` (or their environment
 /// variables), with its URL; `None` when neither is given.
 fn lnbits_backend(flags: &Flags) -> support::Result<Option<(LnbitsBackend, String)>> {
-    let url = flags
-        .value("lnbits-url")
-        .map(str::to_owned)
-        .or_else(|| std::env::var("NOSTR_DVM_LNBITS_URL").ok());
-    let key = flags
-        .value("lnbits-invoice-key")
-        .map(str::to_owned)
-        .or_else(|| std::env::var("NOSTR_DVM_LNBITS_INVOICE_KEY").ok());
-    match (url, key) {
-        (None, None) => Ok(None),
-        (Some(url), Some(key)) => Ok(Some((LnbitsBackend::new(&url, &key)?, url))),
-        _ => Err("LNbits needs both --lnbits-url and --lnbits-invoice-key".into()),
+    let credentials =
+        support::lnbits_credentials(flags, "lnbits-invoice-key", "NOSTR_DVM_LNBITS_INVOICE_KEY")?;
+    match credentials {
+        None => Ok(None),
+        Some((url, key)) => Ok(Some((LnbitsBackend::new(&url, &key)?, url))),
     }
 }
 

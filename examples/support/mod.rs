@@ -440,6 +440,28 @@ pub async fn follow_job(
 
 // ---- command line --------------------------------------------------------------------------
 
+/// The LNbits URL (`--lnbits-url` or `$NOSTR_DVM_LNBITS_URL`) and wallet key (`--KEY_FLAG` or
+/// `$KEY_ENV`) on the command line: `None` when neither is given, an error when only one is.
+pub fn lnbits_credentials(
+    flags: &Flags,
+    key_flag: &str,
+    key_env: &str,
+) -> Result<Option<(String, String)>> {
+    let url = flags
+        .value("lnbits-url")
+        .map(str::to_owned)
+        .or_else(|| std::env::var("NOSTR_DVM_LNBITS_URL").ok());
+    let key = flags
+        .value(key_flag)
+        .map(str::to_owned)
+        .or_else(|| std::env::var(key_env).ok());
+    match (url, key) {
+        (None, None) => Ok(None),
+        (Some(url), Some(key)) => Ok(Some((url, key))),
+        _ => Err(format!("LNbits needs both --lnbits-url and --{key_flag}").into()),
+    }
+}
+
 /// What an example accepts on its command line.
 pub struct Spec {
     /// Printed for `--help` (and after a usage error).
