@@ -82,6 +82,8 @@
 mod customer;
 #[cfg(feature = "lnbits")]
 mod lnbits;
+#[cfg(feature = "lnurl")]
+mod lnurl;
 mod outbox;
 mod provider;
 mod resubscribe;
@@ -100,6 +102,8 @@ use tokio::sync::{broadcast, mpsc};
 pub use customer::{ConnectOptions, CustomerRuntime};
 #[cfg(feature = "lnbits")]
 pub use lnbits::{LnbitsBackend, LnbitsError, LnbitsWallet};
+#[cfg(feature = "lnurl")]
+pub use lnurl::{LnurlClient, LnurlError, LnurlPay};
 pub use provider::{ProviderRuntime, RequestRelays};
 pub use resubscribe::{
     resubscription_since, GIFT_WRAP_RESUBSCRIBE_MARGIN_SECS, RESUBSCRIBE_MARGIN_SECS,
