@@ -100,6 +100,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod bolt11;
 pub mod customer;
 mod ecdh;
 pub mod encryption;

@@ -42,17 +42,14 @@
 //! [`VerifiedZap::receipt_id`] and [`VerifiedZap::payment_hash`] in a replay ledger.
 
 use std::collections::BTreeSet;
-use std::str::FromStr;
 
-use lightning_invoice::{
-    Bolt11Invoice, Bolt11InvoiceDescriptionRef, Bolt11SemanticError, Currency,
-    SignedRawBolt11Invoice,
-};
-use nostr::hashes::Hash as _;
+use lightning_invoice::Currency;
 use nostr::nips::nip01::Coordinate;
 use nostr::{Event, EventId, JsonUtil, Keys, Kind, PublicKey, Tag, Timestamp, UnsignedEvent};
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
+
+use crate::bolt11::{Invoice, InvoiceDescription, InvoiceParseError};
 
 /// Kind of a zap request.
 pub const ZAP_REQUEST_KIND: u16 = 9734;
@@ -372,10 +369,7 @@ pub fn verify_zap_receipt(
             now,
         });
     }
-    let expired_at = invoice
-        .duration_since_epoch()
-        .as_secs()
-        .saturating_add(invoice.expiry_time().as_secs());
+    let expired_at = invoice.expires_at();
     if paid_at > expired_at {
         return Err(ZapError::InvoiceExpired {
             expired_at,
@@ -393,13 +387,13 @@ pub fn verify_zap_receipt(
 
     // 7. the description hash
     match invoice.description() {
-        Bolt11InvoiceDescriptionRef::Hash(hash) => {
+        InvoiceDescription::Hash(hash) => {
             let digest: [u8; 32] = Sha256::digest(tags.description.as_bytes()).into();
-            if expect.strict_description_hash && hash.0.to_byte_array() != digest {
+            if expect.strict_description_hash && hash != digest {
                 return Err(ZapError::DescriptionHashMismatch);
             }
         }
-        Bolt11InvoiceDescriptionRef::Direct(_) => {
+        InvoiceDescription::Direct(_) => {
             if expect.strict_description_hash {
                 return Err(ZapError::MissingDescriptionHash);
             }
@@ -408,7 +402,7 @@ pub fn verify_zap_receipt(
 
     // 8. the amount
     let amount_msat = invoice
-        .amount_milli_satoshis()
+        .amount_msat()
         .ok_or(ZapError::InvoiceWithoutAmount)?;
     if let Some(request_msat) = zap_request.amount_msat {
         if request_msat != amount_msat {
@@ -477,7 +471,7 @@ pub fn verify_zap_receipt(
     }
 
     // 13. the preimage
-    let payment_hash = invoice.payment_hash().to_byte_array();
+    let payment_hash = invoice.payment_hash();
     if let Some(preimage) = tags.preimage {
         let mut bytes = [0u8; 32];
         hex_decode_32(preimage, &mut bytes).ok_or(ZapError::MalformedPreimage)?;
@@ -552,13 +546,13 @@ impl<'a> ReceiptTags<'a> {
     }
 }
 
-/// Parses a BOLT11 invoice with `lightning-invoice`, telling a bad signature from a bad string.
-fn parse_invoice(bolt11: &str) -> Result<Bolt11Invoice, ZapError> {
-    let signed = SignedRawBolt11Invoice::from_str(bolt11.trim())
-        .map_err(|e| ZapError::InvalidInvoice(e.to_string()))?;
-    Bolt11Invoice::from_signed(signed).map_err(|e| match e {
-        Bolt11SemanticError::InvalidSignature => ZapError::InvalidInvoiceSignature,
-        other => ZapError::InvalidInvoice(other.to_string()),
+/// Parses a BOLT11 invoice ([`Invoice`]), telling a bad signature from a bad string.
+fn parse_invoice(bolt11: &str) -> Result<Invoice, ZapError> {
+    Invoice::parse(bolt11).map_err(|e| match e {
+        InvoiceParseError::InvalidSignature => ZapError::InvalidInvoiceSignature,
+        InvoiceParseError::Malformed(why) | InvoiceParseError::Invalid(why) => {
+            ZapError::InvalidInvoice(why)
+        }
     })
 }
 

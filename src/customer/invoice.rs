@@ -1,10 +1,9 @@
 //! Reading the BOLT11 invoice a provider sends: the customer pays what the invoice says, so it
 //! checks the invoice, not only the `amount` tag.
 
-use std::str::FromStr;
+use lightning_invoice::Currency;
 
-use lightning_invoice::{Bolt11Invoice, Currency};
-use nostr::hashes::Hash as _;
+use crate::bolt11::Invoice;
 use nostr::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -61,8 +60,7 @@ pub fn check_invoice(
     network: &Currency,
     now: Timestamp,
 ) -> Result<CheckedInvoice, InvoiceError> {
-    let invoice = Bolt11Invoice::from_str(bolt11.trim())
-        .map_err(|e| InvoiceError::Unparsable(e.to_string()))?;
+    let invoice = Invoice::parse(bolt11).map_err(|e| InvoiceError::Unparsable(e.to_string()))?;
     let currency = invoice.currency();
     if currency != *network {
         return Err(InvoiceError::WrongNetwork {
@@ -70,22 +68,17 @@ pub fn check_invoice(
             expected: network.to_string(),
         });
     }
-    let amount_msat = invoice
-        .amount_milli_satoshis()
-        .ok_or(InvoiceError::Amountless)?;
+    let amount_msat = invoice.amount_msat().ok_or(InvoiceError::Amountless)?;
     if amount_msat != tag_msat {
         return Err(InvoiceError::AmountMismatch {
             invoice_msat: amount_msat,
             tag_msat,
         });
     }
-    let expires_at = invoice
-        .duration_since_epoch()
-        .checked_add(invoice.expiry_time())
-        .map_or(u64::MAX, |d| d.as_secs());
+    let expires_at = invoice.expires_at();
     let checked = CheckedInvoice {
         amount_msat,
-        payment_hash: invoice.payment_hash().to_byte_array(),
+        payment_hash: invoice.payment_hash(),
         expires_at: Timestamp::from(expires_at),
     };
     checked.unexpired(now)?;

@@ -5,8 +5,7 @@
 //! ledger first (one receipt, one payment hash, one job, once) and then decides, at the
 //! handling `now`, whether it starts work or is handed back as an [`Output::Refund`].
 
-use lightning_invoice::Bolt11Invoice;
-use nostr::hashes::Hash as _;
+use crate::bolt11::Invoice;
 use nostr::{Event, EventId, PublicKey, Timestamp};
 use sha2::{Digest, Sha256};
 
@@ -133,11 +132,11 @@ impl Provider {
         bolt11: &str,
     ) -> Result<([u8; 32], u64), String> {
         let price = self.jobs.get(&job).map(|j| j.price_msat).unwrap_or(0);
-        let parsed: Bolt11Invoice = bolt11.parse().map_err(|e| format!("{e}"))?;
-        if parsed.amount_milli_satoshis() != Some(price) {
+        let parsed = Invoice::parse(bolt11).map_err(|e| e.to_string())?;
+        if parsed.amount_msat() != Some(price) {
             return Err(format!(
                 "amount {:?} msat, price {price} msat",
-                parsed.amount_milli_satoshis()
+                parsed.amount_msat()
             ));
         }
         if parsed.currency() != self.config.network {
@@ -147,14 +146,11 @@ impl Provider {
                 self.config.network
             ));
         }
-        let expires_at = parsed
-            .duration_since_epoch()
-            .as_secs()
-            .saturating_add(parsed.expiry_time().as_secs());
+        let expires_at = parsed.expires_at();
         if expires_at <= now.as_secs() {
             return Err(format!("expired at {expires_at}"));
         }
-        Ok((parsed.payment_hash().to_byte_array(), expires_at))
+        Ok((parsed.payment_hash(), expires_at))
     }
 
     /// No usable invoice for `job`.

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::bolt11::Invoice;
 use futures_util::StreamExt;
-use lightning_invoice::Bolt11Invoice;
 use nostr::EventId;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -192,19 +192,18 @@ impl LnbitsApi {
             .and_then(Value::as_str)
             .ok_or("LNbits sent no invoice")?
             .to_owned();
-        let invoice: Bolt11Invoice = bolt11
-            .parse()
-            .map_err(|e| format!("LNbits sent an invalid invoice: {e}"))?;
-        let hash: [u8; 32] = *invoice.payment_hash().as_ref();
+        let invoice =
+            Invoice::parse(&bolt11).map_err(|e| format!("LNbits sent an invalid invoice: {e}"))?;
+        let hash = invoice.payment_hash();
         if let Some(said) = answer.get("payment_hash").and_then(Value::as_str) {
             if said != hex(&hash) {
                 return Err("LNbits's payment hash is not the invoice's".into());
             }
         }
-        if invoice.amount_milli_satoshis() != Some(sats.saturating_mul(1000)) {
+        if invoice.amount_msat() != Some(sats.saturating_mul(1000)) {
             return Err(format!(
                 "LNbits made an invoice for {:?} msat, not {} sats",
-                invoice.amount_milli_satoshis(),
+                invoice.amount_msat(),
                 sats
             ));
         }
@@ -256,7 +255,16 @@ impl LnbitsApi {
     }
 }
 
-/// A provider's [`LightningBackend`] on an LNbits wallet. See the [module docs](self).
+/// A provider's [`LightningBackend`] on an LNbits wallet (its **invoice key**, which makes
+/// invoices and reads their status but cannot spend).
+///
+/// Invoices come from LNbits's HTTP API, in whole sats rounded up (never below the price),
+/// expiring with the payment window. Settlements come from LNbits's websocket, and from a
+/// status poll of every pending invoice at start, whenever the websocket (re)connects and every
+/// [`poll_interval`](Self::poll_interval), so a job paid while the provider or the connection
+/// was down starts once it is back. The proof handed to the provider is the preimage, checked
+/// against the invoice's payment hash. Plain `http://` is refused unless the host is a
+/// loopback address or [`allow_insecure_http`](Self::allow_insecure_http) says so.
 ///
 /// ```no_run
 /// # fn example(keys: nostr_dvm::nostr::Keys, config: nostr_dvm::provider::ProviderConfig) -> Result<(), Box<dyn std::error::Error>> {
@@ -466,11 +474,11 @@ impl LnbitsWallet {
 impl Wallet for LnbitsWallet {
     async fn pay_invoice(&self, bolt11: &str, max_fee_msat: u64) -> PaymentOutcome {
         let failed = |reason: String| PaymentOutcome::Failed { reason };
-        let invoice: Bolt11Invoice = match bolt11.parse() {
+        let invoice = match Invoice::parse(bolt11) {
             Ok(invoice) => invoice,
-            Err(e) => return failed(format!("not a BOLT11 invoice: {e}")),
+            Err(e) => return failed(e.to_string()),
         };
-        let hash: [u8; 32] = *invoice.payment_hash().as_ref();
+        let hash = invoice.payment_hash();
         match self.fee_reserve(bolt11).await {
             Ok(reserve) if reserve > max_fee_msat => {
                 return failed(format!(
@@ -669,13 +677,9 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The unix time `bolt11` expires at.
 fn invoice_expiry(bolt11: &str) -> Option<u64> {
-    let invoice: Bolt11Invoice = bolt11.parse().ok()?;
-    Some(
-        invoice
-            .duration_since_epoch()
-            .as_secs()
-            .saturating_add(invoice.expiry_time().as_secs()),
-    )
+    Invoice::parse(bolt11)
+        .ok()
+        .map(|invoice| invoice.expires_at())
 }
 
 /// `s` cut to at most `max` bytes, on a character boundary.

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescriptionRef};
+use crate::bolt11::{Invoice, InvoiceDescription};
 use nostr::{Event, JsonUtil, PublicKey};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -313,21 +313,15 @@ fn check_invoice(
     amount_msat: u64,
     description_hash: [u8; 32],
 ) -> Result<(), LnurlError> {
-    let invoice: Bolt11Invoice = bolt11
-        .parse()
-        .map_err(|e| LnurlError::InvoiceMismatch(format!("not a BOLT11 invoice: {e}")))?;
-    if invoice.amount_milli_satoshis() != Some(amount_msat) {
+    let invoice = Invoice::parse(bolt11).map_err(|e| LnurlError::InvoiceMismatch(e.to_string()))?;
+    if invoice.amount_msat() != Some(amount_msat) {
         return Err(LnurlError::InvoiceMismatch(format!(
             "amount {:?} msat, not {amount_msat}",
-            invoice.amount_milli_satoshis()
+            invoice.amount_msat()
         )));
     }
     match invoice.description() {
-        Bolt11InvoiceDescriptionRef::Hash(hash)
-            if AsRef::<[u8]>::as_ref(&hash.0) == description_hash.as_slice() =>
-        {
-            Ok(())
-        }
+        InvoiceDescription::Hash(hash) if hash == description_hash => Ok(()),
         _ => Err(LnurlError::InvoiceMismatch(
             "its description hash does not commit to what was asked".into(),
         )),

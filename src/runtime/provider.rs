@@ -371,6 +371,12 @@ impl ProviderRuntime {
                 Some((job, proof)) = settlements_rx.recv(), if taking => {
                     if let Err(e) = provider.handle_payment(now(), job, proof) {
                         tracing::warn!(%job, "settlement refused: {e}");
+                        if let Some(hook) = &host.on_notify {
+                            hook(&Notification::PaymentRefused {
+                                job: Some(job),
+                                reason: format!("the Lightning backend's proof: {e}"),
+                            });
+                        }
                     }
                 }
                 () = sleep, if taking && wake.is_some() => provider.handle_timeout(now()),

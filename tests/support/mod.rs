@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod faults;
+#[cfg(feature = "lnbits")]
+pub mod lnbits;
 #[path = "../../examples/support/local_relay.rs"]
 pub mod local_relay;
 
@@ -149,4 +151,18 @@ pub async fn customer_output<T>(
     })
     .await
     .expect("the customer gets there in time")
+}
+
+/// Waits for the content of the result of `job`.
+pub async fn result_content(
+    customer: &mut CustomerRuntime,
+    job: nostr_dvm::nostr::EventId,
+) -> String {
+    customer_output(customer, |o| match o {
+        Output::Notify(nostr_dvm::customer::Notification::Result {
+            job: j, content, ..
+        }) if j == job => Some(content),
+        _ => None,
+    })
+    .await
 }
