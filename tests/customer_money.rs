@@ -4,8 +4,8 @@
 #![cfg(feature = "test-util")]
 
 use nostr_dvm::customer::{
-    self, Customer, CustomerConfig, Delivery, InvoiceError, Notification, Output, PaymentOutcome,
-    PaymentRef, PaymentState,
+    self, Customer, CustomerConfig, Delivery, Error, InvoiceError, Notification, Output,
+    PaymentOutcome, PaymentRef, PaymentState,
 };
 use nostr_dvm::encryption::Scheme;
 use nostr_dvm::nip90::{
@@ -705,25 +705,125 @@ fn a_payment_in_doubt_is_looked_up_after_a_restore_never_paid_again() {
     assert!(b.invoices_paid().is_empty());
 }
 
-#[test]
-fn a_zap_in_doubt_is_looked_up_too() {
+/// A bench whose public job a provider asked 2,000 msat for (no invoice).
+fn asked_2_000() -> (Bench, Keys, EventId, Timestamp) {
     let mut b = Bench::new(|c| c);
     let provider = keys_from_seed(40);
     let (job, request) = b.public_job(None);
     let fb = b.payment_required(&provider, &request, 2_000, None);
     b.feed(fb);
     let now = b.now;
-    let reference = b.customer.zap(now, job, provider.public_key()).unwrap();
-    let snapshot = b.customer.snapshot();
+    (b, provider, job, now)
+}
+
+/// The bench's customer restored from `snapshot`.
+fn restore(snapshot: nostr_dvm::customer::CustomerSnapshot, now: Timestamp) -> Customer {
     let mut config = CustomerConfig::new(["wss://relay.example"]);
     config.seed = nostr_dvm::rng::SeedSource::Deterministic([7; 32]);
-    let mut restored = Customer::restore(keys_from_seed(43), config, snapshot, now).unwrap();
+    Customer::restore(keys_from_seed(43), config, snapshot, now).unwrap()
+}
+
+#[test]
+fn a_zap_in_doubt_is_looked_up_too() {
+    let (mut b, provider, job, now) = asked_2_000();
+    let reference = b.customer.zap(now, job, provider.public_key()).unwrap();
+    let snapshot = b.customer.snapshot();
+    let mut restored = restore(snapshot, now);
     let out: Vec<_> = std::iter::from_fn(|| restored.poll_output()).collect();
     assert!(!out.iter().any(|o| matches!(o, Output::SendZap { .. })));
     assert!(out
         .iter()
         .any(|o| matches!(o, Output::LookupPayment { payment, .. } if *payment == reference)));
     assert!(restored.zap(now, job, provider.public_key()).is_err());
+}
+
+#[test]
+fn a_zap_invoice_is_checked_recorded_once_and_looked_up_after_a_restore() {
+    use nostr_dvm::nostr::JsonUtil;
+    use sha2::{Digest, Sha256};
+
+    let (mut b, provider, job, now) = asked_2_000();
+    let lnurl = nostr_dvm::nip57::encode_lnurl("https://zaps.example/lnurlp/dvm").unwrap();
+    let reference = b
+        .customer
+        .zap_via(now, job, provider.public_key(), &lnurl)
+        .unwrap();
+    let zap_request = b
+        .drain()
+        .into_iter()
+        .find_map(|o| match o {
+            Output::SendZap { zap_request, .. } => Some(zap_request),
+            _ => None,
+        })
+        .unwrap();
+    assert!(zap_request
+        .tags
+        .iter()
+        .any(|t| t.as_slice() == ["lnurl", lnurl.as_str()]));
+    let PaymentRef::Zap(zap) = reference else {
+        panic!("a zap")
+    };
+    let digest: [u8; 32] = Sha256::digest(zap_request.as_json().as_bytes()).into();
+    let invoice = |amount_msat: u64, hash: [u8; 32], preimage: u8| {
+        TestLightningNode::new(45)
+            .invoice(&InvoiceParams {
+                amount_msat: Some(amount_msat),
+                description: InvoiceDescription::Hash(hash),
+                created_at: now,
+                expiry_secs: 600,
+                preimage: [preimage; 32],
+            })
+            .bolt11
+    };
+    // Another amount, or a description hash of something else: refused, nothing recorded.
+    for wrong in [invoice(2_001, digest, 1), invoice(2_000, [0; 32], 2)] {
+        assert!(matches!(
+            b.customer.zap_invoice(now, zap, &wrong),
+            Err(Error::InvalidZapInvoice { .. })
+        ));
+    }
+    let right = invoice(2_000, digest, 3);
+    let hash = b.customer.zap_invoice(now, zap, &right).unwrap();
+    assert_eq!(hash, <[u8; 32]>::from(Sha256::digest([3; 32])));
+    assert_eq!(
+        b.customer.zap_invoice(now, zap, &right),
+        Ok(hash),
+        "again: harmless"
+    );
+    assert!(b.customer.needs_persistence());
+    // Once recorded, no other invoice replaces it.
+    assert!(b
+        .customer
+        .zap_invoice(now, zap, &invoice(2_000, digest, 4))
+        .is_err());
+
+    let snapshot = b.customer.snapshot();
+    let mut restored = restore(snapshot, now);
+    let out: Vec<_> = std::iter::from_fn(|| restored.poll_output()).collect();
+    assert!(out.iter().any(|o| matches!(o,
+        Output::LookupPayment { payment, bolt11: Some(b), .. } if *payment == reference && *b == right)));
+    // The preimage must be that invoice's.
+    assert_eq!(
+        restored.handle_payment_outcome(
+            now,
+            reference,
+            PaymentOutcome::Paid {
+                preimage: Some([9; 32]),
+                fee_msat: 0
+            }
+        ),
+        Err(Error::PreimageMismatch)
+    );
+    restored
+        .handle_payment_outcome(
+            now,
+            reference,
+            PaymentOutcome::Paid {
+                preimage: Some([3; 32]),
+                fee_msat: 0,
+            },
+        )
+        .unwrap();
 }
 
 #[test]

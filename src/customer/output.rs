@@ -66,7 +66,11 @@ pub enum Output {
         payment: PaymentRef,
         /// Its amount, in millisats.
         amount_msat: u64,
-        /// The invoice, for an invoice payment.
+        /// The invoice: for an invoice payment, the provider's; for a zap, the one its
+        /// LNURL callback returned, when it was recorded
+        /// ([`Customer::zap_invoice`](super::Customer::zap_invoice)); `None` for a zap
+        /// means no invoice was ever recorded, so the host's wallet never paid one through
+        /// this customer.
         bolt11: Option<String>,
     },
     /// Something for the application.
@@ -275,7 +279,17 @@ pub enum Error {
     /// No payment has this reference.
     #[error("no payment {0:?}")]
     UnknownPayment(PaymentRef),
-    /// The preimage reported for an invoice payment does not hash to its payment hash.
+    /// The invoice an LNURL callback returned for a zap is refused
+    /// ([`Customer::zap_invoice`](super::Customer::zap_invoice)): it is never paid.
+    #[error("the invoice for zap {zap} is refused: {reason}")]
+    InvalidZapInvoice {
+        /// The zap request's id.
+        zap: EventId,
+        /// Why.
+        reason: String,
+    },
+    /// The preimage reported for an invoice payment (or a zap whose invoice was recorded)
+    /// does not hash to its payment hash.
     #[error("the preimage does not match the payment hash")]
     PreimageMismatch,
     /// A snapshot could not be restored.

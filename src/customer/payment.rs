@@ -7,7 +7,9 @@ use sha2::{Digest, Sha256};
 
 use super::invoice::CheckedInvoice;
 use super::{Customer, Error, JobEnd, Notification, Output};
+use crate::bolt11::{Invoice, InvoiceDescription};
 use crate::nip57::ZapRequestBuilder;
+use nostr::JsonUtil;
 
 /// Which payment: the key under which the host reports its outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -63,7 +65,8 @@ pub struct Payment {
     pub amount_msat: u64,
     /// The fee allowance given to the wallet, in millisats.
     pub max_fee_msat: u64,
-    /// The invoice, for an invoice payment.
+    /// The invoice: for an invoice payment, the provider's; for a zap, the one its LNURL
+    /// callback returned, once recorded ([`Customer::zap_invoice`]).
     pub bolt11: Option<String>,
     /// The zap request, for a zap.
     pub zap_request: Option<Event>,
@@ -226,6 +229,28 @@ impl Customer {
         job: EventId,
         provider: PublicKey,
     ) -> Result<PaymentRef, Error> {
+        self.zap_with(now, job, provider, None)
+    }
+
+    /// Like [`zap`](Self::zap), with the provider's LNURL (the bech32 `lnurl1...` of its
+    /// LNURL-pay service) in the zap request's `lnurl` tag, as NIP-57 recommends.
+    pub fn zap_via(
+        &mut self,
+        now: Timestamp,
+        job: EventId,
+        provider: PublicKey,
+        lnurl: &str,
+    ) -> Result<PaymentRef, Error> {
+        self.zap_with(now, job, provider, Some(lnurl))
+    }
+
+    fn zap_with(
+        &mut self,
+        now: Timestamp,
+        job: EventId,
+        provider: PublicKey,
+        lnurl: Option<&str>,
+    ) -> Result<PaymentRef, Error> {
         let request = self.payable(job, provider)?;
         let amount_msat = request.amount_msat;
         self.check_bid(job, amount_msat)?;
@@ -234,9 +259,13 @@ impl Customer {
         } else {
             request.event
         };
-        let zap_request = ZapRequestBuilder::new(provider, self.config.relays.clone())
+        let mut builder = ZapRequestBuilder::new(provider, self.config.relays.clone())
             .amount_msat(amount_msat)
-            .event(target)
+            .event(target);
+        if let Some(lnurl) = lnurl {
+            builder = builder.lnurl(lnurl);
+        }
+        let zap_request = builder
             .sign(&self.keys, now, &mut self.rng)
             .map_err(|e| Error::Build(e.to_string()))?;
         let reference = PaymentRef::Zap(zap_request.id);
@@ -264,6 +293,73 @@ impl Customer {
         Ok(reference)
     }
 
+    /// Records the invoice the provider's LNURL callback returned for the zap `zap` (an
+    /// [`Output::SendZap`]), before the wallet pays it: persist the customer after this call,
+    /// so that after a crash [`Output::LookupPayment`] carries this invoice and the payment is
+    /// looked up by its hash, never made again. Returns its payment hash.
+    ///
+    /// Refused unless the invoice is valid, on the configured network, unexpired at `now`,
+    /// for exactly the zap's amount, and its description hash is the SHA-256 of the zap
+    /// request's JSON (NIP-57 Appendix B); and unless the zap is in flight with no other
+    /// invoice recorded (recording the same invoice again is harmless).
+    pub fn zap_invoice(
+        &mut self,
+        now: Timestamp,
+        zap: EventId,
+        bolt11: &str,
+    ) -> Result<[u8; 32], Error> {
+        let reference = PaymentRef::Zap(zap);
+        let p = self
+            .payments
+            .get(&reference)
+            .ok_or(Error::UnknownPayment(reference))?;
+        let refuse = |reason: String| Error::InvalidZapInvoice { zap, reason };
+        let zap_request = p
+            .zap_request
+            .as_ref()
+            .ok_or_else(|| refuse("no zap request is recorded".into()))?;
+        let invoice = Invoice::parse(bolt11).map_err(|e| refuse(e.to_string()))?;
+        if let Some(recorded) = &p.bolt11 {
+            return match recorded.trim() == bolt11.trim() {
+                true => Ok(invoice.payment_hash()),
+                false => Err(refuse("another invoice is already recorded".into())),
+            };
+        }
+        if p.state != PaymentState::InFlight {
+            return Err(refuse("the zap is no longer in flight".into()));
+        }
+        if invoice.currency() != self.config.network {
+            return Err(refuse(format!("network {}", invoice.currency())));
+        }
+        if invoice.amount_msat() != Some(p.amount_msat) {
+            return Err(refuse(format!(
+                "amount {:?} msat, not the zap's {} msat",
+                invoice.amount_msat(),
+                p.amount_msat
+            )));
+        }
+        let digest: [u8; 32] = Sha256::digest(zap_request.as_json().as_bytes()).into();
+        if invoice.description() != InvoiceDescription::Hash(digest) {
+            return Err(refuse(
+                "its description hash is not the SHA-256 of the zap request".into(),
+            ));
+        }
+        if invoice.expires_at() <= now.as_secs() {
+            return Err(refuse(format!("expired at {}", invoice.expires_at())));
+        }
+        let hash = invoice.payment_hash();
+        if self.payments.contains_key(&PaymentRef::Invoice(hash)) {
+            return Err(refuse(
+                "this invoice was already handed to the wallet".into(),
+            ));
+        }
+        if let Some(p) = self.payments.get_mut(&reference) {
+            p.bolt11 = Some(bolt11.trim().to_owned());
+        }
+        self.dirty = true;
+        Ok(hash)
+    }
+
     /// Reports what became of a payment ([`Output::PayInvoice`], [`Output::SendZap`] or
     /// [`Output::LookupPayment`]). Reporting the same outcome twice is harmless; a paid
     /// payment stays paid.
@@ -281,7 +377,16 @@ impl Customer {
         let note = match outcome {
             PaymentOutcome::Pending => return Ok(()),
             PaymentOutcome::Paid { preimage, fee_msat } => {
-                if let (Some(preimage), PaymentRef::Invoice(hash)) = (preimage, payment) {
+                let hash = match payment {
+                    PaymentRef::Invoice(hash) => Some(hash),
+                    // A zap whose invoice was recorded: the preimage must be that invoice's.
+                    PaymentRef::Zap(_) => p
+                        .bolt11
+                        .as_deref()
+                        .and_then(|b| Invoice::parse(b).ok())
+                        .map(|invoice| invoice.payment_hash()),
+                };
+                if let (Some(preimage), Some(hash)) = (preimage, hash) {
                     let digest: [u8; 32] = Sha256::digest(preimage).into();
                     if digest != hash {
                         return Err(Error::PreimageMismatch);

@@ -12,9 +12,12 @@ use nostr::{
 use nostr_sdk::{Client, RelayOptions, RelayPoolNotification, RelayUrl, SubscriptionId};
 use tokio::sync::{broadcast, mpsc};
 
+#[cfg(feature = "lnurl")]
+use super::lnurl::{LnurlClient, LnurlPay};
 use super::outbox::OK_TIMEOUT;
 use super::resubscribe::SeenTimes;
 use super::{now, until, watch_reconnections, RuntimeError, SnapshotStore, Wallet};
+use crate::bolt11::Invoice;
 use crate::customer::{
     discover, Customer, CustomerConfig, CustomerSnapshot, Delivery, Output, PaymentOutcome,
     PaymentRef,
@@ -88,20 +91,39 @@ pub struct CustomerRuntime {
     store: Option<Arc<dyn SnapshotStore<CustomerSnapshot>>>,
     /// Payments and look-ups for the wallet, in the order the customer asked.
     wallet_due: VecDeque<WalletJob>,
-    /// Invoice payments whose outcome the wallet did not know yet (by payment hash): looked
-    /// up again at these times.
-    recheck: Vec<(tokio::time::Instant, [u8; 32])>,
+    /// Payments whose outcome the wallet did not know yet (with their invoice's payment
+    /// hash): looked up again at these times.
+    recheck: Vec<(tokio::time::Instant, PaymentRef, [u8; 32])>,
+    /// Finds providers' LNURL-pay services for zaps, when set.
+    #[cfg(feature = "lnurl")]
+    lnurl: Option<LnurlClient>,
+    /// The LNURL-pay services already found, by provider.
+    #[cfg(feature = "lnurl")]
+    pay_services: HashMap<PublicKey, LnurlPay>,
 }
 
 /// What the wallet is asked to do.
 #[derive(Debug)]
 enum WalletJob {
+    /// Pay an invoice.
     Pay {
         bolt11: String,
         payment_hash: [u8; 32],
         max_fee_msat: u64,
     },
-    Lookup([u8; 32]),
+    /// Fetch a zap's invoice from the provider's LNURL callback, record it, pay it.
+    #[cfg(feature = "lnurl")]
+    Zap {
+        provider: PublicKey,
+        zap_request: Event,
+        max_fee_msat: u64,
+    },
+    /// Ask what became of a payment, by its invoice's hash (`None`: a zap that never got an
+    /// invoice, so was never paid).
+    Lookup {
+        payment: PaymentRef,
+        hash: Option<[u8; 32]>,
+    },
 }
 
 /// How long after a wallet said "pending" the payment is looked up again.
@@ -175,6 +197,10 @@ impl CustomerRuntime {
             store: None,
             wallet_due: VecDeque::new(),
             recheck: Vec::new(),
+            #[cfg(feature = "lnurl")]
+            lnurl: None,
+            #[cfg(feature = "lnurl")]
+            pay_services: HashMap::new(),
         };
         runtime.drain().await;
         Ok(runtime)
@@ -257,14 +283,75 @@ impl CustomerRuntime {
     /// Asks to zap `provider`'s payment request for `job`: the next [`next`](Self::next)
     /// returns [`Output::SendZap`] with the signed zap request. Report what became of the
     /// payment with [`payment_outcome`](Self::payment_outcome).
+    ///
+    /// With a [wallet](Self::set_wallet) and an [LNURL client](Self::set_lnurl), the runtime
+    /// zaps itself: it first finds the provider's LNURL-pay service from its profile (a
+    /// [`RuntimeError::ZapService`] when there is none that takes zaps; nothing is signed or
+    /// paid), puts its LNURL in the zap request, and [`next`](Self::next) gets the invoice
+    /// from the callback, records it ([`Customer::zap_invoice`]), saves, and pays it.
     pub async fn zap(
         &mut self,
         job: EventId,
         provider: PublicKey,
     ) -> Result<PaymentRef, RuntimeError> {
+        #[cfg(feature = "lnurl")]
+        if self.pays_zaps() {
+            let pay = self
+                .pay_service(provider)
+                .await
+                .map_err(|reason| RuntimeError::ZapService { provider, reason })?;
+            let payment = self.customer.zap_via(now(), job, provider, &pay.lnurl)?;
+            self.drain().await;
+            return Ok(payment);
+        }
         let payment = self.customer.zap(now(), job, provider)?;
         self.drain().await;
         Ok(payment)
+    }
+
+    /// Pays zaps too ([`Output::SendZap`]), with the [wallet](Self::set_wallet): the
+    /// provider's LNURL-pay service comes from the `lud16` (or `lud06`) of its profile, through
+    /// `lnurl` (feature `lnurl`).
+    #[cfg(feature = "lnurl")]
+    pub fn set_lnurl(&mut self, lnurl: LnurlClient) {
+        self.lnurl = Some(lnurl);
+        self.reroute_pending();
+    }
+
+    /// The LNURL-pay service of `provider` (found once, then kept).
+    #[cfg(feature = "lnurl")]
+    async fn pay_service(&mut self, provider: PublicKey) -> Result<LnurlPay, String> {
+        if let Some(pay) = self.pay_services.get(&provider) {
+            return Ok(pay.clone());
+        }
+        let lnurl = self.lnurl.as_ref().ok_or("no LNURL client is set")?;
+        let pay = super::customer_zaps::pay_service(&self.client, lnurl, provider).await?;
+        self.pay_services.insert(provider, pay.clone());
+        Ok(pay)
+    }
+
+    /// Fetches the invoice of a zap from the provider's LNURL callback, records it in the
+    /// customer and saves: its payment hash, ready to pay.
+    #[cfg(feature = "lnurl")]
+    async fn zap_invoice(
+        &mut self,
+        provider: PublicKey,
+        zap_request: &Event,
+    ) -> Result<(String, [u8; 32]), String> {
+        let pay = self.pay_service(provider).await?;
+        let lnurl = self.lnurl.as_ref().ok_or("no LNURL client is set")?;
+        let bolt11 = lnurl
+            .zap_invoice(&pay, zap_request)
+            .await
+            .map_err(|e| format!("the provider's LNURL callback: {e}"))?;
+        let hash = self
+            .customer
+            .zap_invoice(now(), zap_request.id, &bolt11)
+            .map_err(|e| e.to_string())?;
+        // The invoice is on disk before any money moves.
+        self.save(true)
+            .map_err(|e| format!("not paid: the snapshot could not be saved: {e}"))?;
+        Ok((bolt11, hash))
     }
 
     /// Reports what the wallet did with a payment ([`Output::PayInvoice`],
@@ -305,9 +392,12 @@ impl CustomerRuntime {
     /// application sees [`Notification::Paid`](crate::customer::Notification::Paid) or
     /// [`Notification::PaymentFailed`](crate::customer::Notification::PaymentFailed) instead.
     /// A payment the wallet reports pending is looked up again every 5 s. Zaps
-    /// ([`Output::SendZap`]) still go to the application.
+    /// ([`Output::SendZap`]) go to the application unless an LNURL client is also set
+    /// ([`set_lnurl`](Self::set_lnurl), feature `lnurl`).
     pub fn set_wallet(&mut self, wallet: Arc<dyn Wallet>) {
         self.wallet = Some(wallet);
+        // What a restore asked to look up before the wallet was set.
+        self.reroute_pending();
     }
 
     /// Saves the customer's snapshot to `store` whenever it changes (checked after every
@@ -336,34 +426,61 @@ impl CustomerRuntime {
             return;
         };
         while let Some(job) = self.wallet_due.pop_front() {
-            let (hash, outcome) = match job {
+            let (payment, hash, outcome) = match job {
                 WalletJob::Pay {
                     bolt11,
                     payment_hash,
                     max_fee_msat,
                 } => {
+                    let payment = PaymentRef::Invoice(payment_hash);
                     // The intent to pay is stored first: after a crash it is looked up, never
                     // paid again.
                     if let Err(e) = self.save(true) {
                         let reason = format!("not paid: the snapshot could not be saved: {e}");
                         tracing::error!("{reason}");
-                        (payment_hash, PaymentOutcome::Failed { reason })
+                        (payment, None, PaymentOutcome::Failed { reason })
                     } else {
-                        (
-                            payment_hash,
-                            wallet.pay_invoice(&bolt11, max_fee_msat).await,
-                        )
+                        let outcome = wallet.pay_invoice(&bolt11, max_fee_msat).await;
+                        (payment, Some(payment_hash), outcome)
                     }
                 }
-                WalletJob::Lookup(hash) => (hash, wallet.lookup_payment(hash).await),
+                #[cfg(feature = "lnurl")]
+                WalletJob::Zap {
+                    provider,
+                    zap_request,
+                    max_fee_msat,
+                } => {
+                    let payment = PaymentRef::Zap(zap_request.id);
+                    match self.zap_invoice(provider, &zap_request).await {
+                        Ok((bolt11, hash)) => {
+                            let outcome = wallet.pay_invoice(&bolt11, max_fee_msat).await;
+                            (payment, Some(hash), outcome)
+                        }
+                        Err(reason) => {
+                            tracing::warn!("zap not paid: {reason}");
+                            (payment, None, PaymentOutcome::Failed { reason })
+                        }
+                    }
+                }
+                WalletJob::Lookup {
+                    payment,
+                    hash: Some(hash),
+                } => (payment, Some(hash), wallet.lookup_payment(hash).await),
+                WalletJob::Lookup {
+                    payment,
+                    hash: None,
+                } => {
+                    let reason = "no invoice was recorded for this zap: it was never paid".into();
+                    (payment, None, PaymentOutcome::Failed { reason })
+                }
             };
-            if outcome == PaymentOutcome::Pending {
-                self.recheck
-                    .push((tokio::time::Instant::now() + RECHECK_AFTER, hash));
+            if let (PaymentOutcome::Pending, Some(hash)) = (&outcome, hash) {
+                let at = tokio::time::Instant::now() + RECHECK_AFTER;
+                self.recheck.push((at, payment, hash));
             }
-            if let Err(e) =
-                self.customer
-                    .handle_payment_outcome(now(), PaymentRef::Invoice(hash), outcome)
+            if let Err(e) = self
+                .customer
+                .handle_payment_outcome(now(), payment, outcome)
             {
                 tracing::error!("the wallet's answer was refused: {e}");
             }
@@ -380,8 +497,11 @@ impl CustomerRuntime {
         let (due, later): (Vec<_>, Vec<_>) =
             self.recheck.drain(..).partition(|(at, ..)| *at <= now);
         self.recheck = later;
-        for (_, hash) in due {
-            self.wallet_due.push_back(WalletJob::Lookup(hash));
+        for (_, payment, hash) in due {
+            self.wallet_due.push_back(WalletJob::Lookup {
+                payment,
+                hash: Some(hash),
+            });
         }
     }
 
@@ -399,7 +519,7 @@ impl CustomerRuntime {
                 return Some(output);
             }
             let wake = self.customer.poll_timeout();
-            let recheck = self.recheck.iter().map(|(at, _)| *at).min();
+            let recheck = self.recheck.iter().map(|(at, ..)| *at).min();
             let sleep = tokio::time::sleep(wake.map(until).unwrap_or(Duration::from_secs(3600)));
             let recheck_sleep = tokio::time::sleep_until(
                 recheck.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
@@ -565,23 +685,80 @@ impl CustomerRuntime {
                     self.live.remove(&id);
                     self.client.unsubscribe(&SubscriptionId::new(id)).await;
                 }
-                Output::PayInvoice {
-                    bolt11,
-                    payment_hash,
-                    max_fee_msat,
-                    ..
-                } if self.wallet.is_some() => self.wallet_due.push_back(WalletJob::Pay {
-                    bolt11,
-                    payment_hash,
-                    max_fee_msat,
-                }),
-                Output::LookupPayment {
-                    payment: PaymentRef::Invoice(hash),
-                    ..
-                } if self.wallet.is_some() => self.wallet_due.push_back(WalletJob::Lookup(hash)),
-                other => self.pending.push_back(other),
+                other => self.route(other),
             }
         }
         not_taken
+    }
+
+    /// Hands a payment the wallet can make (or look up) to it; the rest to the application.
+    fn route(&mut self, output: Output) {
+        if self.wallet.is_none() {
+            self.pending.push_back(output);
+            return;
+        }
+        let zaps = self.pays_zaps();
+        match output {
+            Output::PayInvoice {
+                bolt11,
+                payment_hash,
+                max_fee_msat,
+                ..
+            } => self.wallet_due.push_back(WalletJob::Pay {
+                bolt11,
+                payment_hash,
+                max_fee_msat,
+            }),
+            Output::LookupPayment {
+                payment: PaymentRef::Invoice(hash),
+                ..
+            } => self.wallet_due.push_back(WalletJob::Lookup {
+                payment: PaymentRef::Invoice(hash),
+                hash: Some(hash),
+            }),
+            Output::LookupPayment {
+                payment: payment @ PaymentRef::Zap(_),
+                bolt11,
+                ..
+            } if zaps => self.wallet_due.push_back(WalletJob::Lookup {
+                payment,
+                // No invoice recorded: none was ever paid through this customer.
+                hash: bolt11
+                    .as_deref()
+                    .and_then(|b| Invoice::parse(b).ok())
+                    .map(|invoice| invoice.payment_hash()),
+            }),
+            #[cfg(feature = "lnurl")]
+            Output::SendZap {
+                provider,
+                zap_request,
+                max_fee_msat,
+                ..
+            } if zaps => self.wallet_due.push_back(WalletJob::Zap {
+                provider,
+                zap_request,
+                max_fee_msat,
+            }),
+            other => self.pending.push_back(other),
+        }
+    }
+
+    /// Whether zaps are paid here: a wallet and an LNURL client are set.
+    fn pays_zaps(&self) -> bool {
+        #[cfg(feature = "lnurl")]
+        {
+            self.wallet.is_some() && self.lnurl.is_some()
+        }
+        #[cfg(not(feature = "lnurl"))]
+        {
+            false
+        }
+    }
+
+    /// Routes again what waits for the application, now that the wallet can take more.
+    fn reroute_pending(&mut self) {
+        for output in std::mem::take(&mut self.pending) {
+            self.route(output);
+        }
     }
 }

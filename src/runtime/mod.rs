@@ -80,6 +80,8 @@
 //! ```
 
 mod customer;
+#[cfg(feature = "lnurl")]
+mod customer_zaps;
 #[cfg(feature = "lnbits")]
 mod lnbits;
 #[cfg(feature = "lnurl")]
@@ -145,6 +147,15 @@ pub enum RuntimeError {
     /// The customer state machine refused a command.
     #[error(transparent)]
     Customer(#[from] crate::customer::Error),
+    /// The provider's lightning address cannot take the zap (no profile with one, a service
+    /// that does not take zaps, or it could not be reached): nothing was signed or paid.
+    #[error("cannot zap {provider}: {reason}")]
+    ZapService {
+        /// The provider.
+        provider: nostr::PublicKey,
+        /// Why.
+        reason: String,
+    },
     /// No relay took a submitted job request.
     #[error("no relay took the request of job {job}: {reason}")]
     NotPublished {
