@@ -14,18 +14,20 @@ use std::time::Duration;
 use nostr_dvm::bolt11::Invoice;
 use nostr_dvm::customer::{
     CustomerConfig, Delivery, InvoiceError, Notification as CustomerNote, Output, PaymentOutcome,
+    PaymentRef,
 };
 use nostr_dvm::nip90::{FeedbackStatus, JobFeedback, JobInput, JobRequest};
 use nostr_dvm::nostr::{EventId, Filter, Keys, Kind, Timestamp};
-use nostr_dvm::provider::{Notification as ProviderNote, PaymentProof, ProviderConfig};
+use nostr_dvm::provider::{Notification as ProviderNote, PaymentProof, PaymentVia, ProviderConfig};
 use nostr_dvm::runtime::{
-    CustomerRuntime, LnbitsBackend, LnbitsWallet, LnurlClient, LnurlError, MemoryStore,
-    ProviderRuntime, SnapshotStore, Wallet,
+    CustomerRuntime, LnbitsBackend, LnbitsWallet, LnurlClient, LnurlError, LnurlPay, MemoryStore,
+    ProviderRuntime, RuntimeError, SnapshotStore, Wallet,
 };
 use nostr_dvm::task::{FixedPrice, Progress, Task, TaskError, TaskOutput, TaskRequest};
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 use support::lnbits::{Lnbits, LnbitsTestWallet};
+use support::zapper::LnbitsZapper;
 use support::{customer_output, provider_note, relay, result_content, Running, KIND, WAIT};
 use tokio::sync::mpsc;
 
@@ -56,6 +58,8 @@ struct PaidProvider {
     keys: Keys,
     runs: Arc<AtomicUsize>,
     store: Arc<MemoryStore>,
+    /// The LNURL-pay service whose zaps it takes, if any.
+    zaps: Option<LnurlPay>,
 }
 
 impl PaidProvider {
@@ -64,6 +68,7 @@ impl PaidProvider {
             keys: Keys::generate(),
             runs: Arc::new(AtomicUsize::new(0)),
             store: Arc::new(MemoryStore::default()),
+            zaps: None,
         }
     }
 
@@ -74,9 +79,12 @@ impl PaidProvider {
         lnbits: &Lnbits,
         wallet: &LnbitsTestWallet,
     ) -> (ProviderRuntime, mpsc::UnboundedReceiver<ProviderNote>) {
-        let config = ProviderConfig::new([Kind::from(KIND)])
+        let mut config = ProviderConfig::new([Kind::from(KIND)])
             .relays([relay.to_owned()])
             .pricing(FixedPrice(PRICE_MSAT));
+        if let Some(pay) = &self.zaps {
+            config = config.zaps_via(pay).expect("the zapper takes zaps");
+        }
         let backend = LnbitsBackend::new(lnbits.url(), &wallet.invoice_key)
             .expect("loopback http is accepted")
             .poll_interval(Duration::from_secs(1));
@@ -149,6 +157,39 @@ async fn results_for(customer: &CustomerRuntime, job: EventId) -> usize {
         .len()
 }
 
+/// The price moved from `payer` to `earner` exactly, the job ran once and has one result.
+async fn paid_and_run_once(
+    lnbits: &Lnbits,
+    (earner, payer): (&LnbitsTestWallet, &LnbitsTestWallet),
+    provider: &PaidProvider,
+    customer: CustomerRuntime,
+    job: EventId,
+) {
+    assert_eq!(lnbits.balance_msat(earner).await, PRICE_MSAT);
+    assert_eq!(lnbits.balance_msat(payer).await, 1_000_000 - PRICE_MSAT);
+    assert_eq!(provider.runs.load(Ordering::SeqCst), 1);
+    assert_eq!(results_for(&customer, job).await, 1);
+    customer.disconnect().await;
+}
+
+/// Publishes `keys`'s profile naming the lightning address `lud16`.
+async fn publish_profile(url: &str, keys: &Keys, lud16: &str) {
+    let profile = nostr_dvm::testing::sign(
+        keys,
+        Kind::Metadata,
+        Vec::new(),
+        &serde_json::json!({ "lud16": lud16 }).to_string(),
+        Timestamp::now(),
+        &mut OsRng,
+    );
+    // Through another connection: nostr-sdk does not hand a client the events it published.
+    let mut other = CustomerRuntime::connect(Keys::generate(), CustomerConfig::new([url]))
+        .await
+        .expect("connects");
+    other.publish(&profile).await.expect("published");
+    other.disconnect().await;
+}
+
 #[tokio::test]
 async fn a_priced_job_is_paid_from_one_lnbits_wallet_to_another_and_delivered() {
     let (lnbits, earner, payer) = wallets().await;
@@ -182,11 +223,7 @@ async fn a_priced_job_is_paid_from_one_lnbits_wallet_to_another_and_delivered() 
     .await;
     assert_eq!(received, PRICE_MSAT);
 
-    assert_eq!(lnbits.balance_msat(&earner).await, PRICE_MSAT);
-    assert_eq!(lnbits.balance_msat(&payer).await, 1_000_000 - PRICE_MSAT);
-    assert_eq!(provider.runs.load(Ordering::SeqCst), 1);
-    assert_eq!(results_for(&customer, job).await, 1);
-    customer.disconnect().await;
+    paid_and_run_once(lnbits, (&earner, &payer), &provider, customer, job).await;
     running.stop().await;
 }
 
@@ -454,4 +491,85 @@ async fn a_lightning_address_on_lnbits_is_paid_through_lnurl_pay() {
     // Core LNbits has no NIP-57: a provider cannot take zaps through it, and says why.
     let zaps = ProviderConfig::new([Kind::from(KIND)]).zaps_via(&pay);
     assert!(matches!(zaps, Err(LnurlError::NoNostr)), "{zaps:?}");
+}
+
+#[tokio::test]
+async fn a_customer_zaps_the_providers_lightning_address_and_the_receipt_starts_the_job() {
+    let (lnbits, earner, payer) = wallets().await;
+    let (_relay, url) = relay().await;
+    // Core LNbits has no NIP-57: this zapper, run by the test, stands in for a wallet's zap
+    // service; its invoices are LNbits invoices to the provider's wallet.
+    let zapper = LnbitsZapper::start(lnbits, earner.clone()).await;
+    let lnurl = LnurlClient::new().unwrap().allow_insecure_http();
+    let pay = lnurl.resolve_address(&zapper.address).await.unwrap();
+    assert_eq!(pay.nostr_pubkey, Some(zapper.keys.public_key()));
+    let mut provider = PaidProvider::new();
+    provider.zaps = Some(pay);
+    let (runtime, mut notes) = provider.runtime(&url, lnbits, &earner);
+    let running = Running::start(runtime);
+
+    // The provider's profile names its lightning address (NIP-57 Appendix A).
+    publish_profile(&url, &provider.keys, &zapper.address).await;
+
+    let mut customer = paying_customer(&url, lnbits, &payer, None).await;
+    customer.set_lnurl(lnurl);
+    let job = submit(&mut customer, &provider.keys).await;
+    let provider_pk = customer_output(&mut customer, |o| match o {
+        Output::Notify(CustomerNote::PaymentRequested { provider, .. }) => Some(provider),
+        _ => None,
+    })
+    .await;
+    let reference = customer.zap(job, provider_pk).await.expect("zappable");
+    assert!(matches!(reference, PaymentRef::Zap(_)));
+    let paid = customer_output(&mut customer, |o| match o {
+        Output::Notify(CustomerNote::Paid {
+            payment,
+            amount_msat,
+            ..
+        }) if payment == reference => Some(amount_msat),
+        Output::Notify(CustomerNote::PaymentFailed { reason, .. }) => panic!("{reason}"),
+        Output::SendZap { .. } => panic!("the runtime zaps itself"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(paid, PRICE_MSAT);
+    assert_eq!(result_content(&mut customer, job).await, "PAY ME");
+    let via = provider_note(&mut notes, |n| match n {
+        ProviderNote::PaymentReceived { via, .. } => Some(*via),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(via, PaymentVia::Zap { .. }), "{via:?}");
+    paid_and_run_once(lnbits, (&earner, &payer), &provider, customer, job).await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_without_a_zappable_address_is_not_zapped() {
+    let (lnbits, earner, payer) = wallets().await;
+    let (_relay, url) = relay().await;
+    let provider = PaidProvider::new();
+    let (runtime, _notes) = provider.runtime(&url, lnbits, &earner);
+    let running = Running::start(runtime);
+    // Its profile names LNbits's own lightning address, which takes no zaps.
+    let name = earner.lightning_name.clone().expect("a lightning address");
+    publish_profile(&url, &provider.keys, &lnbits.address(&name)).await;
+    let mut customer = paying_customer(&url, lnbits, &payer, None).await;
+    customer.set_lnurl(LnurlClient::new().unwrap().allow_insecure_http());
+    let job = submit(&mut customer, &provider.keys).await;
+    let provider_pk = customer_output(&mut customer, |o| match o {
+        Output::Notify(CustomerNote::PaymentRequested { provider, .. }) => Some(provider),
+        _ => None,
+    })
+    .await;
+    let refused = customer.zap(job, provider_pk).await;
+    assert!(
+        matches!(refused, Err(RuntimeError::ZapService { .. })),
+        "{refused:?}"
+    );
+    settle_down(&mut customer).await;
+    assert_eq!(lnbits.balance_msat(&payer).await, 1_000_000);
+    assert_eq!(provider.runs.load(Ordering::SeqCst), 0);
+    customer.disconnect().await;
+    running.stop().await;
 }

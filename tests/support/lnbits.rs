@@ -154,6 +154,32 @@ impl Lnbits {
         (text("bolt11"), text("payment_hash"))
     }
 
+    /// An invoice of `sats` to `wallet` whose description hash is the SHA-256 of
+    /// `description`: its BOLT11 and payment hash (hex).
+    pub async fn invoice_for_description(
+        &self,
+        wallet: &LnbitsTestWallet,
+        sats: u64,
+        description: &[u8],
+    ) -> (String, String) {
+        let answer = check(
+            "create an invoice for a description hash",
+            client()
+                .post(format!("{}/api/v1/payments", self.url))
+                .header("X-Api-Key", &wallet.invoice_key)
+                .json(&json!({
+                    "out": false,
+                    "amount": sats,
+                    "unhashed_description": hex::encode(description),
+                }))
+                .send()
+                .await,
+        )
+        .await;
+        let text = |field: &str| answer[field].as_str().unwrap_or_default().to_owned();
+        (text("bolt11"), text("payment_hash"))
+    }
+
     /// Pays `bolt11` from `wallet`.
     pub async fn pay(&self, wallet: &LnbitsTestWallet, bolt11: &str) {
         check(

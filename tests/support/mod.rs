@@ -7,6 +7,8 @@ pub mod faults;
 pub mod lnbits;
 #[path = "../../examples/support/local_relay.rs"]
 pub mod local_relay;
+#[cfg(feature = "lnbits")]
+pub mod zapper;
 
 use std::sync::Arc;
 use std::time::Duration;
