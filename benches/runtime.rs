@@ -21,34 +21,22 @@ use nostr_dvm::nostr::{ClientMessage, Event, EventBuilder, EventId, Filter, Keys
 use nostr_dvm::provider::{Admission, ProviderConfig};
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
 use nostr_dvm::runtime::ProviderRuntime;
-use nostr_dvm::task::{Progress, Task, TaskError, TaskOutput, TaskRequest};
 use nostr_relay_builder::builder::RateLimit;
 use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use tokio::runtime::Runtime;
 use tokio::sync::broadcast;
 
+#[path = "support/echo.rs"]
+mod echo;
 #[path = "../examples/support/local_relay.rs"]
 mod local_relay;
 
-const KIND: u16 = 5050;
+use echo::{Echo, KIND};
+
 /// Jobs per throughput batch.
 const BATCH: usize = 200;
 /// Customers the batch comes from (one client each).
 const CUSTOMERS: usize = 4;
-
-/// Returns its text input: the work itself costs nothing.
-struct Echo;
-
-#[async_trait::async_trait]
-impl Task for Echo {
-    fn kinds(&self) -> Vec<Kind> {
-        vec![Kind::from(KIND)]
-    }
-
-    async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {
-        Ok(TaskOutput::new(request.texts().collect::<String>()))
-    }
-}
 
 /// A customer: a nostr-sdk client subscribed to every result and feedback on the relay.
 struct Customer {

@@ -1,0 +1,22 @@
+//! The task the runtime benches serve: it returns its text input, so the work itself costs
+//! nothing and what is measured is the SDK, the relay and (for paid jobs) the payment.
+
+use nostr_dvm::nostr::Kind;
+use nostr_dvm::task::{Progress, Task, TaskError, TaskOutput, TaskRequest};
+
+/// The job kind it serves.
+pub const KIND: u16 = 5050;
+
+/// Returns its text input.
+pub struct Echo;
+
+#[async_trait::async_trait]
+impl Task for Echo {
+    fn kinds(&self) -> Vec<Kind> {
+        vec![Kind::from(KIND)]
+    }
+
+    async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {
+        Ok(TaskOutput::new(request.texts().collect::<String>()))
+    }
+}
