@@ -17,7 +17,10 @@
 //! timeout (`--timeout`) or a failed job. With an LNbits wallet (`--lnbits-url`,
 //! `--lnbits-admin-key`) it pays a valid invoice up to `--auto-pay SATS` itself; without one,
 //! on a payment request it prints the BOLT11 invoice for you to pay with yours, and keeps
-//! waiting.
+//! waiting. With `--zap` it pays by a NIP-57 zap instead, from the same wallet, to the
+//! lightning address of the provider's signed profile ([`CustomerRuntime::set_lnurl`],
+//! [`CustomerRuntime::zap`]): the zap invoice must match the zap request, and is recorded
+//! before it is paid.
 //!
 //! **Offline demo** (no `--relay`): starts a relay on 127.0.0.1 and a free summarisation
 //! provider ([`ProviderRuntime`](nostr_dvm::runtime::ProviderRuntime)) on it in this process,
@@ -37,7 +40,7 @@ use nostr_dvm::customer::{CustomerConfig, Delivery, Notification as CustomerNote
 use nostr_dvm::encryption::Scheme;
 use nostr_dvm::nip90::{JobInput, JobRequest};
 use nostr_dvm::nostr::{Keys, Kind, PublicKey};
-use nostr_dvm::runtime::{CustomerRuntime, LnbitsWallet};
+use nostr_dvm::runtime::{CustomerRuntime, LnbitsWallet, LnurlClient};
 use support::{short, Clock, Flags, Running, Spec, SUMMARISE};
 
 /// The command line.
@@ -74,6 +77,13 @@ paying (without a wallet it prints the invoice for you to pay):
                      per job, routing fees included (default: 0, pay nothing)
   --max-fee SATS     the most routing fee per payment (default: 1; LNbits reserves at
                      least 2 sats by default, so raise it to pay through LNbits)
+  --zap              pay by a NIP-57 zap instead of the invoice: to the lightning address
+                     of the provider's profile (kind 0), whose service must take zaps,
+                     from the LNbits wallet, when the amount plus --max-fee is within
+                     --auto-pay; the zap request is signed with the customer's key
+  --insecure-lnurl   with --zap: reach the provider's LNURL service over plain http (a
+                     test service on 127.0.0.1 only, never for money on a network you do
+                     not control)
 
   -h, --help         this help
 
@@ -93,7 +103,13 @@ TEXT is the job's text input (the arguments joined by spaces; the demo has a def
         "auto-pay",
         "max-fee",
     ],
-    switches: &["encrypt", "gift-wrap", "nip44-extended"],
+    switches: &[
+        "encrypt",
+        "gift-wrap",
+        "nip44-extended",
+        "zap",
+        "insecure-lnurl",
+    ],
     positional: true,
 };
 
@@ -205,11 +221,36 @@ async fn customer() -> support::Result<()> {
     }
     let wallet = lnbits_wallet(&flags)?;
     let auto_pay = config.auto_pay_limit_msat.unwrap_or(0);
+    let max_fee = config.max_fee_msat;
     let has_wallet = wallet.is_some();
+    let zap = flags.switch("zap");
+    if zap && !has_wallet {
+        return Err("--zap pays from an LNbits wallet: add --lnbits-url and \
+                    --lnbits-admin-key"
+            .into());
+    }
+    if flags.switch("insecure-lnurl") && !zap {
+        return Err("--insecure-lnurl is for the LNURL service of --zap: add --zap".into());
+    }
+    if zap {
+        // Zaps are paid on purpose below, within --auto-pay; invoices are not paid.
+        config.auto_pay_limit_msat = None;
+    }
     let mut customer = CustomerRuntime::connect(identity.keys, config).await?;
     if let Some((wallet, url)) = wallet {
         clock.say("customer", format!("pays from LNbits at {url}"));
         customer.set_wallet(Arc::new(wallet));
+    }
+    if zap {
+        let mut lnurl = LnurlClient::new()?;
+        if flags.switch("insecure-lnurl") {
+            lnurl = lnurl.allow_insecure_http();
+        }
+        customer.set_lnurl(lnurl);
+        clock.say(
+            "customer",
+            "pays by zapping the provider's lightning address",
+        );
     }
     let pool = customer.client().relays().await;
     if !pool.values().any(|relay| relay.is_connected()) {
@@ -249,27 +290,43 @@ async fn customer() -> support::Result<()> {
         format!("job request {} published, {how}", short(job)),
     );
 
-    let pay = async |_: &mut CustomerRuntime, output: Output| -> support::Result<()> {
+    let pay = async |customer: &mut CustomerRuntime, output: Output| -> support::Result<()> {
         if let Output::Notify(CustomerNote::PaymentRequested {
+            job,
             provider,
             amount_msat,
             bolt11,
-            ..
         }) = output
         {
             clock.say(
                 "customer",
                 format!("{} asks {} sats", short(provider), amount_msat / 1000),
             );
+            let within = amount_msat.saturating_add(max_fee) <= auto_pay;
+            if zap && within {
+                let offered = match bolt11 {
+                    Some(_) => "it also sent an invoice, left unpaid",
+                    None => "it sent no invoice",
+                };
+                println!(
+                    "             within --auto-pay: zapping its lightning address ({offered})"
+                );
+                customer.zap(job, provider).await?;
+                clock.say("customer", "zapped; waiting for the result...");
+                return Ok(());
+            }
             match bolt11 {
-                Some(_) if has_wallet && amount_msat < auto_pay => {
+                Some(_) if has_wallet && !zap && within => {
                     println!("             within --auto-pay: the LNbits wallet pays it")
                 }
                 Some(bolt11) => println!(
                     "             pay this invoice with your wallet (above --auto-pay, or no \
                      wallet given), the result comes once the provider sees it paid:\n             {bolt11}"
                 ),
-                None => println!("             it sent no invoice: zap its feedback to pay"),
+                None => println!(
+                    "             it sent no invoice: zap its feedback to pay (--zap, with \
+                     --auto-pay and an LNbits wallet, does it)"
+                ),
             }
             clock.say("customer", "waiting...");
         }

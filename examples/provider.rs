@@ -28,6 +28,16 @@
 //! unless `--test-invoices` says you only want to see the payment-required flow with
 //! [`TestLightningBackend`], whose invoices are signed by a made-up node that no wallet can
 //! pay (customers' jobs then expire after the payment window).
+//!
+//! **Zaps.** `--lightning-address NAME@DOMAIN` makes the provider take NIP-57 zaps to that
+//! address, configured in one step: it reads the address's LNURL-pay service
+//! ([`LnurlClient::resolve_address`]), refuses it unless it takes zaps, trusts only its
+//! `nostrPubkey` as zapper and its LNURL in zap requests ([`ProviderConfig::zaps_via`]),
+//! names the address in the announcement and publishes the provider's profile (kind 0) with
+//! it, where customers look (NIP-57). With LNbits too, a customer may pay the invoice or zap;
+//! without, payment requests carry only the amount ([`ProviderConfig::zaps_only`]) and the
+//! customer zaps (the `customer` example's `--zap`). `--insecure-lnurl` allows a plain http
+//! service, for tests on 127.0.0.1.
 //! In the offline demo, `--price` works end to end: the demo customer pays through the test
 //! node, in process.
 //!
@@ -49,7 +59,10 @@ use std::sync::Arc;
 use nostr_dvm::nostr::{Event, EventBuilder, Filter, Keys, Kind, PublicKey, Tag, ToBech32};
 use nostr_dvm::provider::{Notification, ProviderConfig, RateLimit};
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
-use nostr_dvm::runtime::{FileStore, LnbitsBackend, ProviderRuntime, TestLightningBackend};
+use nostr_dvm::runtime::{
+    FileStore, LnbitsBackend, LnurlClient, LnurlError, LnurlPay, ProviderRuntime,
+    TestLightningBackend,
+};
 use nostr_dvm::testing::TestLightningNode;
 use support::{short, Clock, Flags, Spec, Summarise, SUMMARISE, TEXT};
 use tokio::sync::Notify;
@@ -66,12 +79,22 @@ usage: cargo run --example provider -- [options]
                      (default: $NOSTR_DVM_SECRET_KEY, else fresh keys for this run)
   --state PATH       the snapshot file (default: in the temp dir, named after the npub)
   --price SATS       a fixed pay-first price (default: free); on real relays it needs
-                     --lnbits-url and --lnbits-invoice-key (or --test-invoices)
+                     LNbits (--lnbits-url, --lnbits-invoice-key), a lightning address
+                     that takes zaps (--lightning-address), or --test-invoices
   --lnbits-url URL   the LNbits server that invoices for this provider (https; http only
                      to 127.0.0.1) (default: $NOSTR_DVM_LNBITS_URL)
   --lnbits-invoice-key KEY
                      that LNbits wallet's invoice key: it makes invoices and reads their
                      status, it cannot spend (default: $NOSTR_DVM_LNBITS_INVOICE_KEY)
+  --lightning-address NAME@DOMAIN
+                     be paid by NIP-57 zaps to this address: its LNURL-pay service must
+                     take zaps (allowsNostr, nostrPubkey), whose receipts are then the only
+                     ones trusted; the provider publishes its profile (kind 0) naming the
+                     address, which replaces any profile of these keys. Without LNbits,
+                     payment requests carry no invoice and customers zap
+                     (default: $NOSTR_DVM_LIGHTNING_ADDRESS)
+  --insecure-lnurl   reach the address's service over plain http: for a test service on
+                     127.0.0.1 only, never for money on a network you do not control
   --test-invoices    with --relay and --price, no LNbits: send invoices from a made-up test
                      node that no wallet can pay, to see the payment-required flow
   --jobs N           stop after N completed jobs (default: run until Ctrl-C; demo: 1)
@@ -103,15 +126,17 @@ request names this provider and the refusal is not a flood defence):
         "max-request-bytes",
         "lnbits-url",
         "lnbits-invoice-key",
+        "lightning-address",
     ],
-    switches: &["test-invoices", "nip44-extended"],
+    switches: &["test-invoices", "nip44-extended", "insecure-lnurl"],
     positional: false,
 };
 
 /// Why `--price` is refused on real relays without LNbits or `--test-invoices`.
 const NO_LIGHTNING: &str = "--price on real relays needs a Lightning backend that issues \
 payable invoices: give an LNbits wallet with --lnbits-url and --lnbits-invoice-key (or \
-$NOSTR_DVM_LNBITS_URL and $NOSTR_DVM_LNBITS_INVOICE_KEY), or implement \
+$NOSTR_DVM_LNBITS_URL and $NOSTR_DVM_LNBITS_INVOICE_KEY), or a lightning address that takes \
+zaps with --lightning-address, or implement \
 nostr_dvm::runtime::LightningBackend for your node. --test-invoices uses a made-up test node \
 instead, whose invoices no wallet can pay, to see the payment-required flow.";
 
@@ -132,9 +157,25 @@ async fn provider() -> support::Result<()> {
         .checked_mul(1000)
         .ok_or("--price: too large")?;
     let lnbits = lnbits_backend(&flags)?;
-    if price_msat > 0 && !offline && lnbits.is_none() && !flags.switch("test-invoices") {
+    let address = flags
+        .value("lightning-address")
+        .map(str::to_owned)
+        .or_else(|| std::env::var("NOSTR_DVM_LIGHTNING_ADDRESS").ok());
+    if offline && address.is_some() {
+        return Err(
+            "--lightning-address needs --relay: the offline demo pays through a test \
+                    node"
+                .into(),
+        );
+    }
+    let paid_somehow = lnbits.is_some() || address.is_some() || flags.switch("test-invoices");
+    if price_msat > 0 && !offline && !paid_somehow {
         return Err(NO_LIGHTNING.into());
     }
+    let zaps = match &address {
+        Some(address) => Some(zap_service(&flags, address).await?),
+        None => None,
+    };
     let jobs = match flags.number::<usize>("jobs")? {
         Some(n) => Some(n),
         None if offline => Some(1),
@@ -196,6 +237,15 @@ async fn provider() -> support::Result<()> {
         config.admission.max_request_bytes = bytes;
     }
     config.nip44_extended_prefix = flags.switch("nip44-extended");
+    if let (Some(address), Some(pay)) = (&address, &zaps) {
+        config = config.zaps_via(pay)?;
+        // Without LNbits the only way to pay is a zap: ask for one, with no invoice.
+        config.zaps_only = lnbits.is_none();
+        if let Some(meta) = config.announcement.as_mut() {
+            meta.lud16 = Some(address.clone());
+        }
+        publish_profile(clock, &keys, &relays, address).await?;
+    }
     print_settings(clock, &config);
     let mut runtime = ProviderRuntime::new(keys.clone(), config)
         .task(Arc::new(Summarise { kinds }))
@@ -206,8 +256,16 @@ async fn provider() -> support::Result<()> {
             clock.say("provider", format!("invoices from LNbits at {url}"));
             runtime = runtime.lightning(backend);
         }
+        None if zaps.is_some() => {}
         None if price_msat > 0 => runtime = runtime.lightning_shared(wallet.clone()),
         None => {}
+    }
+    if let (Some(address), Some(pay)) = (&address, &zaps) {
+        let zapper = pay.nostr_pubkey.map(short).unwrap_or_default();
+        clock.say(
+            "provider",
+            format!("takes zaps to {address} (receipts signed by {zapper})"),
+        );
     }
     let price = match price_msat {
         0 => "for free".to_owned(),
@@ -256,6 +314,59 @@ fn lnbits_backend(flags: &Flags) -> support::Result<Option<(LnbitsBackend, Strin
     match credentials {
         None => Ok(None),
         Some((url, key)) => Ok(Some((LnbitsBackend::new(&url, &key)?, url))),
+    }
+}
+
+/// The LNURL-pay service of the provider's lightning address: it must take zaps.
+async fn zap_service(flags: &Flags, address: &str) -> support::Result<LnurlPay> {
+    let mut lnurl = LnurlClient::new()?;
+    if flags.switch("insecure-lnurl") {
+        lnurl = lnurl.allow_insecure_http();
+    }
+    let pay = lnurl
+        .resolve_address(address)
+        .await
+        .map_err(|e| format!("--lightning-address {address}: {e}"))?;
+    if !pay.allows_nostr || pay.nostr_pubkey.is_none() {
+        return Err(format!(
+            "--lightning-address {address}: {}; use a wallet whose address takes zaps, or \
+             LNbits invoices (--lnbits-url)",
+            LnurlError::NoNostr
+        )
+        .into());
+    }
+    Ok(pay)
+}
+
+/// Publishes the provider's profile (kind 0) naming its lightning address, where NIP-57 says
+/// a customer finds it.
+async fn publish_profile(
+    clock: Clock,
+    keys: &Keys,
+    relays: &[String],
+    address: &str,
+) -> support::Result<()> {
+    let profile = serde_json::json!({
+        "name": "nostr-dvm summariser",
+        "about": "Extractive summaries (NIP-90 kind 5001), paid by zaps.",
+        "lud16": address,
+    });
+    let event = EventBuilder::new(Kind::Metadata, profile.to_string()).sign_with_keys(keys)?;
+    let client = Client::default();
+    for relay in relays {
+        client.add_relay(relay.as_str()).await?;
+    }
+    client.connect().await;
+    client.wait_for_connection(support::STEP_TIMEOUT).await;
+    let sent = client.send_event(&event).await;
+    client.disconnect().await;
+    match sent {
+        Ok(output) if !output.success.is_empty() => {
+            clock.say("provider", format!("profile (kind 0) names {address}"));
+            Ok(())
+        }
+        Ok(output) => Err(format!("no relay took the profile: {:?}", output.failed).into()),
+        Err(e) => Err(format!("the profile could not be published: {e}").into()),
     }
 }
 

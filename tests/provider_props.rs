@@ -2,7 +2,7 @@
 //! the simulated network (real signed events, real BOLT11 invoices, real zap receipts).
 //!
 //! Each case picks a configuration (payment policy, automatic acceptance, deferred invoices,
-//! admission limits) and a sequence of up to 30 actions: new requests (plain, NIP-44, NIP-04
+//! paid by zaps alone or not, admission limits) and a sequence of up to 30 actions: new requests (plain, NIP-44, NIP-04
 //! or gift-wrapped; free, priced, refused by the pricing hook, with a bid below or above the
 //! price; chained on an earlier job; with a NIP-40 expiration; dated ahead of the clock),
 //! duplicate deliveries, floods of cheap low-bid requests that roll the job table over, zaps
@@ -26,6 +26,8 @@
 //!   must be equal, byte for byte;
 //! - (f) no task starts for a job whose request has expired, and a payment handed back
 //!   (`Output::Refund`) was a real payment for that job;
+//! - (g) a provider paid by zaps alone never asks its host for an invoice, and its payment
+//!   requests carry none;
 //! - and that the host never errs when it does the right thing, host misuse changes nothing,
 //!   every pending task belongs to a running job, and a paid job is not asked to pay again.
 #![cfg(feature = "test-util")]
@@ -133,6 +135,8 @@ struct Setup {
     policy: PaymentPolicy,
     auto_accept: bool,
     deferred_invoices: bool,
+    /// Paid by zaps alone: no invoice is ever asked for.
+    zaps_only: bool,
     max_live_jobs: usize,
     rate_limit: Option<u32>,
     /// Where the twin is forked from a snapshot (past the end: no twin).
@@ -154,6 +158,7 @@ fn setup(pruning: bool, save_when_dirty: bool) -> impl Strategy<Value = Setup> {
         ],
         prop::bool::weighted(0.8),
         any::<bool>(),
+        prop::bool::weighted(0.2),
         2usize..12,
         prop::option::weighted(0.3, 1u32..4),
         0usize..30,
@@ -164,6 +169,7 @@ fn setup(pruning: bool, save_when_dirty: bool) -> impl Strategy<Value = Setup> {
                 policy,
                 auto_accept,
                 deferred_invoices,
+                zaps_only,
                 max_live_jobs,
                 rate_limit,
                 cut,
@@ -173,6 +179,7 @@ fn setup(pruning: bool, save_when_dirty: bool) -> impl Strategy<Value = Setup> {
                     policy,
                     auto_accept,
                     deferred_invoices,
+                    zaps_only,
                     max_live_jobs,
                     rate_limit,
                     cut,
@@ -262,6 +269,7 @@ fn network(s: &Setup) -> Network {
     let mut net = builder.build(move |mut config| {
         config.payment = s.policy;
         config.auto_accept = s.auto_accept;
+        config.zaps_only = s.zaps_only;
         config.success_feedback = true;
         config.admission = Admission {
             max_live_jobs: s.max_live_jobs,
@@ -732,6 +740,14 @@ fn check_run(setup: &Setup, actions: &[Action]) -> Result<(), TestCaseError> {
                         ctx()
                     );
                 }
+                Output::RequestInvoice { job, .. } => {
+                    prop_assert!(
+                        !setup.zaps_only,
+                        "(g) an invoice asked for {} by a zaps-only provider at {}",
+                        job,
+                        ctx()
+                    );
+                }
                 Output::Refund(refund) => {
                     prop_assert!(
                         m.paid.contains(&refund.job) && refund.amount_msat > 0,
@@ -789,6 +805,12 @@ fn check_run(setup: &Setup, actions: &[Action]) -> Result<(), TestCaseError> {
                     }
                 }
                 Some(SimReply::Feedback(f)) if f.status == FeedbackStatus::PaymentRequired => {
+                    prop_assert!(
+                        !setup.zaps_only || f.amount.as_ref().is_some_and(|a| a.bolt11.is_none()),
+                        "(g) a zaps-only payment request with an invoice: {:?} at {}",
+                        f.amount,
+                        ctx()
+                    );
                     let was = m.paid_in.get(&f.request_id).copied().unwrap_or("-");
                     prop_assert!(
                         exempt_from_paid_once(was) || !m.paid.contains(&f.request_id),

@@ -1,7 +1,7 @@
 //! A `Provider` driven by an arbitrary sequence of inputs over the simulated network.
 //!
 //! Each input picks a configuration (payment policy, automatic acceptance, deferred invoices,
-//! live-job cap, rate limit, and whether jobs are pruned: short retention, a job table of 6)
+//! paid by zaps alone or not, live-job cap, rate limit, and whether jobs are pruned: short retention, a job table of 6)
 //! and up to 48 actions: real requests (plain, NIP-44, NIP-04 or gift-wrapped; free, priced,
 //! refused; with bids, job inputs and expirations; dated ahead of the clock), floods of cheap
 //! low-bid requests that roll the job table over, zaps (valid, overpaid, underpaid, forged by
@@ -50,6 +50,7 @@ struct Input {
     policy: u8,
     auto_accept: bool,
     deferred_invoices: bool,
+    zaps_only: bool,
     max_live_jobs: u8,
     rate_limit: Option<u8>,
     pruning: bool,
@@ -156,6 +157,7 @@ fn network(input: &Input) -> Network {
         _ => PaymentPolicy::PartialThenPay,
     };
     let auto_accept = input.auto_accept;
+    let zaps_only = input.zaps_only;
     let max_live_jobs = usize::from(input.max_live_jobs % 16) + 1;
     let rate_limit = input.rate_limit.map(|r| RateLimit {
         max_requests: u32::from(r % 8) + 1,
@@ -165,6 +167,7 @@ fn network(input: &Input) -> Network {
     let mut net = builder.build(move |mut config| {
         config.payment = policy;
         config.auto_accept = auto_accept;
+        config.zaps_only = zaps_only;
         config.success_feedback = true;
         config.admission = Admission {
             max_live_jobs,

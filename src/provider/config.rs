@@ -142,6 +142,13 @@ pub struct ProviderConfig {
     pub zappers: Vec<PublicKey>,
     /// The provider's LNURL (bech32), checked against zap requests when set.
     pub lnurl: Option<String>,
+    /// Priced jobs are paid by zaps alone: the host is asked for no invoice (no
+    /// [`Output::RequestInvoice`](super::Output::RequestInvoice)), and `payment-required`
+    /// carries the amount without one (NIP-90 makes the invoice optional), for the customer
+    /// to zap. For a provider whose only way to be paid is its lightning address; it needs
+    /// [`zappers`](Self::zappers), or nobody can pay. Default `false`: every payment request
+    /// carries an invoice from the host's backend, and zaps pay too when zappers are trusted.
+    pub zaps_only: bool,
     /// The Lightning network invoices must be on.
     pub network: Currency,
     /// Accept receipts whose invoice has no matching description hash (NIP-57 SHOULD).
@@ -235,6 +242,7 @@ impl ProviderConfig {
             payment: PaymentPolicy::PayFirst,
             zappers: Vec::new(),
             lnurl: None,
+            zaps_only: false,
             network: Currency::Bitcoin,
             lenient_description_hash: false,
             lenient_receipt_tags: false,
@@ -320,6 +328,7 @@ impl core::fmt::Debug for ProviderConfig {
             .field("kinds", &self.kinds)
             .field("payment", &self.payment)
             .field("zappers", &self.zappers)
+            .field("zaps_only", &self.zaps_only)
             .field("admission", &self.admission)
             .field("seed", &self.seed)
             .finish_non_exhaustive()

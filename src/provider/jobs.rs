@@ -79,7 +79,7 @@ impl Provider {
                 JobState::Invoicing,
                 Some(self.config.invoice_timeout_secs),
             );
-            self.push_invoice_request(id, price);
+            self.ask_invoice(now, id, price);
         } else {
             self.start_task(now, id);
         }
@@ -206,7 +206,7 @@ impl Provider {
             Some(self.config.invoice_timeout_secs),
         );
         if self.take_invoice_slot(now) {
-            self.push_invoice_request(id, price);
+            self.ask_invoice(now, id, price);
         } else {
             self.no_invoice(
                 now,

@@ -180,11 +180,11 @@ struct HeldResult {
     sample: Option<String>,
 }
 
-/// The invoice of a priced job and the feedback that asked for it.
+/// How a priced job asked to be paid: its invoice and payment hash (none when the provider
+/// is paid by zaps alone), and the feedback that asked.
 #[derive(Debug, Clone)]
 struct JobInvoice {
-    bolt11: String,
-    payment_hash: [u8; 32],
+    invoice: Option<(String, [u8; 32])>,
     feedback: Option<EventId>,
 }
 
@@ -207,11 +207,13 @@ impl Job {
     }
 
     fn bolt11(&self) -> Option<&str> {
-        self.invoice.as_ref().map(|i| i.bolt11.as_str())
+        let (bolt11, _) = self.invoice.as_ref()?.invoice.as_ref()?;
+        Some(bolt11)
     }
 
     fn payment_hash(&self) -> Option<[u8; 32]> {
-        self.invoice.as_ref().map(|i| i.payment_hash)
+        let (_, hash) = self.invoice.as_ref()?.invoice.as_ref()?;
+        Some(*hash)
     }
 
     fn payment_feedback(&self) -> Option<EventId> {
@@ -489,8 +491,8 @@ impl Provider {
                 job.state,
                 JobState::AwaitingPayment | JobState::AwaitingPaymentForResult
             );
-            let invoice = job.invoice.as_ref()?;
-            awaiting.then(|| (job.id(), invoice.bolt11.as_str(), invoice.payment_hash))
+            let (bolt11, hash) = job.invoice.as_ref()?.invoice.as_ref()?;
+            awaiting.then(|| (job.id(), bolt11.as_str(), *hash))
         })
     }
 
@@ -772,7 +774,7 @@ impl Provider {
                 }
                 JobState::Invoicing | JobState::InvoicingResult => {
                     let price = job.price_msat;
-                    self.push_invoice_request(id, price);
+                    self.ask_invoice(now, id, price);
                 }
                 JobState::WaitingForInputs => {}
                 _ => {}

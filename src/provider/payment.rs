@@ -55,21 +55,55 @@ impl Provider {
                 return Err(Error::InvalidInvoice { job, reason });
             }
         };
-        let price = self.jobs.get(&job).map(|j| j.price_msat).unwrap_or(0);
         if let Some(j) = self.jobs.get_mut(&job) {
             let feedback = j.payment_feedback();
             j.invoice = Some(Box::new(JobInvoice {
-                bolt11,
-                payment_hash,
+                invoice: Some((bolt11, payment_hash)),
                 feedback,
             }));
         }
         self.dirty = true;
+        self.payment_ready(now, job, for_result, Some(expires_at))
+    }
+
+    /// Asks for the invoice of a job just put in `Invoicing` (or `InvoicingResult`) for
+    /// `amount_msat`: from the host's backend ([`Output::RequestInvoice`]), or, when the
+    /// provider is paid by zaps alone ([`ProviderConfig::zaps_only`](super::ProviderConfig)),
+    /// nowhere: the payment request goes out at once, with the amount and no invoice.
+    pub(super) fn ask_invoice(&mut self, now: Timestamp, id: EventId, amount_msat: u64) {
+        if !self.config.zaps_only {
+            self.push_invoice_request(id, amount_msat);
+            return;
+        }
+        let for_result = match self.jobs.get(&id).map(|j| &j.state) {
+            Some(JobState::Invoicing) => false,
+            Some(JobState::InvoicingResult) => true,
+            _ => return,
+        };
+        if let Err(e) = self.payment_ready(now, id, for_result, None) {
+            // The payment request could not be built: the job cannot be paid.
+            self.invoice_failed(now, id, for_result, e.to_string());
+        }
+    }
+
+    /// Asks for payment once the job's invoice is there (or, paid by zaps alone, without
+    /// one), or ends the job if it was paid meanwhile. `expires_at`: the invoice's expiry.
+    fn payment_ready(
+        &mut self,
+        now: Timestamp,
+        job: EventId,
+        for_result: bool,
+        expires_at: Option<u64>,
+    ) -> Result<(), Error> {
+        let price = self.jobs.get(&job).map(|j| j.price_msat).unwrap_or(0);
         // The window closes at the invoice's expiry when that comes first.
-        let window = self
-            .config
-            .payment_window_secs
-            .min(expires_at.saturating_sub(now.as_secs()));
+        let window = match expires_at {
+            Some(at) => self
+                .config
+                .payment_window_secs
+                .min(at.saturating_sub(now.as_secs())),
+            None => self.config.payment_window_secs,
+        };
         let paid = self.ledger.paid_job(&job);
         let holds_result = self.jobs.get(&job).is_some_and(|j| j.held.is_some());
         if !for_result {
@@ -111,8 +145,17 @@ impl Provider {
     ) -> Result<(), Error> {
         let fid =
             self.send_feedback(now, job, FeedbackStatus::PaymentRequired, None, None, true)?;
-        if let Some(invoice) = self.jobs.get_mut(&job).and_then(|j| j.invoice.as_mut()) {
-            invoice.feedback = Some(fid);
+        if let Some(j) = self.jobs.get_mut(&job) {
+            match j.invoice.as_mut() {
+                Some(invoice) => invoice.feedback = Some(fid),
+                // Paid by zaps alone: no invoice, only the feedback to zap.
+                None => {
+                    j.invoice = Some(Box::new(JobInvoice {
+                        invoice: None,
+                        feedback: Some(fid),
+                    }))
+                }
+            }
         }
         self.bindings.insert(fid, job);
         self.notify(Notification::PaymentRequired {

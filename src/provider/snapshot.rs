@@ -220,11 +220,15 @@ impl Provider {
                     reply: saved.reply,
                     state: saved.state,
                     price_msat: saved.price_msat,
-                    invoice: match (saved.bolt11, saved.payment_hash) {
-                        (Some(bolt11), Some(payment_hash)) => Some(Box::new(super::JobInvoice {
-                            bolt11,
-                            payment_hash,
-                            feedback: saved.payment_feedback,
+                    invoice: match (saved.bolt11, saved.payment_hash, saved.payment_feedback) {
+                        (Some(bolt11), Some(hash), feedback) => Some(Box::new(super::JobInvoice {
+                            invoice: Some((bolt11, hash)),
+                            feedback,
+                        })),
+                        // Asked to be paid by a zap, with no invoice.
+                        (None, None, Some(fid)) => Some(Box::new(super::JobInvoice {
+                            invoice: None,
+                            feedback: Some(fid),
                         })),
                         _ => None,
                     },
