@@ -573,3 +573,74 @@ async fn a_provider_without_a_zappable_address_is_not_zapped() {
     customer.disconnect().await;
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_provider_run_from_its_lightning_address_alone_is_paid_by_zaps() {
+    let (lnbits, earner, payer) = wallets().await;
+    let (_relay, url) = relay().await;
+    // Core LNbits has no NIP-57: this zapper, run by the test, stands in for a wallet's zap
+    // service; its invoices are LNbits invoices to the provider's wallet.
+    let zapper = LnbitsZapper::start(lnbits, earner.clone()).await;
+    let lnurl = LnurlClient::new().unwrap().allow_insecure_http();
+    let provider = PaidProvider::new();
+    // No Lightning backend: the address is all the runtime is told.
+    let config = ProviderConfig::new([Kind::from(KIND)])
+        .relays([url.clone()])
+        .pricing(FixedPrice(PRICE_MSAT));
+    let runtime = ProviderRuntime::new(provider.keys.clone(), config)
+        .task(Arc::new(CountingShout(provider.runs.clone())))
+        .lightning_address(zapper.address.clone(), lnurl.clone());
+    let running = Running::start(runtime);
+    publish_profile(&url, &provider.keys, &zapper.address).await;
+
+    let mut customer = paying_customer(&url, lnbits, &payer, None).await;
+    customer.set_lnurl(lnurl);
+    let job = submit(&mut customer, &provider.keys).await;
+    let (provider_pk, invoice) = customer_output(&mut customer, |o| match o {
+        Output::Notify(CustomerNote::PaymentRequested {
+            provider, bolt11, ..
+        }) => Some((provider, bolt11)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(invoice, None, "paid by zaps alone: no invoice");
+    customer.zap(job, provider_pk).await.expect("zappable");
+    assert_eq!(result_content(&mut customer, job).await, "PAY ME");
+    paid_and_run_once(lnbits, (&earner, &payer), &provider, customer, job).await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_lightning_address_that_takes_no_zaps_stops_the_provider_at_start() {
+    let (lnbits, earner, _) = wallets().await;
+    let (_relay, url) = relay().await;
+    let name = earner.lightning_name.clone().expect("a lightning address");
+    let address = lnbits.address(&name);
+    let config = ProviderConfig::new([Kind::from(KIND)])
+        .relays([url])
+        .pricing(FixedPrice(PRICE_MSAT));
+    let lnurl = LnurlClient::new().unwrap().allow_insecure_http();
+    let runtime = ProviderRuntime::new(Keys::generate(), config).lightning_address(&address, lnurl);
+    let ran = tokio::time::timeout(WAIT, runtime.run(std::future::pending()))
+        .await
+        .expect("refused at once");
+    match ran {
+        Err(RuntimeError::LightningAddress { address: a, reason }) => {
+            assert_eq!(a, address);
+            assert!(reason.contains("allowsNostr"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without the plain-http opt-in the address is read over https, which this server does
+    // not speak: refused too.
+    let config = ProviderConfig::new([Kind::from(KIND)]);
+    let runtime = ProviderRuntime::new(Keys::generate(), config)
+        .lightning_address(&address, LnurlClient::new().unwrap());
+    let ran = tokio::time::timeout(WAIT, runtime.run(std::future::pending()))
+        .await
+        .expect("refused at once");
+    assert!(
+        matches!(ran, Err(RuntimeError::LightningAddress { .. })),
+        "{ran:?}"
+    );
+}

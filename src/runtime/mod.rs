@@ -156,6 +156,16 @@ pub enum RuntimeError {
         /// Why.
         reason: String,
     },
+    /// The provider's lightning address cannot pay it by zaps
+    /// ([`ProviderRuntime::lightning_address`]): it could not be read, or its LNURL-pay
+    /// service does not take zaps. The provider did not start.
+    #[error("lightning address {address}: {reason}")]
+    LightningAddress {
+        /// The address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
     /// No relay took a submitted job request.
     #[error("no relay took the request of job {job}: {reason}")]
     NotPublished {

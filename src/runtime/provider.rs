@@ -94,6 +94,11 @@ pub struct ProviderRuntime {
     request_relays: RequestRelays,
     settlements_tx: mpsc::Sender<(EventId, PaymentProof)>,
     settlements_rx: mpsc::Receiver<(EventId, PaymentProof)>,
+    /// Whether a Lightning backend was set ([`lightning`](Self::lightning)).
+    has_backend: bool,
+    /// The lightning address whose zaps pay, resolved when `run` starts.
+    #[cfg(feature = "lnurl")]
+    lightning_address: Option<(String, super::LnurlClient)>,
 }
 
 /// What the spawned work reports back to the loop.
@@ -134,6 +139,9 @@ impl ProviderRuntime {
             request_relays: RequestRelays::default(),
             settlements_tx,
             settlements_rx,
+            has_backend: false,
+            #[cfg(feature = "lnurl")]
+            lightning_address: None,
         }
     }
 
@@ -146,12 +154,36 @@ impl ProviderRuntime {
     /// Sets the Lightning backend that issues invoices and reports settlements.
     pub fn lightning(mut self, backend: impl LightningBackend + 'static) -> Self {
         self.backend = Arc::new(backend);
+        self.has_backend = true;
         self
     }
 
     /// Sets the Lightning backend, shared.
     pub fn lightning_shared(mut self, backend: Arc<dyn LightningBackend>) -> Self {
         self.backend = backend;
+        self.has_backend = true;
+        self
+    }
+
+    /// Takes NIP-57 zaps to the lightning address `address` (`name@domain`, feature
+    /// `lnurl`): when [`run`](Self::run) starts, it reads the address's LNURL-pay service
+    /// through `lnurl`, and refuses to start
+    /// ([`RuntimeError::LightningAddress`](super::RuntimeError::LightningAddress)) unless
+    /// the service takes zaps; then it trusts only the service's `nostrPubkey` as zapper and
+    /// its LNURL in zap requests ([`ProviderConfig::zaps_via`]), and names the address
+    /// (`lud16`) in the announcement. Without a [`lightning`](Self::lightning) backend the
+    /// provider is paid by zaps alone ([`ProviderConfig::zaps_only`]): its payment requests
+    /// carry the amount and no invoice.
+    ///
+    /// Customers find the address in the provider's profile (kind 0, NIP-57): publish one
+    /// naming it (`lud16`) with the provider's keys.
+    #[cfg(feature = "lnurl")]
+    pub fn lightning_address(
+        mut self,
+        address: impl Into<String>,
+        lnurl: super::LnurlClient,
+    ) -> Self {
+        self.lightning_address = Some((address.into(), lnurl));
         self
     }
 
@@ -245,7 +277,19 @@ impl ProviderRuntime {
             request_relays,
             settlements_tx,
             mut settlements_rx,
+            has_backend,
+            #[cfg(feature = "lnurl")]
+            lightning_address,
         } = self;
+        #[cfg(feature = "lnurl")]
+        let config = match lightning_address {
+            Some((address, lnurl)) => {
+                zaps_to_address(config, &address, &lnurl, has_backend).await?
+            }
+            None => config,
+        };
+        #[cfg(not(feature = "lnurl"))]
+        let _ = has_backend;
 
         let client = Client::default();
         for relay in &config.relays {
@@ -929,6 +973,31 @@ impl RelayWorker {
         }
         entry.at = entry.at.min(at);
     }
+}
+
+/// `config` taking the zaps of the lightning address `address`, read through `lnurl`.
+#[cfg(feature = "lnurl")]
+async fn zaps_to_address(
+    config: ProviderConfig,
+    address: &str,
+    lnurl: &super::LnurlClient,
+    has_backend: bool,
+) -> Result<ProviderConfig, RuntimeError> {
+    let refused = |reason: String| RuntimeError::LightningAddress {
+        address: address.to_owned(),
+        reason,
+    };
+    let pay = lnurl
+        .resolve_address(address)
+        .await
+        .map_err(|e| refused(e.to_string()))?;
+    let mut config = config.zaps_via(&pay).map_err(|e| refused(e.to_string()))?;
+    config.zaps_only = !has_backend;
+    if let Some(metadata) = config.announcement.as_mut() {
+        metadata.lud16 = Some(address.to_owned());
+    }
+    tracing::info!(address, zapper = ?pay.nostr_pubkey, "takes zaps to its lightning address");
+    Ok(config)
 }
 
 #[cfg(test)]
