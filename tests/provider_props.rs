@@ -2,7 +2,7 @@
 //! the simulated network (real signed events, real BOLT11 invoices, real zap receipts).
 //!
 //! Each case picks a configuration (payment policy, automatic acceptance, deferred invoices,
-//! paid by zaps alone or not, admission limits) and a sequence of up to 30 actions: new requests (plain, NIP-44, NIP-04
+//! paid by zaps alone or not, persisted by snapshots or by updates, admission limits) and a sequence of up to 30 actions: new requests (plain, NIP-44, NIP-04
 //! or gift-wrapped; free, priced, refused by the pricing hook, with a bid below or above the
 //! price; chained on an earlier job; with a NIP-40 expiration; dated ahead of the clock),
 //! duplicate deliveries, floods of cheap low-bid requests that roll the job table over, zaps
@@ -22,8 +22,9 @@
 //!   that took effect (a known request, a recorded receipt, a deletion), produces nothing but
 //!   notifications;
 //! - (e) snapshot/restore changes nothing: at a random cut the whole world is forked with its
-//!   provider restored from a JSON snapshot, both get the same later inputs, and their outputs
-//!   must be equal, byte for byte;
+//!   provider restored from a JSON snapshot (or, persisting by updates, from the records the
+//!   host stored: a change an update missed makes the twin differ), both get the same later
+//!   inputs, and their outputs must be equal, byte for byte;
 //! - (f) no task starts for a job whose request has expired, and a payment handed back
 //!   (`Output::Refund`) was a real payment for that job;
 //! - (g) a provider paid by zaps alone never asks its host for an invoice, and its payment
@@ -137,6 +138,9 @@ struct Setup {
     deferred_invoices: bool,
     /// Paid by zaps alone: no invoice is ever asked for.
     zaps_only: bool,
+    /// The host persists by updates (acknowledged at once); restarts, crashes and twins
+    /// restore from the records.
+    updates: bool,
     max_live_jobs: usize,
     rate_limit: Option<u32>,
     /// Where the twin is forked from a snapshot (past the end: no twin).
@@ -158,7 +162,7 @@ fn setup(pruning: bool, save_when_dirty: bool) -> impl Strategy<Value = Setup> {
         ],
         prop::bool::weighted(0.8),
         any::<bool>(),
-        prop::bool::weighted(0.2),
+        (prop::bool::weighted(0.2), prop::bool::weighted(0.4)),
         2usize..12,
         prop::option::weighted(0.3, 1u32..4),
         0usize..30,
@@ -169,7 +173,7 @@ fn setup(pruning: bool, save_when_dirty: bool) -> impl Strategy<Value = Setup> {
                 policy,
                 auto_accept,
                 deferred_invoices,
-                zaps_only,
+                (zaps_only, updates),
                 max_live_jobs,
                 rate_limit,
                 cut,
@@ -180,6 +184,7 @@ fn setup(pruning: bool, save_when_dirty: bool) -> impl Strategy<Value = Setup> {
                     auto_accept,
                     deferred_invoices,
                     zaps_only,
+                    updates,
                     max_live_jobs,
                     rate_limit,
                     cut,
@@ -264,6 +269,9 @@ fn network(s: &Setup) -> Network {
         });
     if s.deferred_invoices {
         builder = builder.invoices(InvoiceMode::Deferred);
+    }
+    if s.updates {
+        builder = builder.updates();
     }
     let s = s.clone();
     let mut net = builder.build(move |mut config| {

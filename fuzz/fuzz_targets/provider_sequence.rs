@@ -1,7 +1,8 @@
 //! A `Provider` driven by an arbitrary sequence of inputs over the simulated network.
 //!
 //! Each input picks a configuration (payment policy, automatic acceptance, deferred invoices,
-//! paid by zaps alone or not, live-job cap, rate limit, and whether jobs are pruned: short retention, a job table of 6)
+//! paid by zaps alone or not, persisted by snapshots or by updates, live-job cap, rate
+//! limit, and whether jobs are pruned: short retention, a job table of 6)
 //! and up to 48 actions: real requests (plain, NIP-44, NIP-04 or gift-wrapped; free, priced,
 //! refused; with bids, job inputs and expirations; dated ahead of the clock), floods of cheap
 //! low-bid requests that roll the job table over, zaps (valid, overpaid, underpaid, forged by
@@ -51,6 +52,7 @@ struct Input {
     auto_accept: bool,
     deferred_invoices: bool,
     zaps_only: bool,
+    updates: bool,
     max_live_jobs: u8,
     rate_limit: Option<u8>,
     pruning: bool,
@@ -150,6 +152,9 @@ fn network(input: &Input) -> Network {
         });
     if input.deferred_invoices {
         builder = builder.invoices(InvoiceMode::Deferred);
+    }
+    if input.updates {
+        builder = builder.updates();
     }
     let policy = match input.policy % 3 {
         0 => PaymentPolicy::PayFirst,

@@ -299,6 +299,7 @@ impl Provider {
             wake: None,
         };
         self.jobs.insert(id, Box::new(job));
+        self.changes.job(id);
         self.count_rate(now, author);
         self.live += 1;
         self.schedule(id);
@@ -359,8 +360,7 @@ impl Provider {
                 );
             }
             quote => {
-                if let (Quote::Price { amount_msat }, Some(job)) = (&quote, self.jobs.get_mut(&id))
-                {
+                if let (Quote::Price { amount_msat }, Some(job)) = (&quote, self.job_mut(&id)) {
                     job.price_msat = *amount_msat;
                 }
                 if self.config.auto_accept {
@@ -505,6 +505,7 @@ impl Provider {
 
     pub(super) fn forget_job(&mut self, now: Timestamp, id: &EventId) {
         if let Some(job) = self.jobs.remove(id) {
+            self.changes.job(*id);
             if let Some(fid) = job.payment_feedback() {
                 self.bindings.remove(&fid);
             }
@@ -547,6 +548,7 @@ impl Provider {
             self.forgotten.remove(&(old, id));
         }
         self.forgotten.insert((stale_at, id));
+        self.changes.job(id);
     }
 
     /// Drops the remembered ids whose requests are stale at `now`; whether any went.
@@ -558,6 +560,7 @@ impl Provider {
             }
             self.forgotten.remove(&(t, id));
             self.forgotten_set.remove(&id);
+            self.changes.job(id);
             any = true;
         }
         any

@@ -77,7 +77,7 @@ impl Provider {
                 continue;
             }
             let ready = {
-                let Some(job) = self.jobs.get_mut(&id) else {
+                let Some(job) = self.job_mut(&id) else {
                     continue;
                 };
                 let Some(chain) = job.chain.as_mut() else {

@@ -178,7 +178,7 @@ impl Provider {
         }
         match self.config.payment {
             PaymentPolicy::PartialThenPay => {
-                if let Some(job) = self.jobs.get_mut(&id) {
+                if let Some(job) = self.job_mut(&id) {
                     job.held = Some(Box::new(HeldResult {
                         event,
                         sample: output.sample,
@@ -193,7 +193,7 @@ impl Provider {
                     event,
                 }));
                 self.bindings.insert(seen_id, id);
-                if let Some(job) = self.jobs.get_mut(&id) {
+                if let Some(job) = self.job_mut(&id) {
                     job.result_id = Some(Box::new(seen_id));
                 }
                 self.notify(Notification::JobCompleted { job: id });
@@ -219,7 +219,7 @@ impl Provider {
 
     /// Releases the held result of a partial-then-pay job that was just paid.
     pub(super) fn release_held(&mut self, now: Timestamp, id: EventId) {
-        match self.jobs.get_mut(&id).and_then(|j| j.held.take()) {
+        match self.job_mut(&id).and_then(|j| j.held.take()) {
             Some(held) => self.deliver(now, id, held.event, true),
             None => self.fail(now, id, "the result was lost".into()),
         }
@@ -266,7 +266,7 @@ impl Provider {
         state: JobState,
         timeout_secs: Option<u64>,
     ) {
-        if let Some(job) = self.jobs.get_mut(&id) {
+        if let Some(job) = self.job_mut(&id) {
             if job.state.is_terminal() {
                 return;
             }
@@ -288,6 +288,7 @@ impl Provider {
     /// Puts a job in the timer index at its next wake-up (or takes it out).
     pub(super) fn schedule(&mut self, id: EventId) {
         let retention = self.config.retention_secs;
+        // The wake-up is not part of the record: no change to persist.
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
@@ -316,7 +317,7 @@ impl Provider {
 
     /// Ends a job in a terminal state and drops what it no longer needs.
     pub(super) fn finish(&mut self, now: Timestamp, id: EventId, state: JobState) {
-        let Some(job) = self.jobs.get_mut(&id) else {
+        let Some(job) = self.job_mut(&id) else {
             return;
         };
         if job.state.is_terminal() {

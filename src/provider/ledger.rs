@@ -22,21 +22,23 @@ pub struct ReplayLedger {
     receipts: HashMap<EventId, Timestamp>,
     payment_hashes: HashMap<[u8; 32], Timestamp>,
     /// Every spent entry by expiry, for O(log n) expiry.
-    by_expiry: BTreeSet<(Timestamp, Spent)>,
+    by_expiry: BTreeSet<(Timestamp, SpentKey)>,
     /// The payments of the jobs still in the table.
     paid: BTreeMap<EventId, Vec<Entry>>,
 }
 
-/// One spent key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-enum Spent {
+/// One key of the replay ledger: a zap receipt id or a payment hash that has paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum SpentKey {
+    /// A zap receipt's event id.
     Receipt(EventId),
+    /// A Lightning payment hash.
     PaymentHash([u8; 32]),
 }
 
 /// One payment the ledger records for a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Entry {
+pub(super) struct Entry {
     receipt: Option<EventId>,
     payment_hash: [u8; 32],
 }
@@ -44,18 +46,13 @@ struct Entry {
 /// The ledger as it is saved: the spent entries with their expiry, and the jobs' payments.
 #[derive(Serialize, Deserialize)]
 struct SavedLedger {
-    spent: Vec<(Spent, Timestamp)>,
+    spent: Vec<(SpentKey, Timestamp)>,
     paid: Vec<(EventId, Vec<Entry>)>,
 }
 
 impl From<SavedLedger> for ReplayLedger {
     fn from(saved: SavedLedger) -> Self {
-        let mut ledger = ReplayLedger::default();
-        for (key, expires) in saved.spent {
-            ledger.insert(key, expires);
-        }
-        ledger.paid = saved.paid.into_iter().collect();
-        ledger
+        ReplayLedger::from_parts(saved.spent, saved.paid)
     }
 }
 
@@ -80,10 +77,10 @@ impl ReplayLedger {
         self.receipts.contains_key(receipt)
     }
 
-    fn insert(&mut self, key: Spent, expires: Timestamp) {
+    fn insert(&mut self, key: SpentKey, expires: Timestamp) {
         let previous = match key {
-            Spent::Receipt(id) => self.receipts.insert(id, expires),
-            Spent::PaymentHash(hash) => self.payment_hashes.insert(hash, expires),
+            SpentKey::Receipt(id) => self.receipts.insert(id, expires),
+            SpentKey::PaymentHash(hash) => self.payment_hashes.insert(hash, expires),
         };
         if let Some(t) = previous {
             self.by_expiry.remove(&(t, key));
@@ -103,8 +100,8 @@ impl ReplayLedger {
         if self.seen(Some(&receipt), &payment_hash) {
             return false;
         }
-        self.insert(Spent::Receipt(receipt), expires);
-        self.insert(Spent::PaymentHash(payment_hash), expires);
+        self.insert(SpentKey::Receipt(receipt), expires);
+        self.insert(SpentKey::PaymentHash(payment_hash), expires);
         self.paid.entry(job).or_default().push(Entry {
             receipt: Some(receipt),
             payment_hash,
@@ -123,7 +120,7 @@ impl ReplayLedger {
         if self.seen(None, &payment_hash) {
             return false;
         }
-        self.insert(Spent::PaymentHash(payment_hash), expires);
+        self.insert(SpentKey::PaymentHash(payment_hash), expires);
         self.paid.entry(job).or_default().push(Entry {
             receipt: None,
             payment_hash,
@@ -160,19 +157,72 @@ impl ReplayLedger {
 
     /// Drops the spent entries whose expiry is at or before `now`; returns how many.
     pub fn expire(&mut self, now: Timestamp) -> usize {
-        let mut dropped = 0;
+        self.expire_keys(now).len()
+    }
+
+    /// Drops the spent entries whose expiry is at or before `now`; returns their keys.
+    pub(super) fn expire_keys(&mut self, now: Timestamp) -> Vec<SpentKey> {
+        let mut dropped = Vec::new();
         while let Some(&(t, key)) = self.by_expiry.first() {
             if t > now {
                 break;
             }
             self.by_expiry.remove(&(t, key));
             match key {
-                Spent::Receipt(id) => self.receipts.remove(&id),
-                Spent::PaymentHash(hash) => self.payment_hashes.remove(&hash),
+                SpentKey::Receipt(id) => self.receipts.remove(&id),
+                SpentKey::PaymentHash(hash) => self.payment_hashes.remove(&hash),
             };
-            dropped += 1;
+            dropped.push(key);
         }
         dropped
+    }
+
+    /// Until when `key` stays spent, if it is.
+    pub fn spent_until(&self, key: &SpentKey) -> Option<Timestamp> {
+        match key {
+            SpentKey::Receipt(id) => self.receipts.get(id).copied(),
+            SpentKey::PaymentHash(hash) => self.payment_hashes.get(hash).copied(),
+        }
+    }
+
+    /// The payments recorded for `job` while it is in the table.
+    pub(super) fn payments_of(&self, job: &EventId) -> Vec<Entry> {
+        self.paid.get(job).cloned().unwrap_or_default()
+    }
+
+    /// Every job's recorded payments.
+    pub(super) fn paid_entries(&self) -> impl Iterator<Item = (EventId, Vec<Entry>)> + '_ {
+        self.paid
+            .iter()
+            .map(|(job, entries)| (*job, entries.clone()))
+    }
+
+    /// Every spent key with its expiry.
+    pub(super) fn spent_entries(&self) -> impl Iterator<Item = (SpentKey, Timestamp)> + '_ {
+        self.by_expiry.iter().map(|(t, key)| (*key, *t))
+    }
+
+    /// A ledger of these spent keys and these jobs' payments.
+    pub(super) fn from_parts(
+        spent: impl IntoIterator<Item = (SpentKey, Timestamp)>,
+        paid: impl IntoIterator<Item = (EventId, Vec<Entry>)>,
+    ) -> Self {
+        let mut ledger = ReplayLedger::default();
+        for (key, expires) in spent {
+            ledger.insert(key, expires);
+        }
+        ledger.paid = paid.into_iter().collect();
+        ledger
+    }
+
+    /// The spent keys of a payment recorded for `job`: its receipt (for a zap) and its
+    /// payment hash.
+    pub(super) fn keys_of(receipt: Option<EventId>, payment_hash: [u8; 32]) -> Vec<SpentKey> {
+        receipt
+            .map(SpentKey::Receipt)
+            .into_iter()
+            .chain([SpentKey::PaymentHash(payment_hash)])
+            .collect()
     }
 }
 

@@ -48,7 +48,10 @@
 //!   sender.
 //! - **Nothing is lost on restart**: [`Provider::snapshot`] captures jobs, ledger, RNG and the
 //!   undrained outbox; [`Provider::restore`] continues from it; [`Provider::resume`] re-issues
-//!   the work that was in flight when the host stopped.
+//!   the work that was in flight when the host stopped. A host with a database persists by
+//!   updates instead ([`Provider::track_updates`], [`persist`]): each
+//!   [`poll_update`](Provider::poll_update) holds only what changed, and outputs wait until
+//!   the update before them is durable, so no relay sees an answer the store does not know.
 //! - **Randomness from the operating system**: every NIP-44 nonce, NIP-04 IV, gift-wrap
 //!   one-time key and timestamp tweak, and every signature's aux data comes from the
 //!   provider's own CSPRNG, seeded as [`ProviderConfig::seed`] says: fresh OS entropy in each
@@ -61,8 +64,10 @@ mod chaining;
 mod config;
 mod jobs;
 mod ledger;
+mod outbox;
 mod output;
 mod payment;
+pub mod persist;
 mod refusals;
 mod replies;
 mod snapshot;
@@ -77,11 +82,12 @@ pub use admission::MAX_SEEN_WRAPS;
 pub use cancellation::{MAX_DELETION_TAGS, MAX_TOMBSTONES};
 pub use chaining::MAX_JOB_INPUTS;
 pub use config::{Admission, Heartbeat, PaymentPolicy, ProviderConfig, RateLimit};
-pub use ledger::ReplayLedger;
+pub use ledger::{ReplayLedger, SpentKey};
 pub use output::{
     Notification, Output, PaymentProof, PaymentVia, RefundDue, RefundReason, RejectReason,
     RelayCommand,
 };
+pub use persist::{JobRecord, RecordSet, StoreChange, StoreUpdate};
 pub use snapshot::ProviderSnapshot;
 
 use crate::job::JobState;
@@ -136,6 +142,9 @@ pub enum Error {
     /// No announcement is configured.
     #[error("no NIP-89 announcement is configured")]
     NoAnnouncement,
+    /// An update id the provider never handed out ([`Provider::handle_persisted`]).
+    #[error("no update {0} was handed out")]
+    UnknownUpdate(u64),
 }
 
 /// How replies reach the customer.
@@ -289,7 +298,9 @@ pub struct Provider {
     rate: HashMap<PublicKey, VecDeque<Timestamp>>,
     /// When empty rate windows were last dropped (see `prune_rate`).
     rate_pruned_at: Option<Timestamp>,
-    outbox: VecDeque<Output>,
+    outbox: outbox::Outbox,
+    /// What changed since the last update, when persisting by updates.
+    changes: persist::Changes,
     next_heartbeat: Option<Timestamp>,
     /// When to publish the announcement again (set by `announce`).
     next_announce: Option<Timestamp>,
@@ -398,7 +409,8 @@ impl Provider {
             tombstones: cancellation::Tombstones::default(),
             rate: HashMap::new(),
             rate_pruned_at: None,
-            outbox: VecDeque::new(),
+            outbox: outbox::Outbox::default(),
+            changes: persist::Changes::default(),
             next_heartbeat,
             next_announce: None,
             deletion_refresh_at: None,
@@ -514,9 +526,24 @@ impl Provider {
     // ---- outputs ------------------------------------------------------------------------
 
     /// The next thing for the host to do. Drain until `None` after every input or command.
+    /// When persisting by updates ([`track_updates`](Self::track_updates)), an output waits
+    /// until the update taken after it is acknowledged
+    /// ([`handle_persisted`](Self::handle_persisted)): `None` until then.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outbox.pop_front()
+        let output = self.outbox.pop_front()?;
+        if self.changes.tracking && persist::kept_in_meta(&output) {
+            // The stored meta still holds it: the next update drops it, so a restart does
+            // not carry it out again.
+            self.dirty = true;
+        }
+        Some(output)
+    }
+
+    /// The job `id`, to change it: recorded as changed for the next update.
+    fn job_mut(&mut self, id: &EventId) -> Option<&mut Job> {
+        self.changes.job(*id);
+        self.jobs.get_mut(id).map(|j| &mut **j)
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next, if anything is scheduled.

@@ -55,7 +55,7 @@ impl Provider {
                 return Err(Error::InvalidInvoice { job, reason });
             }
         };
-        if let Some(j) = self.jobs.get_mut(&job) {
+        if let Some(j) = self.job_mut(&job) {
             let feedback = j.payment_feedback();
             j.invoice = Some(Box::new(JobInvoice {
                 invoice: Some((bolt11, payment_hash)),
@@ -145,7 +145,7 @@ impl Provider {
     ) -> Result<(), Error> {
         let fid =
             self.send_feedback(now, job, FeedbackStatus::PaymentRequired, None, None, true)?;
-        if let Some(j) = self.jobs.get_mut(&job) {
+        if let Some(j) = self.job_mut(&job) {
             match j.invoice.as_mut() {
                 Some(invoice) => invoice.feedback = Some(fid),
                 // Paid by zaps alone: no invoice, only the feedback to zap.
@@ -342,9 +342,9 @@ impl Provider {
     /// [`Output::Refund`] and the customer is told. The handling `now` decides, whether or not
     /// the job's timers have run.
     fn accept_payment(&mut self, now: Timestamp, id: EventId, payment: Payment) {
-        let Some(job) = self.jobs.get(&id) else {
+        if !self.jobs.contains_key(&id) {
             return;
-        };
+        }
         let already_paid = self.ledger.paid_job(&id);
         let expires = self.spent_until(now, id);
         let fresh = match payment.via {
@@ -361,7 +361,20 @@ impl Provider {
             });
             return;
         }
+        let receipt = match payment.via {
+            PaymentVia::Zap { receipt } => Some(receipt),
+            PaymentVia::Wallet => None,
+        };
+        self.changes.spent(super::ledger::ReplayLedger::keys_of(
+            receipt,
+            payment.payment_hash,
+        ));
+        // The job record carries its payments.
+        self.changes.job(id);
         self.dirty = true;
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
         let priced = job.price_msat > 0;
         let state = job.state.clone();
         let window_closed = matches!(
@@ -398,7 +411,7 @@ impl Provider {
             JobState::AwaitingPayment | JobState::Invoicing => self.start_task(now, id),
             JobState::AwaitingPaymentForResult => self.release_held(now, id),
             JobState::Delivered { paid: false } => {
-                if let Some(job) = self.jobs.get_mut(&id) {
+                if let Some(job) = self.job_mut(&id) {
                     // Retention still counts from delivery.
                     job.state = JobState::Delivered { paid: true };
                 }

@@ -71,8 +71,8 @@ impl ProviderSnapshot {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct SavedJob {
-    request: Event,
+pub(super) struct SavedJob {
+    pub(super) request: Event,
     unsigned: bool,
     reply: Reply,
     state: JobState,
@@ -110,29 +110,18 @@ impl Provider {
     /// The provider's whole state. Clears [`needs_persistence`](Self::needs_persistence).
     pub fn snapshot(&mut self) -> ProviderSnapshot {
         self.dirty = false;
-        let mut jobs: Vec<SavedJob> = self
-            .jobs
-            .values()
-            .map(|j| SavedJob {
-                request: j.request.event.clone(),
-                unsigned: j.request.unsigned,
-                reply: j.reply,
-                state: j.state.clone(),
-                price_msat: j.price_msat,
-                bolt11: j.bolt11().map(str::to_owned),
-                payment_hash: j.payment_hash(),
-                payment_feedback: j.payment_feedback(),
-                held_result: j.held.as_ref().map(|h| h.event.clone()),
-                sample: j.held.as_ref().and_then(|h| h.sample.clone()),
-                result_id: j.result_id.as_deref().copied(),
-                waiting_for: j.waiting_for().to_vec(),
-                resolved: j.resolved().to_vec(),
-                deadline: j.deadline,
-                updated_at: j.updated_at,
-                seq: j.seq,
-            })
-            .collect();
+        let mut jobs: Vec<SavedJob> = self.jobs.values().map(|j| save_job(j)).collect();
         jobs.sort_by_key(|j| j.seq);
+        let mut snapshot = self.snapshot_meta(|_| true);
+        snapshot.jobs = jobs;
+        snapshot.ledger = self.ledger.clone();
+        snapshot.forgotten = self.forgotten.iter().map(|(t, id)| (*id, *t)).collect();
+        snapshot
+    }
+
+    /// Everything but the jobs, the ledger and the forgotten ids (those are records of their
+    /// own in a [`StoreUpdate`](super::StoreUpdate)), with the outputs `keep` keeps.
+    pub(super) fn snapshot_meta(&self, keep: impl Fn(&Output) -> bool) -> ProviderSnapshot {
         let mut rate: Vec<(PublicKey, Vec<Timestamp>)> = self
             .rate
             .iter()
@@ -141,18 +130,23 @@ impl Provider {
         rate.sort_by_key(|(k, _)| *k);
         ProviderSnapshot {
             version: VERSION,
-            jobs,
-            ledger: self.ledger.clone(),
+            jobs: Vec::new(),
+            ledger: ReplayLedger::default(),
             rng: self.rng.state(),
             tombstones: self.tombstones.entries().collect(),
             rate,
-            outbox: self.outbox.iter().map(save_output).collect(),
+            outbox: self
+                .outbox
+                .iter()
+                .filter(|o| keep(o))
+                .map(save_output)
+                .collect(),
             next_heartbeat: self.next_heartbeat,
             next_announce: self.next_announce,
             global_rate: self.global_rate.iter().copied().collect(),
             invoice_times: self.invoice_times.iter().copied().collect(),
             deletion_refresh_at: self.deletion_refresh_at,
-            forgotten: self.forgotten.iter().map(|(t, id)| (*id, *t)).collect(),
+            forgotten: Vec::new(),
             seq: self.seq,
             clock: self.clock,
             seen_wraps: self.seen_wraps.ids().copied().collect(),
@@ -292,7 +286,8 @@ impl Provider {
                 .map(|(k, v)| (k, v.into_iter().collect::<VecDeque<_>>()))
                 .collect(),
             rate_pruned_at: None,
-            outbox: VecDeque::new(),
+            outbox: super::outbox::Outbox::default(),
+            changes: super::persist::Changes::default(),
             next_heartbeat: snapshot.next_heartbeat,
             next_announce: snapshot.next_announce,
             deletion_refresh_at: snapshot.deletion_refresh_at,
@@ -361,6 +356,103 @@ impl Provider {
             provider.outbox.push_back(output);
         }
         Ok(provider)
+    }
+}
+
+/// A job as it is saved.
+pub(super) fn save_job(j: &Job) -> SavedJob {
+    SavedJob {
+        request: j.request.event.clone(),
+        unsigned: j.request.unsigned,
+        reply: j.reply,
+        state: j.state.clone(),
+        price_msat: j.price_msat,
+        bolt11: j.bolt11().map(str::to_owned),
+        payment_hash: j.payment_hash(),
+        payment_feedback: j.payment_feedback(),
+        held_result: j.held.as_ref().map(|h| h.event.clone()),
+        sample: j.held.as_ref().and_then(|h| h.sample.clone()),
+        result_id: j.result_id.as_deref().copied(),
+        waiting_for: j.waiting_for().to_vec(),
+        resolved: j.resolved().to_vec(),
+        deadline: j.deadline,
+        updated_at: j.updated_at,
+        seq: j.seq,
+    }
+}
+
+impl SavedJob {
+    pub(super) fn state(&self) -> &JobState {
+        &self.state
+    }
+
+    pub(super) fn updated_at(&self) -> Timestamp {
+        self.updated_at
+    }
+
+    pub(super) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub(super) fn customer(&self) -> PublicKey {
+        self.request.pubkey
+    }
+}
+
+impl ProviderSnapshot {
+    /// A snapshot made of a store's records: `meta` (the [`StoreUpdate::meta`] last written),
+    /// the jobs, the forgotten ids with the moment each may go, and the spent payment keys
+    /// with their expiry. What a store's `load` returns, for [`Provider::restore`].
+    ///
+    /// [`StoreUpdate::meta`]: super::StoreUpdate::meta
+    pub fn assemble(
+        meta: ProviderSnapshot,
+        jobs: impl IntoIterator<Item = super::JobRecord>,
+        forgotten: impl IntoIterator<Item = (EventId, Timestamp)>,
+        spent: impl IntoIterator<Item = (super::SpentKey, Timestamp)>,
+    ) -> ProviderSnapshot {
+        let mut snapshot = meta;
+        let mut paid = Vec::new();
+        let mut saved = Vec::new();
+        for record in jobs {
+            let (job, payments) = record.into_parts();
+            if !payments.is_empty() {
+                paid.push((job.request.id, payments));
+            }
+            saved.push(job);
+        }
+        saved.sort_by_key(|j| j.seq);
+        snapshot.jobs = saved;
+        snapshot.ledger = ReplayLedger::from_parts(spent, paid);
+        snapshot.forgotten = forgotten.into_iter().collect();
+        snapshot
+    }
+
+    /// The snapshot as one update: every job, forgotten id and spent key, and the rest as
+    /// its meta. To move a snapshot (from [`FileStore`](crate::runtime::FileStore), or a
+    /// backup) into an empty store.
+    pub fn into_update(self, id: u64) -> super::StoreUpdate {
+        let mut changes = Vec::new();
+        let mut paid: HashMap<EventId, Vec<super::ledger::Entry>> =
+            self.ledger.paid_entries().collect();
+        let mut snapshot = self;
+        for job in std::mem::take(&mut snapshot.jobs) {
+            let payments = paid.remove(&job.request.id).unwrap_or_default();
+            let record = super::JobRecord::new(job, payments);
+            changes.push(super::StoreChange::Job(Box::new(record)));
+        }
+        for (job, until) in std::mem::take(&mut snapshot.forgotten) {
+            changes.push(super::StoreChange::Forgotten { job, until });
+        }
+        for (key, expires) in snapshot.ledger.spent_entries() {
+            changes.push(super::StoreChange::Spent { key, expires });
+        }
+        snapshot.ledger = ReplayLedger::default();
+        super::StoreUpdate {
+            id,
+            changes,
+            meta: snapshot,
+        }
     }
 }
 

@@ -18,7 +18,7 @@ impl Provider {
                 break;
             }
             self.timers.remove(&(t, seq, id));
-            if let Some(job) = self.jobs.get_mut(&id) {
+            if let Some(job) = self.job_mut(&id) {
                 job.wake = None;
             }
             due.push(id);
@@ -45,7 +45,9 @@ impl Provider {
             }
         }
         self.prune_rate(now);
-        if self.ledger.expire(now) > 0 {
+        let expired = self.ledger.expire_keys(now);
+        if !expired.is_empty() {
+            self.changes.spent(expired);
             self.dirty = true;
         }
         if self.expire_forgotten(now) {

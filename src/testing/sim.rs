@@ -48,7 +48,7 @@ use crate::nip57::ZapRequestBuilder;
 use crate::nip59;
 use crate::nip90::{FeedbackStatus, JobFeedback, JobRequestBuilder, JobResult};
 use crate::provider::{
-    Error as ProviderError, Notification, Output, PaymentProof, Provider, ProviderConfig,
+    Error as ProviderError, Notification, Output, PaymentProof, Provider, ProviderConfig, RecordSet,
 };
 use crate::rng::DvmRng;
 use crate::task::{TaskError, TaskOutput, TaskRequest};
@@ -535,6 +535,7 @@ pub struct NetworkBuilder {
     task: TaskFn,
     task_mode: TaskMode,
     invoice_mode: InvoiceMode,
+    updates: bool,
 }
 
 impl core::fmt::Debug for NetworkBuilder {
@@ -545,6 +546,7 @@ impl core::fmt::Debug for NetworkBuilder {
             .field("kind", &self.kind)
             .field("task_mode", &self.task_mode)
             .field("invoice_mode", &self.invoice_mode)
+            .field("updates", &self.updates)
             .finish_non_exhaustive()
     }
 }
@@ -562,6 +564,7 @@ impl Default for NetworkBuilder {
             }),
             task_mode: TaskMode::Immediate,
             invoice_mode: InvoiceMode::Immediate,
+            updates: false,
         }
     }
 }
@@ -606,6 +609,14 @@ impl NetworkBuilder {
         self
     }
 
+    /// The host persists by updates ([`Provider::track_updates`]): it applies each update to
+    /// a [`RecordSet`] and acknowledges it at once, and restarts, crashes and forks restore
+    /// from those records instead of a snapshot.
+    pub fn updates(mut self) -> Self {
+        self.updates = true;
+        self
+    }
+
     /// Builds the network and starts its provider. `configure` receives the provider's
     /// config with the kind, the network's zapper as the one trusted zapper, the relay's URL
     /// and an RNG seed derived from the network's seed already set, and may change anything.
@@ -629,8 +640,12 @@ impl NetworkBuilder {
                 .relays([SIM_RELAY_URL])
                 .deterministic_seed(provider_seed),
         );
-        let provider = Provider::new(keys.clone(), config.clone(), self.start);
+        let mut provider = Provider::new(keys.clone(), config.clone(), self.start);
+        if self.updates {
+            provider.track_updates();
+        }
         let mut net = Network {
+            records: self.updates.then(RecordSet::default),
             saved: None,
             provider,
             keys,
@@ -717,6 +732,8 @@ pub struct PendingInvoice {
 /// slice it per input.
 pub struct Network {
     provider: Provider,
+    /// What the host stored, when it persists by updates.
+    records: Option<RecordSet>,
     /// The last snapshot `save_if_dirty` took, as JSON.
     saved: Option<String>,
     keys: Keys,
@@ -928,6 +945,16 @@ impl Network {
             self.carry_out(output);
             return true;
         }
+        if let Some(records) = &mut self.records {
+            if let Some(update) = self.provider.poll_update() {
+                records.apply(&update);
+                if let Err(e) = self.provider.handle_persisted(update.id) {
+                    self.host_errors
+                        .push(format!("persisted {}: {e}", update.id));
+                }
+                return true;
+            }
+        }
         for customer in &mut self.customers {
             for delivery in self.relay.take_deliveries(customer.client) {
                 customer.received.push(delivery.event);
@@ -1094,6 +1121,9 @@ impl Network {
     // ---- persistence ----------------------------------------------------------------------
 
     fn reloaded(&mut self) -> Provider {
+        if let Some(records) = &self.records {
+            return self.restored_from_records(records);
+        }
         let snapshot = self.provider.snapshot();
         let json = serde_json::to_string(&snapshot)
             .unwrap_or_else(|e| panic!("snapshot does not serialize: {e}"));
@@ -1101,6 +1131,26 @@ impl Network {
             .unwrap_or_else(|e| panic!("snapshot does not deserialize: {e}"));
         Provider::restore(self.keys.clone(), self.config.clone(), snapshot)
             .unwrap_or_else(|e| panic!("snapshot does not restore: {e}"))
+    }
+
+    /// A provider restored from `records` (its meta through JSON), tracking updates.
+    fn restored_from_records(&self, records: &RecordSet) -> Provider {
+        let snapshot = records
+            .snapshot()
+            .unwrap_or_else(|| panic!("no update was stored"));
+        let json = serde_json::to_string(&snapshot)
+            .unwrap_or_else(|e| panic!("records do not serialize: {e}"));
+        let snapshot = serde_json::from_str(&json)
+            .unwrap_or_else(|e| panic!("records do not deserialize: {e}"));
+        let mut provider = Provider::restore(self.keys.clone(), self.config.clone(), snapshot)
+            .unwrap_or_else(|e| panic!("records do not restore: {e}"));
+        provider.track_updates();
+        provider
+    }
+
+    /// The records the host stored, when it persists by updates.
+    pub fn records(&self) -> Option<&RecordSet> {
+        self.records.as_ref()
     }
 
     /// Replaces the provider with one restored from its snapshot (through JSON), as a host
@@ -1153,6 +1203,10 @@ impl Network {
     /// When the snapshot does not serialize.
     pub fn save_if_dirty(&mut self) {
         self.run_until_idle();
+        if self.records.is_some() {
+            // Every update is stored as it comes.
+            return;
+        }
         if self.provider.needs_persistence() {
             let snapshot = self.provider.snapshot();
             self.saved = Some(
@@ -1172,6 +1226,10 @@ impl Network {
     /// When the snapshot does not restore.
     pub fn fork_from_saved(&mut self) -> Network {
         self.run_until_idle();
+        if let Some(records) = &self.records {
+            let provider = self.restored_from_records(records);
+            return self.fork_with(provider);
+        }
         let provider = match &self.saved {
             Some(json) => {
                 let snapshot = serde_json::from_str(json)
@@ -1186,6 +1244,7 @@ impl Network {
 
     fn fork_with(&mut self, provider: Provider) -> Network {
         Network {
+            records: self.records.clone(),
             saved: self.saved.clone(),
             provider,
             keys: self.keys.clone(),

@@ -1,0 +1,304 @@
+//! Persistence as updates (as LDK's `ChannelMonitorUpdate`s): the provider tells the host what
+//! changed, not everything it holds.
+//!
+//! Once the host calls [`Provider::track_updates`], each [`Provider::poll_update`] hands it
+//! the records that changed since the last one, with an increasing id: the jobs (created, a new
+//! state, paid, answered), the jobs dropped from the table, the spent payment keys of the replay
+//! ledger, and the rest of the state (`meta`: RNG position, rate windows, timers, tombstones,
+//! the outputs that must survive a crash). The host applies an update idempotently (upserts and
+//! deletes by key; applying one twice changes nothing) and, once it is durable, calls
+//! [`Provider::handle_persisted`] with its id.
+//!
+//! **Write-ahead.** Every output waits for the update that follows it: an output pushed while
+//! handling an input is handed out by [`Provider::poll_output`] only after the update taken
+//! after that input is acknowledged. So no relay sees an answer, no task starts and no invoice
+//! is asked for before the state that produced it is durable: a paid job's `RunTask` after its
+//! ledger entry (a replayed receipt finds it spent after a crash), a result after the job's
+//! `Delivered` state (a restart never runs it again nor publishes a second result), a
+//! `payment-required` after the job record (a customer never pays for a job the provider does
+//! not know), a refund after the payment it hands back. A write that fails or is slow leaves
+//! the update unacknowledged: the host retries it (the next update holds everything since
+//! then too), and the outputs wait. Nothing is forgotten, at the price of waiting.
+
+use std::collections::BTreeSet;
+
+use nostr::{EventId, PublicKey, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::ledger::{Entry, SpentKey};
+use super::snapshot::{save_job, SavedJob};
+use super::{Error, Output, Provider, ProviderSnapshot};
+use crate::job::JobState;
+use crate::relay::RelayCommand;
+
+/// What changed in a provider since the previous update, for the host's store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreUpdate {
+    /// Increasing, from 1; acknowledge with [`Provider::handle_persisted`].
+    pub id: u64,
+    /// The records that changed, in order.
+    pub changes: Vec<StoreChange>,
+    /// Everything else the provider holds, as it is now: replaces the previous one. A
+    /// [`ProviderSnapshot`] without jobs, ledger or forgotten ids (those are records); the
+    /// outputs in it are those a restart must still carry out (events to publish, refunds),
+    /// since tasks, invoices and subscriptions are asked again by
+    /// [`resume`](Provider::resume).
+    pub meta: ProviderSnapshot,
+}
+
+/// One changed record of a [`StoreUpdate`], keyed for an idempotent upsert or delete.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StoreChange {
+    /// A job as it is now: insert, or replace the record with its [id](JobRecord::id).
+    Job(Box<JobRecord>),
+    /// The job left the table; its id is remembered until `until` (its request is stale
+    /// then), so a replayed request does not run again: replace its record with this.
+    Forgotten {
+        /// The job.
+        job: EventId,
+        /// When the id may go.
+        until: Timestamp,
+    },
+    /// The job and its id are gone: delete its record.
+    Removed(EventId),
+    /// A receipt or payment hash paid, and stays spent until `expires`: insert.
+    Spent {
+        /// The receipt id or payment hash.
+        key: SpentKey,
+        /// Until when.
+        expires: Timestamp,
+    },
+    /// The key's expiry passed: delete it.
+    Unspent(SpentKey),
+}
+
+/// One job as it is stored: opaque (serde) data, with the fields a store may index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    id: EventId,
+    job: SavedJob,
+    payments: Vec<Entry>,
+}
+
+impl JobRecord {
+    pub(super) fn new(job: SavedJob, payments: Vec<Entry>) -> Self {
+        Self {
+            id: job.request.id,
+            job,
+            payments,
+        }
+    }
+
+    pub(super) fn into_parts(self) -> (SavedJob, Vec<Entry>) {
+        (self.job, self.payments)
+    }
+
+    /// The job id (its request's id).
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+
+    /// Its customer.
+    pub fn customer(&self) -> PublicKey {
+        self.job.customer()
+    }
+
+    /// Its state.
+    pub fn state(&self) -> &JobState {
+        self.job.state()
+    }
+
+    /// Whether it has ended.
+    pub fn is_terminal(&self) -> bool {
+        self.job.state().is_terminal()
+    }
+
+    /// When its state last changed.
+    pub fn updated_at(&self) -> Timestamp {
+        self.job.updated_at()
+    }
+
+    /// Its admission order in the provider.
+    pub fn seq(&self) -> u64 {
+        self.job.seq()
+    }
+}
+
+/// Whether an output waiting in the outbox is stored in an update's meta: what a restart must
+/// still carry out and [`Provider::resume`] does not ask again. Events to publish (relays
+/// deduplicate them by id) and refunds (their payment hash identifies them); not tasks,
+/// invoices or subscriptions, which `resume` re-issues, nor notifications. Such an output is
+/// carried out at least once: a crash after it was handed out and before the next update is
+/// stored hands it out again.
+pub(super) fn kept_in_meta(output: &Output) -> bool {
+    matches!(
+        output,
+        Output::Relay(RelayCommand::Publish { .. }) | Output::Refund(_)
+    )
+}
+
+/// What changed since the last update, when tracking.
+#[derive(Debug, Default)]
+pub(super) struct Changes {
+    pub(super) tracking: bool,
+    /// The id the next update takes.
+    next_id: u64,
+    /// The last id handed to the host.
+    issued: u64,
+    jobs: BTreeSet<EventId>,
+    spent: BTreeSet<SpentKey>,
+}
+
+impl Changes {
+    pub(super) fn job(&mut self, id: EventId) {
+        if self.tracking {
+            self.jobs.insert(id);
+        }
+    }
+
+    pub(super) fn spent(&mut self, keys: impl IntoIterator<Item = SpentKey>) {
+        if self.tracking {
+            self.spent.extend(keys);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.jobs.is_empty() && self.spent.is_empty()
+    }
+}
+
+impl Provider {
+    /// Switches the provider to persistence by updates: from now on,
+    /// [`poll_update`](Self::poll_update) hands out what changed and outputs wait for their update to be
+    /// acknowledged (see the [module docs](crate::provider::persist)). Call it right after
+    /// [`new`](Self::new) or [`restore`](Self::restore) (and before [`resume`](Self::resume)),
+    /// with a store that holds what the provider was made or restored from; the outputs already
+    /// waiting are handed out at once. Idempotent.
+    pub fn track_updates(&mut self) {
+        if self.changes.tracking {
+            return;
+        }
+        self.changes.tracking = true;
+        self.changes.next_id = self.changes.next_id.max(1);
+        self.outbox.track(self.changes.next_id);
+    }
+
+    /// The changes since the last update, if anything changed or outputs wait for it; `None`
+    /// without [`track_updates`](Self::track_updates). Take one whenever the store can
+    /// write (every loop turn, or when the last write finished: everything since is in the
+    /// next one).
+    pub fn poll_update(&mut self) -> Option<StoreUpdate> {
+        if !self.changes.tracking
+            || !(self.dirty || !self.changes.is_empty() || self.outbox.waits_for_next())
+        {
+            return None;
+        }
+        let id = self.changes.next_id;
+        self.changes.next_id += 1;
+        self.changes.issued = id;
+        self.outbox.taken(id);
+        self.dirty = false;
+        let mut changes = Vec::new();
+        for job in std::mem::take(&mut self.changes.jobs) {
+            changes.push(match self.jobs.get(&job) {
+                Some(j) => StoreChange::Job(Box::new(JobRecord::new(
+                    save_job(j),
+                    self.ledger.payments_of(&job),
+                ))),
+                None => match self.forgotten_set.get(&job) {
+                    Some(until) => StoreChange::Forgotten { job, until: *until },
+                    None => StoreChange::Removed(job),
+                },
+            });
+        }
+        for key in std::mem::take(&mut self.changes.spent) {
+            changes.push(match self.ledger.spent_until(&key) {
+                Some(expires) => StoreChange::Spent { key, expires },
+                None => StoreChange::Unspent(key),
+            });
+        }
+        let meta = self.snapshot_meta(kept_in_meta);
+        Some(StoreUpdate { id, changes, meta })
+    }
+
+    /// The store holds update `id` (and every one before it) durably: the outputs that waited
+    /// for it are handed out. `Err` for an id never handed out.
+    pub fn handle_persisted(&mut self, id: u64) -> Result<(), Error> {
+        if !self.changes.tracking || id == 0 || id > self.changes.issued {
+            return Err(Error::UnknownUpdate(id));
+        }
+        self.outbox.release(id);
+        Ok(())
+    }
+
+    /// Whether the provider persists by updates ([`track_updates`](Self::track_updates)).
+    pub fn tracks_updates(&self) -> bool {
+        self.changes.tracking
+    }
+}
+
+/// A provider's records as a store holds them, in memory: the reference for stores (apply
+/// [`StoreUpdate`]s in order, idempotently; [`snapshot`](Self::snapshot) is what a `load`
+/// gives back), and a store for tests.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordSet {
+    /// The last update applied.
+    pub last_update: u64,
+    meta: Option<ProviderSnapshot>,
+    jobs: std::collections::BTreeMap<EventId, JobRecord>,
+    forgotten: std::collections::BTreeMap<EventId, Timestamp>,
+    spent: std::collections::BTreeMap<SpentKey, Timestamp>,
+}
+
+impl RecordSet {
+    /// Applies `update`: upserts and deletes by key, then its meta replaces the last one.
+    /// Applying an update again changes nothing.
+    pub fn apply(&mut self, update: &StoreUpdate) {
+        for change in &update.changes {
+            match change {
+                StoreChange::Job(record) => {
+                    self.forgotten.remove(&record.id());
+                    self.jobs.insert(record.id(), (**record).clone());
+                }
+                StoreChange::Forgotten { job, until } => {
+                    self.jobs.remove(job);
+                    self.forgotten.insert(*job, *until);
+                }
+                StoreChange::Removed(job) => {
+                    self.jobs.remove(job);
+                    self.forgotten.remove(job);
+                }
+                StoreChange::Spent { key, expires } => {
+                    self.spent.insert(*key, *expires);
+                }
+                StoreChange::Unspent(key) => {
+                    self.spent.remove(key);
+                }
+            }
+        }
+        self.meta = Some(update.meta.clone());
+        self.last_update = self.last_update.max(update.id);
+    }
+
+    /// How many job records it holds (forgotten ids not counted).
+    pub fn jobs(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// The job record of `id`, if held.
+    pub fn job(&self, id: &EventId) -> Option<&JobRecord> {
+        self.jobs.get(id)
+    }
+
+    /// The provider's state, for [`Provider::restore`]; `None` before any update.
+    pub fn snapshot(&self) -> Option<ProviderSnapshot> {
+        let meta = self.meta.clone()?;
+        Some(ProviderSnapshot::assemble(
+            meta,
+            self.jobs.values().cloned(),
+            self.forgotten.iter().map(|(id, t)| (*id, *t)),
+            self.spent.iter().map(|(k, t)| (*k, *t)),
+        ))
+    }
+}
