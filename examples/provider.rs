@@ -11,7 +11,8 @@
 //! price, and that it reads encrypted and gift-wrapped requests, which it does: NIP-44 and
 //! NIP-04 requests are answered encrypted, NIP-59 gift wraps with gift wraps), then serves
 //! extractive summaries of the text inputs of kind 5001 requests, printing each step. It
-//! keeps its state in a snapshot file (`--state`), so jobs in flight survive a restart, and
+//! keeps its state in a SQLite database ([`SqliteStore`], `--state`), so jobs in flight
+//! survive a restart (even a killed process), and
 //! runs until Ctrl-C, or until `--jobs N` jobs are completed.
 //!
 //! **Settings.** `--kind K` (repeatable) sets the request kinds it serves and announces
@@ -60,7 +61,7 @@ use nostr_dvm::nostr::{Event, EventBuilder, Filter, Keys, Kind, PublicKey, Tag, 
 use nostr_dvm::provider::{Notification, ProviderConfig, RateLimit};
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
 use nostr_dvm::runtime::{
-    FileStore, LnbitsBackend, LnurlClient, LnurlError, LnurlPay, ProviderRuntime,
+    LnbitsBackend, LnurlClient, LnurlError, LnurlPay, ProviderRuntime, SqliteStore,
     TestLightningBackend,
 };
 use nostr_dvm::testing::TestLightningNode;
@@ -77,7 +78,8 @@ usage: cargo run --example provider -- [options]
   --relay URL        a relay to serve on (repeatable); none: offline demo on a local relay
   --key-file PATH    the provider's secret key (nsec or hex); created when missing
                      (default: $NOSTR_DVM_SECRET_KEY, else fresh keys for this run)
-  --state PATH       the snapshot file (default: in the temp dir, named after the npub)
+  --state PATH       its SQLite database (default: in the temp dir, named after the npub);
+                     one provider process per file
   --price SATS       a fixed pay-first price (default: free); on real relays it needs
                      LNbits (--lnbits-url, --lnbits-invoice-key), a lightning address
                      that takes zaps (--lightning-address), or --test-invoices
@@ -203,7 +205,7 @@ async fn provider() -> support::Result<()> {
     };
     let state = match flags.value("state") {
         Some(path) => PathBuf::from(path),
-        None => std::env::temp_dir().join(format!("nostr-dvm-provider-{npub}.json")),
+        None => std::env::temp_dir().join(format!("nostr-dvm-provider-{npub}.sqlite")),
     };
 
     // Counts completed jobs; `done` fires at the `--jobs`-th.
@@ -249,7 +251,7 @@ async fn provider() -> support::Result<()> {
     print_settings(clock, &config);
     let mut runtime = ProviderRuntime::new(keys.clone(), config)
         .task(Arc::new(Summarise { kinds }))
-        .store(FileStore::new(&state))
+        .record_store(SqliteStore::open(&state)?)
         .on_notification(hook);
     match lnbits {
         Some((backend, url)) => {
@@ -275,7 +277,7 @@ async fn provider() -> support::Result<()> {
         "provider",
         format!("serves {price} on {}", relays.join(", ")),
     );
-    clock.say("provider", format!("snapshot: {}", state.display()));
+    clock.say("provider", format!("state: {}", state.display()));
     let until = match jobs {
         Some(n) => format!("{n} completed job(s) or Ctrl-C"),
         None => "Ctrl-C".to_owned(),
@@ -300,8 +302,8 @@ async fn provider() -> support::Result<()> {
     let n = completed.load(Ordering::SeqCst);
     clock.say("provider", format!("stopped after {n} completed job(s)"));
     if identity.ephemeral && flags.value("state").is_none() {
-        // Nobody will run this provider's keys again: its snapshot is of no more use.
-        let _ = std::fs::remove_file(&state);
+        // Nobody will run this provider's keys again: its database is of no more use.
+        support::remove_sqlite(&state);
     }
     Ok(())
 }

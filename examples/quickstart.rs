@@ -26,7 +26,7 @@ use nostr_dvm::customer::{
 use nostr_dvm::nip90::{JobInput, JobRequest};
 use nostr_dvm::nostr::{Keys, Kind, Timestamp};
 use nostr_dvm::provider::PaymentPolicy;
-use nostr_dvm::runtime::{CustomerRuntime, FileStore, TestLightningBackend};
+use nostr_dvm::runtime::{CustomerRuntime, SqliteStore, TestLightningBackend};
 use nostr_dvm::testing::{keys_from_seed, TestLightningNode, TestZapper};
 use rand::rngs::OsRng;
 use support::{short, Clock, Running, SUMMARISE, TEXT};
@@ -51,11 +51,13 @@ async fn quickstart() -> support::Result<()> {
     let config = support::summarise_config(std::slice::from_ref(&url), PRICE_MSAT)
         .payment(PaymentPolicy::PayFirst)
         .zappers([zapper.pubkey()]);
-    let snapshot =
-        std::env::temp_dir().join(format!("nostr-dvm-quickstart-{}.json", std::process::id()));
+    let database = std::env::temp_dir().join(format!(
+        "nostr-dvm-quickstart-{}.sqlite",
+        std::process::id()
+    ));
     let runtime = support::summarise_runtime(provider_keys, config, clock)
         .lightning(TestLightningBackend::new(TestLightningNode::new(7)))
-        .store(FileStore::new(&snapshot));
+        .record_store(SqliteStore::open(&database)?);
     let provider = Running::spawn(runtime);
     clock.say(
         "provider",
@@ -144,7 +146,7 @@ async fn quickstart() -> support::Result<()> {
     provider.stop().await?;
     customer.disconnect().await;
     relay.shutdown();
-    let _ = std::fs::remove_file(&snapshot);
+    support::remove_sqlite(&database);
     println!("done in {:.1} ms", clock.ms());
     Ok(())
 }

@@ -23,35 +23,20 @@ use nostr_dvm::runtime::{
     CustomerRuntime, LnbitsBackend, LnbitsWallet, LnurlClient, LnurlError, LnurlPay, MemoryStore,
     ProviderRuntime, RuntimeError, SnapshotStore, Wallet,
 };
-use nostr_dvm::task::{FixedPrice, Progress, Task, TaskError, TaskOutput, TaskRequest};
+use nostr_dvm::task::FixedPrice;
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 use support::lnbits::{Lnbits, LnbitsTestWallet};
 use support::zapper::LnbitsZapper;
-use support::{customer_output, provider_note, relay, result_content, Running, KIND, WAIT};
+use support::{
+    customer_output, provider_note, relay, result_content, CountingShout, Running, KIND, WAIT,
+};
 use tokio::sync::mpsc;
 
 /// The price of a job in these tests: 21 sats.
 const PRICE_MSAT: u64 = 21_000;
 /// What LNbits reserves for routing fees at least (2 sats): the customer must allow it.
 const MAX_FEE_MSAT: u64 = 2_000;
-
-/// Upper-cases its text inputs and counts its runs.
-struct CountingShout(Arc<AtomicUsize>);
-
-#[async_trait::async_trait]
-impl Task for CountingShout {
-    fn kinds(&self) -> Vec<Kind> {
-        vec![Kind::from(KIND)]
-    }
-
-    async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(TaskOutput::new(
-            request.texts().collect::<String>().to_uppercase(),
-        ))
-    }
-}
 
 /// A priced provider invoicing from `wallet`, reporting its notifications on a channel.
 struct PaidProvider {

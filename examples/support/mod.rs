@@ -440,6 +440,18 @@ pub async fn follow_job(
 
 // ---- command line --------------------------------------------------------------------------
 
+/// Removes a SQLite database and the files SQLite and [`SqliteStore`] keep beside it (its
+/// write-ahead log, shared memory and lock), once nothing has it open.
+///
+/// [`SqliteStore`]: nostr_dvm::runtime::SqliteStore
+pub fn remove_sqlite(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(name);
+    }
+}
+
 /// The LNbits URL (`--lnbits-url` or `$NOSTR_DVM_LNBITS_URL`) and wallet key (`--KEY_FLAG` or
 /// `$KEY_ENV`) on the command line: `None` when neither is given, an error when only one is.
 pub fn lnbits_credentials(

@@ -8,8 +8,12 @@
 //!   relay event to the provider, runs each [`Task`](crate::task::Task) on tokio (progress and
 //!   results come back through a channel), asks a [`LightningBackend`] for invoices and takes
 //!   its settlements, sleeps until [`Provider::poll_timeout`](crate::provider::Provider::poll_timeout),
-//!   and saves a [`ProviderSnapshot`](crate::provider::ProviderSnapshot) to a [`SnapshotStore`] after every turn that changed
-//!   something. On start it restores the stored snapshot and resumes the jobs in flight.
+//!   and hands what changed in each turn to a [`RecordStore`] ([`SqliteStore`], the
+//!   recommended one: one file, written by a thread of its own with group commit), holding
+//!   every output until the change before it is durable (or saves a whole
+//!   [`ProviderSnapshot`](crate::provider::ProviderSnapshot) to a [`SnapshotStore`] after
+//!   every turn that changed something). On start it restores the stored state and resumes
+//!   the jobs in flight.
 //! - [`CustomerRuntime`] drives a [`Customer`](crate::customer::Customer) the same way,
 //!   pull-style: the application calls [`CustomerRuntime::next`] and gets the notifications and
 //!   payment requests it must act on.
@@ -59,7 +63,7 @@
 //! use std::sync::Arc;
 //! use nostr_dvm::nostr::{Keys, Kind};
 //! use nostr_dvm::provider::ProviderConfig;
-//! use nostr_dvm::runtime::{FileStore, ProviderRuntime};
+//! use nostr_dvm::runtime::{ProviderRuntime, SqliteStore};
 //! use nostr_dvm::task::{Progress, Task, TaskError, TaskOutput, TaskRequest};
 //!
 //! struct Echo;
@@ -74,7 +78,7 @@
 //! let config = ProviderConfig::new([Kind::from(5050)]).relays(["wss://relay.example"]);
 //! let runtime = ProviderRuntime::new(Keys::generate(), config)
 //!     .task(Arc::new(Echo))
-//!     .store(FileStore::new("provider.json"));
+//!     .record_store(SqliteStore::open("provider.sqlite")?);
 //! runtime.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
 //! ```
@@ -88,8 +92,12 @@ mod lnbits;
 mod lnurl;
 mod outbox;
 mod provider;
+mod record_store;
 mod resubscribe;
+#[cfg(feature = "sqlite")]
+mod sqlite_store;
 mod store;
+mod store_writer;
 #[cfg(feature = "test-util")]
 mod test_backend;
 mod wallet;
@@ -107,10 +115,14 @@ pub use lnbits::{LnbitsBackend, LnbitsError, LnbitsWallet};
 #[cfg(feature = "lnurl")]
 pub use lnurl::{LnurlClient, LnurlError, LnurlPay};
 pub use provider::{ProviderRuntime, RequestRelays};
+pub use record_store::{MemoryRecordStore, RecordStore};
 pub use resubscribe::{
     resubscription_since, GIFT_WRAP_RESUBSCRIBE_MARGIN_SECS, RESUBSCRIBE_MARGIN_SECS,
 };
+#[cfg(feature = "sqlite")]
+pub use sqlite_store::{SqliteStore, SyncMode};
 pub use store::{FileStore, MemoryStore, SnapshotStore};
+pub use store_writer::MAX_RETRY_PAUSE;
 #[cfg(feature = "test-util")]
 pub use test_backend::TestLightningBackend;
 pub use wallet::Wallet;
@@ -138,9 +150,13 @@ pub enum RuntimeError {
     /// The relay client failed (a bad relay URL, for instance).
     #[error("relay client: {0}")]
     Client(String),
-    /// The snapshot store failed.
-    #[error("snapshot store: {0}")]
+    /// The snapshot or record store failed.
+    #[error("store: {0}")]
     Store(String),
+    /// Another process (or another store in this one) has this store open: one provider
+    /// process per SQLite file.
+    #[error("{} is in use by another process", .0.display())]
+    StoreInUse(std::path::PathBuf),
     /// The stored snapshot could not be restored.
     #[error(transparent)]
     Provider(#[from] crate::provider::Error),

@@ -16,9 +16,10 @@ use tokio::time::Instant;
 
 use super::outbox::{Outbox, RETRY_FIRST_DELAY, RETRY_MAX_DELAY};
 use super::resubscribe::SeenTimes;
+use super::store_writer::StoreWriter;
 use super::{
     now, until, watch_reconnections, InvoiceRequest, LightningBackend, NoLightning, PendingInvoice,
-    RuntimeError, Settlements, SnapshotStore, COMMAND_CAPACITY, REPORT_CAPACITY,
+    RecordStore, RuntimeError, Settlements, SnapshotStore, COMMAND_CAPACITY, REPORT_CAPACITY,
     SETTLEMENT_CAPACITY,
 };
 use crate::provider::{Notification, Output, PaymentProof, Provider, ProviderConfig, RefundDue};
@@ -86,6 +87,7 @@ pub struct ProviderRuntime {
     tasks: Vec<Arc<dyn Task>>,
     backend: Arc<dyn LightningBackend>,
     store: Option<Arc<dyn SnapshotStore>>,
+    records: Option<Arc<dyn RecordStore>>,
     on_notify: Option<NotifyHook>,
     on_refund: Option<RefundHook>,
     connect_timeout: Duration,
@@ -131,6 +133,7 @@ impl ProviderRuntime {
             tasks: Vec::new(),
             backend: Arc::new(NoLightning),
             store: None,
+            records: None,
             on_notify: None,
             on_refund: None,
             connect_timeout: Duration::from_secs(10),
@@ -187,15 +190,38 @@ impl ProviderRuntime {
         self
     }
 
-    /// Sets where the provider's snapshot is kept.
+    /// Sets where the provider's snapshot is kept (replaces a
+    /// [`record_store`](Self::record_store)).
     pub fn store(mut self, store: impl SnapshotStore + 'static) -> Self {
         self.store = Some(Arc::new(store));
+        self.records = None;
         self
     }
 
     /// Sets where the provider's snapshot is kept, shared.
     pub fn store_shared(mut self, store: Arc<dyn SnapshotStore>) -> Self {
         self.store = Some(store);
+        self.records = None;
+        self
+    }
+
+    /// Persists by updates into `store` (replaces a [`store`](Self::store)): the
+    /// recommended way, with [`SqliteStore`](super::SqliteStore). Each loop turn hands the
+    /// store only what changed, written by a thread of its own (group commit), and every
+    /// output waits until the update before it is durable: no answer reaches a relay, no task
+    /// starts and no invoice is asked for before the state behind it is stored (see
+    /// [`persist`](crate::provider::persist)). A failing store is retried; the provider waits
+    /// meanwhile instead of losing anything.
+    pub fn record_store(mut self, store: impl RecordStore + 'static) -> Self {
+        self.records = Some(Arc::new(store));
+        self.store = None;
+        self
+    }
+
+    /// Like [`record_store`](Self::record_store), shared.
+    pub fn record_store_shared(mut self, store: Arc<dyn RecordStore>) -> Self {
+        self.records = Some(store);
+        self.store = None;
         self
     }
 
@@ -269,6 +295,7 @@ impl ProviderRuntime {
             tasks,
             backend,
             store,
+            records,
             on_notify,
             on_refund,
             connect_timeout,
@@ -305,14 +332,36 @@ impl ProviderRuntime {
         let pool: HashSet<RelayUrl> = client.relays().await.into_keys().collect();
 
         let announce = config.announcement.is_some();
-        let mut provider = match store.as_ref().map(|s| s.load()).transpose()?.flatten() {
+        let stored = match (&records, &store) {
+            (Some(records), _) => records.load()?,
+            (None, Some(store)) => store.load()?,
+            (None, None) => None,
+        };
+        let tracking = records.is_some();
+        let mut provider = match stored {
             Some(snapshot) => {
                 let mut provider = Provider::restore(keys, config, snapshot)?;
+                if tracking {
+                    provider.track_updates();
+                }
                 provider.resume(now());
                 tracing::info!(jobs = provider.jobs().count(), "provider restored");
                 provider
             }
-            None => Provider::new(keys, config, now()),
+            None => {
+                let mut provider = Provider::new(keys, config, now());
+                if tracking {
+                    provider.track_updates();
+                }
+                provider
+            }
+        };
+        let mut writer = match &records {
+            Some(records) => Some(
+                StoreWriter::start(records.clone())
+                    .map_err(|e| RuntimeError::Store(format!("cannot start the writer: {e}")))?,
+            ),
+            None => None,
         };
         if announce {
             if let Err(e) = provider.announce(now()) {
@@ -366,12 +415,16 @@ impl ProviderRuntime {
         tokio::pin!(shutdown);
         loop {
             host.drain(&mut provider);
-            if provider.needs_persistence() {
-                if let Some(store) = &store {
-                    if let Err(e) = save(store.as_ref(), &mut provider, &unpublished) {
-                        tracing::error!("cannot save the provider snapshot: {e}");
+            match &writer {
+                Some(writer) => send_update(writer, &mut provider, &unpublished),
+                None if provider.needs_persistence() => {
+                    if let Some(store) = &store {
+                        if let Err(e) = save(store.as_ref(), &mut provider, &unpublished) {
+                            tracing::error!("cannot save the provider snapshot: {e}");
+                        }
                     }
                 }
+                None => {}
             }
             let wake = provider.poll_timeout();
             let sleep = tokio::time::sleep(wake.map(until).unwrap_or(Duration::from_secs(3600)));
@@ -412,6 +465,11 @@ impl ProviderRuntime {
                     }
                 },
                 Some(report) = reports_rx.recv(), if taking => host.report(&mut provider, report),
+                Some(id) = persisted(&mut writer), if taking => {
+                    if let Err(e) = provider.handle_persisted(id) {
+                        tracing::error!("the store writer reported update {id}: {e}");
+                    }
+                }
                 Some((job, proof)) = settlements_rx.recv(), if taking => {
                     if let Err(e) = provider.handle_payment(now(), job, proof) {
                         tracing::warn!(%job, "settlement refused: {e}");
@@ -447,12 +505,38 @@ impl ProviderRuntime {
         if tokio::time::timeout(flush_timeout, finish).await.is_err() {
             tracing::warn!("relay worker did not finish in time");
         }
-        let saved = match &store {
-            Some(store) => save(store.as_ref(), &mut provider, &unpublished),
-            None => Ok(()),
+        let saved = match (writer.take(), &store) {
+            (Some(writer), _) => {
+                send_update(&writer, &mut provider, &unpublished);
+                writer
+                    .finish(flush_timeout.max(Duration::from_secs(5)))
+                    .await;
+                Ok(())
+            }
+            (None, Some(store)) => save(store.as_ref(), &mut provider, &unpublished),
+            (None, None) => Ok(()),
         };
         client.disconnect().await;
         saved
+    }
+}
+
+/// Hands the writer what changed this turn, with the events no relay has taken yet (for a
+/// restart to publish them).
+fn send_update(writer: &StoreWriter, provider: &mut Provider, unpublished: &SharedUnpublished) {
+    if let Some(mut update) = provider.poll_update() {
+        for (event, relays) in unpublished.lock().events.values() {
+            update.meta.push_publish(event.clone(), relays.clone());
+        }
+        writer.send(update);
+    }
+}
+
+/// The next update the writer made durable; never, without one.
+async fn persisted(writer: &mut Option<StoreWriter>) -> Option<u64> {
+    match writer {
+        Some(writer) => writer.persisted().await,
+        None => std::future::pending().await,
     }
 }
 

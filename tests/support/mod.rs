@@ -47,6 +47,23 @@ impl Task for Shout {
     }
 }
 
+/// Upper-cases its text inputs and counts its runs.
+pub struct CountingShout(pub Arc<std::sync::atomic::AtomicUsize>);
+
+#[async_trait::async_trait]
+impl Task for CountingShout {
+    fn kinds(&self) -> Vec<Kind> {
+        vec![Kind::from(KIND)]
+    }
+
+    async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(TaskOutput::new(
+            request.texts().collect::<String>().to_uppercase(),
+        ))
+    }
+}
+
 /// A real relay (`LocalRelay`) on 127.0.0.1, and its `ws://` URL.
 pub async fn relay() -> (LocalRelay, String) {
     let relay = LocalRelay::new(RelayBuilder::default());
