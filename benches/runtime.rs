@@ -12,98 +12,31 @@
 //! The provider issue names no limit for these; they are figures (printed as jobs/s after
 //! criterion's own lines). Requests are signed outside the timed region.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use nostr_dvm::nostr::{ClientMessage, Event, EventBuilder, EventId, Filter, Keys, Kind, Tag};
+use nostr_dvm::nostr::{Event, Keys, Kind};
 use nostr_dvm::provider::{Admission, ProviderConfig};
-use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
 use nostr_dvm::runtime::ProviderRuntime;
 use nostr_relay_builder::builder::RateLimit;
 use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use tokio::runtime::Runtime;
-use tokio::sync::broadcast;
 
+#[path = "support/burst.rs"]
+mod burst;
 #[path = "support/echo.rs"]
 mod echo;
 #[path = "../examples/support/local_relay.rs"]
 mod local_relay;
 
+use burst::{run_batch, Customer};
 use echo::{Echo, KIND};
 
 /// Jobs per throughput batch.
 const BATCH: usize = 200;
 /// Customers the batch comes from (one client each).
 const CUSTOMERS: usize = 4;
-
-/// A customer: a nostr-sdk client subscribed to every result and feedback on the relay.
-struct Customer {
-    keys: Keys,
-    client: Client,
-    notifications: broadcast::Receiver<RelayPoolNotification>,
-}
-
-impl Customer {
-    async fn connect(url: &str) -> Self {
-        let client = Client::default();
-        client.add_relay(url).await.unwrap();
-        client.connect().await;
-        client.wait_for_connection(Duration::from_secs(5)).await;
-        let notifications = client.notifications();
-        let filter = Filter::new().kind(Kind::from(KIND + 1000));
-        client.subscribe(filter, None).await.unwrap();
-        Self {
-            keys: Keys::generate(),
-            client,
-            notifications,
-        }
-    }
-
-    fn request(&self, n: usize) -> Event {
-        EventBuilder::new(Kind::from(KIND), "")
-            .tags([Tag::parse(["i", &format!("job {n}"), "text"]).unwrap()])
-            .sign_with_keys(&self.keys)
-            .unwrap()
-    }
-}
-
-/// Publishes every request (each customer its own, concurrently) and waits until each has
-/// a result on the relay.
-async fn run_batch(customers: &mut [Customer], requests: Vec<Vec<Event>>) {
-    let mut waiting: HashSet<EventId> = requests.iter().flatten().map(|e| e.id).collect();
-    let sends = customers
-        .iter()
-        .zip(requests)
-        .map(|(customer, events)| {
-            let client = customer.client.clone();
-            tokio::spawn(async move {
-                let relays: Vec<_> = client.relays().await.into_keys().collect();
-                for event in events {
-                    // Fire and forget, as a busy customer would: the results are the check.
-                    let message = ClientMessage::event(event);
-                    client.send_msg_to(relays.clone(), message).await.unwrap();
-                }
-            })
-        })
-        .collect::<Vec<_>>();
-    for send in sends {
-        send.await.unwrap();
-    }
-    let first = &mut customers[0].notifications;
-    while !waiting.is_empty() {
-        let note = tokio::time::timeout(Duration::from_secs(30), first.recv())
-            .await
-            .expect("results arrive")
-            .expect("the relay is up");
-        if let RelayPoolNotification::Event { event, .. } = note {
-            for id in event.tags.event_ids() {
-                waiting.remove(id);
-            }
-        }
-    }
-}
 
 fn main() {
     let rt = Runtime::new().unwrap();

@@ -203,7 +203,19 @@ fn a_result_published_once_is_never_computed_again() {
     let published = results(&out, None);
     assert_eq!(published.len(), 1);
     assert_eq!(published[0].content, "the answer");
-    // Published now: a later restart does not publish it again.
+    // Not reported published (no relay said OK before the next crash): the same event again.
+    h.provider = restored(&h, &records);
+    let out = [h.drain(), persist_all(&mut h, &mut records)].concat();
+    let again = results(&out, None);
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].id, published[0].id,
+        "the same event, not a second result"
+    );
+    assert!(run_tasks(&out).is_empty());
+    // A relay took it: its record goes, and a later restart publishes nothing.
+    h.provider.handle_published(again[0].id);
+    persist_all(&mut h, &mut records);
     h.provider = restored(&h, &records);
     let out = [h.drain(), persist_all(&mut h, &mut records)].concat();
     assert!(results(&out, None).is_empty());

@@ -68,7 +68,14 @@ fn persist(
             sqlite.apply(std::slice::from_ref(&update)).unwrap();
         }
         h.provider.handle_persisted(update.id).unwrap();
-        out.extend(h.drain());
+        let released = h.drain();
+        // Every other event is reported published: both kinds of outgoing records are kept.
+        for (n, event) in published(&released).into_iter().enumerate() {
+            if n % 2 == 0 {
+                h.provider.handle_published(event.id);
+            }
+        }
+        out.extend(released);
     }
     sqlite.apply(&batch).unwrap();
     out

@@ -2,9 +2,12 @@
 //! [`StoreUpdate`](super::StoreUpdate)s, an output is handed out only after the update it
 //! follows was acknowledged durable.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use nostr::{Event, EventId};
 
 use super::Output;
+use crate::relay::RelayCommand;
 
 /// The outputs waiting for the host, in order, each with the update it waits for.
 #[derive(Debug)]
@@ -14,6 +17,11 @@ pub(super) struct Outbox {
     stamp: u64,
     /// Outputs stamped up to this update are handed out.
     released: u64,
+    /// When tracking: the events to publish that the host has not reported published, each a
+    /// record of its own until it is.
+    outgoing: HashMap<EventId, (Event, Vec<String>)>,
+    /// The outgoing events added or published since the last update.
+    outgoing_changed: BTreeSet<EventId>,
 }
 
 impl Default for Outbox {
@@ -23,13 +31,43 @@ impl Default for Outbox {
             items: VecDeque::new(),
             stamp: 0,
             released: u64::MAX,
+            outgoing: HashMap::new(),
+            outgoing_changed: BTreeSet::new(),
         }
     }
 }
 
 impl Outbox {
     pub(super) fn push_back(&mut self, output: Output) {
+        if self.tracking() {
+            if let Output::Relay(RelayCommand::Publish { event, relays }) = &output {
+                self.outgoing
+                    .insert(event.id, (event.clone(), relays.clone()));
+                self.outgoing_changed.insert(event.id);
+            }
+        }
         self.items.push_back((self.stamp, output));
+    }
+
+    /// The host reports `id` published (a relay took it, or it gave up on it).
+    pub(super) fn published(&mut self, id: EventId) {
+        if self.outgoing.remove(&id).is_some() {
+            self.outgoing_changed.insert(id);
+        }
+    }
+
+    /// The outgoing events changed since the last call: `Some` for one still to publish,
+    /// `None` for one published.
+    pub(super) fn take_outgoing_changes(
+        &mut self,
+    ) -> impl Iterator<Item = (EventId, Option<&(Event, Vec<String>)>)> + '_ {
+        let changed = std::mem::take(&mut self.outgoing_changed);
+        changed.into_iter().map(|id| (id, self.outgoing.get(&id)))
+    }
+
+    /// Whether outgoing events changed since the last update.
+    pub(super) fn outgoing_changed(&self) -> bool {
+        !self.outgoing_changed.is_empty()
     }
 
     /// The next output, if the update it follows is durable.
@@ -48,8 +86,14 @@ impl Outbox {
     /// next waits for update `next_update`.
     pub(super) fn track(&mut self, next_update: u64) {
         self.released = next_update.saturating_sub(1);
-        for (stamp, _) in &mut self.items {
+        for (stamp, output) in &mut self.items {
             *stamp = 0;
+            // Restored events to publish are outgoing until the host reports them published
+            // (they are stored already).
+            if let Output::Relay(RelayCommand::Publish { event, relays }) = output {
+                self.outgoing
+                    .insert(event.id, (event.clone(), relays.clone()));
+            }
         }
         self.stamp = next_update;
     }

@@ -22,14 +22,13 @@
 
 use std::collections::BTreeSet;
 
-use nostr::{EventId, PublicKey, Timestamp};
+use nostr::{Event, EventId, PublicKey, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::ledger::{Entry, SpentKey};
 use super::snapshot::{save_job, SavedJob};
 use super::{Error, Output, Provider, ProviderSnapshot};
 use crate::job::JobState;
-use crate::relay::RelayCommand;
 
 /// What changed in a provider since the previous update, for the host's store.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,10 +38,9 @@ pub struct StoreUpdate {
     /// The records that changed, in order.
     pub changes: Vec<StoreChange>,
     /// Everything else the provider holds, as it is now: replaces the previous one. A
-    /// [`ProviderSnapshot`] without jobs, ledger or forgotten ids (those are records); the
-    /// outputs in it are those a restart must still carry out (events to publish, refunds),
-    /// since tasks, invoices and subscriptions are asked again by
-    /// [`resume`](Provider::resume).
+    /// [`ProviderSnapshot`] without jobs, ledger, forgotten ids or events to publish (those
+    /// are records); the outputs in it are the refunds a restart must still hand out, since
+    /// tasks, invoices and subscriptions are asked again by [`resume`](Provider::resume).
     pub meta: ProviderSnapshot,
 }
 
@@ -71,6 +69,16 @@ pub enum StoreChange {
     },
     /// The key's expiry passed: delete it.
     Unspent(SpentKey),
+    /// An event the provider publishes: kept until the host reports it published
+    /// ([`Provider::handle_published`]), and published again by a restart that finds it.
+    Outgoing {
+        /// The signed event.
+        event: Box<Event>,
+        /// The relays it goes to.
+        relays: Vec<String>,
+    },
+    /// The event was published (or given up): delete it.
+    Sent(EventId),
 }
 
 /// One job as it is stored: opaque (serde) data, with the fields a store may index.
@@ -126,16 +134,13 @@ impl JobRecord {
 }
 
 /// Whether an output waiting in the outbox is stored in an update's meta: what a restart must
-/// still carry out and [`Provider::resume`] does not ask again. Events to publish (relays
-/// deduplicate them by id) and refunds (their payment hash identifies them); not tasks,
-/// invoices or subscriptions, which `resume` re-issues, nor notifications. Such an output is
-/// carried out at least once: a crash after it was handed out and before the next update is
-/// stored hands it out again.
+/// still carry out and [`Provider::resume`] does not ask again: refunds (their payment hash
+/// identifies them). Not tasks, invoices or subscriptions, which `resume` re-issues, nor
+/// notifications; events to publish are records of their own
+/// ([`StoreChange::Outgoing`]). A refund is handed out at least once: a crash after it was
+/// handed out and before the next update is stored hands it out again.
 pub(super) fn kept_in_meta(output: &Output) -> bool {
-    matches!(
-        output,
-        Output::Relay(RelayCommand::Publish { .. }) | Output::Refund(_)
-    )
+    matches!(output, Output::Refund(_))
 }
 
 /// What changed since the last update, when tracking.
@@ -189,9 +194,8 @@ impl Provider {
     /// write (every loop turn, or when the last write finished: everything since is in the
     /// next one).
     pub fn poll_update(&mut self) -> Option<StoreUpdate> {
-        if !self.changes.tracking
-            || !(self.dirty || !self.changes.is_empty() || self.outbox.waits_for_next())
-        {
+        let changed = self.dirty || !self.changes.is_empty() || self.outbox.outgoing_changed();
+        if !self.changes.tracking || !(changed || self.outbox.waits_for_next()) {
             return None;
         }
         let id = self.changes.next_id;
@@ -218,6 +222,15 @@ impl Provider {
                 None => StoreChange::Unspent(key),
             });
         }
+        for (id, outgoing) in self.outbox.take_outgoing_changes() {
+            changes.push(match outgoing {
+                Some((event, relays)) => StoreChange::Outgoing {
+                    event: Box::new(event.clone()),
+                    relays: relays.clone(),
+                },
+                None => StoreChange::Sent(id),
+            });
+        }
         let meta = self.snapshot_meta(kept_in_meta);
         Some(StoreUpdate { id, changes, meta })
     }
@@ -230,6 +243,14 @@ impl Provider {
         }
         self.outbox.release(id);
         Ok(())
+    }
+
+    /// The host published the event `id` (a relay took it), or gave up on it: its
+    /// [`StoreChange::Outgoing`] record goes with the next update. When persisting by
+    /// updates, report every event handed out to publish, or they stay in memory and in the
+    /// store (and a restart publishes them again, which relays take as a duplicate).
+    pub fn handle_published(&mut self, id: EventId) {
+        self.outbox.published(id);
     }
 
     /// Whether the provider persists by updates ([`track_updates`](Self::track_updates)).
@@ -249,6 +270,7 @@ pub struct RecordSet {
     jobs: std::collections::BTreeMap<EventId, JobRecord>,
     forgotten: std::collections::BTreeMap<EventId, Timestamp>,
     spent: std::collections::BTreeMap<SpentKey, Timestamp>,
+    outgoing: std::collections::BTreeMap<EventId, (Event, Vec<String>)>,
 }
 
 impl RecordSet {
@@ -275,6 +297,13 @@ impl RecordSet {
                 StoreChange::Unspent(key) => {
                     self.spent.remove(key);
                 }
+                StoreChange::Outgoing { event, relays } => {
+                    self.outgoing
+                        .insert(event.id, ((**event).clone(), relays.clone()));
+                }
+                StoreChange::Sent(id) => {
+                    self.outgoing.remove(id);
+                }
             }
         }
         self.meta = Some(update.meta.clone());
@@ -294,11 +323,15 @@ impl RecordSet {
     /// The provider's state, for [`Provider::restore`]; `None` before any update.
     pub fn snapshot(&self) -> Option<ProviderSnapshot> {
         let meta = self.meta.clone()?;
-        Some(ProviderSnapshot::assemble(
+        let mut snapshot = ProviderSnapshot::assemble(
             meta,
             self.jobs.values().cloned(),
             self.forgotten.iter().map(|(id, t)| (*id, *t)),
             self.spent.iter().map(|(k, t)| (*k, *t)),
-        ))
+        );
+        for (event, relays) in self.outgoing.values() {
+            snapshot.push_publish(event.clone(), relays.clone());
+        }
+        Some(snapshot)
     }
 }

@@ -16,6 +16,13 @@ use crate::rng::{DvmRng, RngState};
 /// A provider's whole state: jobs, replay ledger, RNG position, tombstones, rate windows and
 /// the outputs not yet drained. Serialize it with any serde format; it holds the RNG seed, so
 /// keep it as private as the keys.
+///
+/// **Versions.** A snapshot carries the version of its format (also the meta record of a
+/// [`StoreUpdate`](super::StoreUpdate), whose job records share it). [`Provider::restore`]
+/// reads its own version only and refuses any other with [`Error::Restore`] naming both,
+/// never guessing: a release that changes the format bumps the version, says so in the
+/// CHANGELOG, and either reads the previous version too or ships a conversion with it. A
+/// refused snapshot is left as it is (a `SqliteStore` is not changed by a failed restore).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProviderSnapshot {
     version: u32,

@@ -387,6 +387,7 @@ impl ProviderRuntime {
         let seen = SeenTimes::default();
         let reconnected_rx = watch_reconnections(&client, seen.clone()).await;
         let unpublished = SharedUnpublished::default();
+        unpublished.lock().tracking = tracking;
         let worker = tokio::spawn(relay_worker(
             client.clone(),
             Relays {
@@ -415,7 +416,7 @@ impl ProviderRuntime {
         tokio::pin!(shutdown);
         loop {
             host.drain(&mut provider);
-            match &writer {
+            match &mut writer {
                 Some(writer) => send_update(writer, &mut provider, &unpublished),
                 None if provider.needs_persistence() => {
                     if let Some(store) = &store {
@@ -506,8 +507,14 @@ impl ProviderRuntime {
             tracing::warn!("relay worker did not finish in time");
         }
         let saved = match (writer.take(), &store) {
-            (Some(writer), _) => {
-                send_update(&writer, &mut provider, &unpublished);
+            (Some(mut writer), _) => {
+                writer
+                    .wait_idle(flush_timeout.max(Duration::from_secs(5)))
+                    .await;
+                if let Some(id) = writer.last_persisted() {
+                    let _ = provider.handle_persisted(id);
+                }
+                send_update(&mut writer, &mut provider, &unpublished);
                 writer
                     .finish(flush_timeout.max(Duration::from_secs(5)))
                     .await;
@@ -521,13 +528,17 @@ impl ProviderRuntime {
     }
 }
 
-/// Hands the writer what changed this turn, with the events no relay has taken yet (for a
-/// restart to publish them).
-fn send_update(writer: &StoreWriter, provider: &mut Provider, unpublished: &SharedUnpublished) {
-    if let Some(mut update) = provider.poll_update() {
-        for (event, relays) in unpublished.lock().events.values() {
-            update.meta.push_publish(event.clone(), relays.clone());
-        }
+/// Tells the provider which of its events the relays took (their records go), then hands the
+/// writer what changed, unless the writer is still on the last update: then the changes wait
+/// and go out together with the next ones (one update per write, whatever the turns).
+fn send_update(writer: &mut StoreWriter, provider: &mut Provider, unpublished: &SharedUnpublished) {
+    for id in std::mem::take(&mut unpublished.lock().published) {
+        provider.handle_published(id);
+    }
+    if writer.busy() {
+        return;
+    }
+    if let Some(update) = provider.poll_update() {
         writer.send(update);
     }
 }
@@ -563,6 +574,10 @@ struct Unpublished {
     next: u64,
     events: BTreeMap<u64, (Event, Vec<String>)>,
     order: HashMap<EventId, u64>,
+    /// Whether the provider persists by updates: then the events relays took are reported to
+    /// it ([`Provider::handle_published`]), from `published`.
+    tracking: bool,
+    published: Vec<EventId>,
 }
 
 impl Unpublished {
@@ -577,6 +592,9 @@ impl Unpublished {
     fn done(&mut self, id: &EventId) {
         if let Some(seq) = self.order.remove(id) {
             self.events.remove(&seq);
+            if self.tracking {
+                self.published.push(*id);
+            }
         }
     }
 }

@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use nostr::{EventId, Timestamp};
+use nostr::{Event, EventId, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::record_store::RecordStore;
@@ -30,7 +30,8 @@ pub enum SyncMode {
 
 /// The schema migrations, in order: `PRAGMA user_version` says how many were applied.
 const MIGRATIONS: &[&str] = &[
-    // 1: jobs, forgotten job ids, spent payment keys, and the provider's meta record.
+    // 1: jobs, forgotten job ids, spent payment keys, events to publish, and the provider's
+    // meta record.
     "CREATE TABLE jobs (
          id BLOB PRIMARY KEY,
          seq INTEGER NOT NULL,
@@ -38,7 +39,7 @@ const MIGRATIONS: &[&str] = &[
          terminal INTEGER NOT NULL,
          updated_at INTEGER NOT NULL,
          record TEXT NOT NULL
-     ) WITHOUT ROWID;
+     );
      CREATE INDEX jobs_terminal ON jobs (terminal, updated_at);
      CREATE TABLE forgotten (
          id BLOB PRIMARY KEY,
@@ -50,6 +51,11 @@ const MIGRATIONS: &[&str] = &[
          expires INTEGER NOT NULL,
          PRIMARY KEY (kind, key)
      ) WITHOUT ROWID;
+     CREATE TABLE outgoing (
+         id BLOB PRIMARY KEY,
+         event TEXT NOT NULL,
+         relays TEXT NOT NULL
+     );
      CREATE TABLE meta (
          id INTEGER PRIMARY KEY CHECK (id = 1),
          snapshot TEXT NOT NULL
@@ -208,9 +214,24 @@ impl RecordStore for SqliteStore {
                 time(expires),
             ));
         }
-        Ok(Some(ProviderSnapshot::assemble(
-            meta, jobs, forgotten, spent,
-        )))
+        let mut snapshot = ProviderSnapshot::assemble(meta, jobs, forgotten, spent);
+        let mut statement = connection
+            .prepare("SELECT event, relays FROM outgoing ORDER BY id")
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.error(e))?;
+        for row in rows {
+            let (event, relays) = row.map_err(|e| self.error(e))?;
+            let event: Event = serde_json::from_str(&event)
+                .map_err(|e| self.error(format!("outgoing event: {e}")))?;
+            let relays: Vec<String> = serde_json::from_str(&relays)
+                .map_err(|e| self.error(format!("outgoing relays: {e}")))?;
+            snapshot.push_publish(event, relays);
+        }
+        Ok(Some(snapshot))
     }
 
     fn apply(&self, updates: &[StoreUpdate]) -> Result<(), RuntimeError> {
@@ -333,6 +354,27 @@ fn apply_change(transaction: &Transaction<'_>, change: &StoreChange) -> rusqlite
             transaction
                 .prepare_cached("DELETE FROM spent WHERE kind = ?1 AND key = ?2")?
                 .execute(params![kind, bytes.as_slice()])?;
+        }
+        StoreChange::Outgoing { event, relays } => {
+            let event_json = serde_json::to_string(event.as_ref())
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let relays_json = serde_json::to_string(relays)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            transaction
+                .prepare_cached(
+                    "INSERT INTO outgoing (id, event, relays) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![
+                    event.id.to_bytes().as_slice(),
+                    event_json,
+                    relays_json
+                ])?;
+        }
+        StoreChange::Sent(id) => {
+            transaction
+                .prepare_cached("DELETE FROM outgoing WHERE id = ?1")?
+                .execute(params![id.to_bytes().as_slice()])?;
         }
     }
     Ok(())

@@ -27,6 +27,10 @@ pub(super) struct StoreWriter {
     updates: Option<sync_mpsc::Sender<StoreUpdate>>,
     persisted: mpsc::UnboundedReceiver<u64>,
     thread: Option<JoinHandle<()>>,
+    /// The update being written, if any: the loop sends the next one once it is done.
+    writing: Option<u64>,
+    /// The last update written.
+    last: Option<u64>,
 }
 
 impl StoreWriter {
@@ -41,21 +45,57 @@ impl StoreWriter {
             updates: Some(updates),
             persisted,
             thread: Some(thread),
+            writing: None,
+            last: None,
         })
     }
 
     /// Queues `update` for the next write.
-    pub(super) fn send(&self, update: StoreUpdate) {
+    pub(super) fn send(&mut self, update: StoreUpdate) {
+        let id = update.id;
         if let Some(updates) = &self.updates {
             if updates.send(update).is_err() {
                 tracing::error!("the store writer stopped: an update is not written");
+                return;
             }
+            self.writing = Some(id);
         }
+    }
+
+    /// Whether an update is being written.
+    pub(super) fn busy(&self) -> bool {
+        self.writing.is_some()
+    }
+
+    /// The last update written, if any.
+    pub(super) fn last_persisted(&self) -> Option<u64> {
+        self.last
     }
 
     /// The id of the last update written, once a write finishes.
     pub(super) async fn persisted(&mut self) -> Option<u64> {
-        self.persisted.recv().await
+        let id = self.persisted.recv().await?;
+        self.done(id);
+        Some(id)
+    }
+
+    fn done(&mut self, id: u64) {
+        self.last = Some(id);
+        if self.writing.is_some_and(|w| w <= id) {
+            self.writing = None;
+        }
+    }
+
+    /// Waits (at most `timeout`) until the update being written is written.
+    pub(super) async fn wait_idle(&mut self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, async {
+            while self.busy() {
+                if self.persisted().await.is_none() {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     /// Writes what is queued, stops the thread, and returns the last id written, waiting

@@ -996,6 +996,8 @@ impl Network {
                         "the relay refused the provider's event {id}: {why}"
                     ));
                 }
+                // The relay answered (OK, or a refusal the host gives up on).
+                self.provider.handle_published(id);
             }
             Output::Relay(RelayCommand::Subscribe { id, filter }) => {
                 self.relay.subscribe(PROVIDER_CLIENT, id, filter);

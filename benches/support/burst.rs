@@ -1,0 +1,141 @@
+//! Customers that send bursts of free jobs through a relay and wait for every result: the
+//! load of the runtime and store benches.
+// Each bench uses a part of it.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use nostr_dvm::nostr::{ClientMessage, Event, EventBuilder, EventId, Filter, Keys, Kind, Tag};
+use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
+use tokio::sync::broadcast;
+
+use crate::echo::KIND;
+
+/// A customer: a nostr-sdk client subscribed to every result and feedback on the relay.
+pub struct Customer {
+    keys: Keys,
+    /// Its client.
+    pub client: Client,
+    notifications: broadcast::Receiver<RelayPoolNotification>,
+}
+
+impl Customer {
+    pub async fn connect(url: &str) -> Self {
+        let client = Client::default();
+        client.add_relay(url).await.unwrap();
+        client.connect().await;
+        client.wait_for_connection(Duration::from_secs(5)).await;
+        let notifications = client.notifications();
+        let filter = Filter::new().kind(Kind::from(KIND + 1000));
+        client.subscribe(filter, None).await.unwrap();
+        Self {
+            keys: Keys::generate(),
+            client,
+            notifications,
+        }
+    }
+
+    pub fn request(&self, n: usize) -> Event {
+        EventBuilder::new(Kind::from(KIND), "")
+            .tags([Tag::parse(["i", &format!("job {n}"), "text"]).unwrap()])
+            .sign_with_keys(&self.keys)
+            .unwrap()
+    }
+}
+
+/// Publishes every request (each customer its own, concurrently) and waits until each has
+/// a result on the relay.
+pub async fn run_batch(customers: &mut [Customer], requests: Vec<Vec<Event>>) {
+    let mut waiting: HashSet<EventId> = requests.iter().flatten().map(|e| e.id).collect();
+    let sends = customers
+        .iter()
+        .zip(requests)
+        .map(|(customer, events)| {
+            let client = customer.client.clone();
+            tokio::spawn(async move {
+                let relays: Vec<_> = client.relays().await.into_keys().collect();
+                for event in events {
+                    // Fire and forget, as a busy customer would: the results are the check.
+                    let message = ClientMessage::event(event);
+                    client.send_msg_to(relays.clone(), message).await.unwrap();
+                }
+            })
+        })
+        .collect::<Vec<_>>();
+    for send in sends {
+        send.await.unwrap();
+    }
+    let first = &mut customers[0].notifications;
+    while !waiting.is_empty() {
+        let Ok(note) = tokio::time::timeout(Duration::from_secs(30), first.recv()).await else {
+            panic!("{} results did not arrive within 30 s", waiting.len());
+        };
+        let note = note.expect("the relay is up");
+        if let RelayPoolNotification::Event { event, .. } = note {
+            for id in event.tags.event_ids() {
+                waiting.remove(id);
+            }
+        }
+    }
+}
+
+/// Like [`run_batch`], with at most `window` jobs in flight: the next request goes out when
+/// a result comes in. `LocalRelay` hands new events to its connections through a broadcast
+/// channel of 1,024: a burst whose requests, feedback and results exceed it makes slow
+/// connections miss events (nostr-relay-builder 0.44 drops them), so a load of thousands of
+/// jobs is sent through a window.
+pub async fn run_window(customers: &mut [Customer], requests: Vec<Vec<Event>>, window: usize) {
+    let mut waiting: HashSet<EventId> = requests.iter().flatten().map(|e| e.id).collect();
+    let mut queue: Vec<(Client, Event)> = Vec::new();
+    let longest = requests.iter().map(Vec::len).max().unwrap_or(0);
+    for n in (0..longest).rev() {
+        for (customer, events) in customers.iter().zip(&requests).rev() {
+            if let Some(event) = events.get(n) {
+                queue.push((customer.client.clone(), event.clone()));
+            }
+        }
+    }
+    // `queue` is in reverse order: pop takes the first request of the first customer.
+    let send = |client: Client, event: Event| async move {
+        client
+            .send_msg_to(
+                client.relays().await.into_keys().collect::<Vec<_>>(),
+                ClientMessage::event(event),
+            )
+            .await
+            .unwrap();
+    };
+    for _ in 0..window {
+        if let Some((client, event)) = queue.pop() {
+            send(client, event).await;
+        }
+    }
+    let client = customers[0].client.clone();
+    let first = &mut customers[0].notifications;
+    while !waiting.is_empty() {
+        let Ok(note) = tokio::time::timeout(Duration::from_secs(30), first.recv()).await else {
+            let filter = Filter::new()
+                .kind(Kind::from(KIND + 1000))
+                .events(waiting.iter().copied());
+            let stored = client
+                .fetch_events(filter, Duration::from_secs(10))
+                .await
+                .map(|events| events.len())
+                .unwrap_or(0);
+            panic!(
+                "{} results did not arrive within 30 s; the relay holds {stored} of them",
+                waiting.len()
+            );
+        };
+        if let RelayPoolNotification::Event { event, .. } = note.expect("the relay is up") {
+            for id in event.tags.event_ids() {
+                if waiting.remove(id) {
+                    if let Some((client, event)) = queue.pop() {
+                        send(client, event).await;
+                    }
+                }
+            }
+        }
+    }
+}
