@@ -41,9 +41,11 @@ impl Outbox {
     pub(super) fn push_back(&mut self, output: Output) {
         if self.tracking() {
             if let Output::Relay(RelayCommand::Publish { event, relays }) = &output {
-                self.outgoing
-                    .insert(event.id, (event.clone(), relays.clone()));
-                self.outgoing_changed.insert(event.id);
+                if must_reach_a_relay(event) {
+                    self.outgoing
+                        .insert(event.id, (event.clone(), relays.clone()));
+                    self.outgoing_changed.insert(event.id);
+                }
             }
         }
         self.items.push_back((self.stamp, output));
@@ -91,8 +93,10 @@ impl Outbox {
             // Restored events to publish are outgoing until the host reports them published
             // (they are stored already).
             if let Output::Relay(RelayCommand::Publish { event, relays }) = output {
-                self.outgoing
-                    .insert(event.id, (event.clone(), relays.clone()));
+                if must_reach_a_relay(event) {
+                    self.outgoing
+                        .insert(event.id, (event.clone(), relays.clone()));
+                }
             }
         }
         self.stamp = next_update;
@@ -120,5 +124,25 @@ impl Outbox {
         if self.tracking() {
             self.released = self.released.max(id);
         }
+    }
+}
+
+/// Whether an event the provider publishes is kept (a [`StoreChange::Outgoing`] record) until
+/// a relay takes it: results, feedback a customer acts on (payment-required, partial, error,
+/// success, and any whose status is encrypted) and gift wraps (which carry those). Not
+/// `processing` feedback, announcements or heartbeats: losing one in a crash loses nothing
+/// (announcements and heartbeats are published again on their own), and storing them would
+/// cost two writes each.
+///
+/// [`StoreChange::Outgoing`]: super::StoreChange::Outgoing
+fn must_reach_a_relay(event: &Event) -> bool {
+    let kind = event.kind.as_u16();
+    match kind {
+        6000..=6999 => true,
+        7000 => !event.tags.iter().any(|tag| {
+            matches!(tag.as_slice(), [name, status, ..] if name == "status" && status == "processing")
+        }),
+        1059 | 21059 => true,
+        _ => false,
     }
 }

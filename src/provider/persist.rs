@@ -4,8 +4,9 @@
 //! Once the host calls [`Provider::track_updates`], each [`Provider::poll_update`] hands it
 //! the records that changed since the last one, with an increasing id: the jobs (created, a new
 //! state, paid, answered), the jobs dropped from the table, the spent payment keys of the replay
-//! ledger, and the rest of the state (`meta`: RNG position, rate windows, timers, tombstones,
-//! the outputs that must survive a crash). The host applies an update idempotently (upserts and
+//! ledger, the events to publish that no relay has taken yet (reported by
+//! [`Provider::handle_published`]), and the rest of the state (`meta`: RNG position, rate
+//! windows, timers, tombstones, refunds to hand out). The host applies an update idempotently (upserts and
 //! deletes by key; applying one twice changes nothing) and, once it is durable, calls
 //! [`Provider::handle_persisted`] with its id.
 //!

@@ -315,9 +315,8 @@ fn apply_change(transaction: &Transaction<'_>, change: &StoreChange) -> rusqlite
                     sql_int(record.updated_at().as_secs()),
                     json,
                 ])?;
-            transaction
-                .prepare_cached("DELETE FROM forgotten WHERE id = ?1")?
-                .execute(params![id.as_slice()])?;
+            // A job id never comes back once forgotten (its request is refused as stale
+            // first): no forgotten row to delete here.
         }
         StoreChange::Forgotten { job, until } => {
             let id = job.to_bytes();
