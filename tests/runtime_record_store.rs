@@ -93,7 +93,7 @@ async fn nothing_goes_out_while_the_store_fails_and_the_answer_follows_the_write
     let attempts = store.attempts.load(Ordering::SeqCst);
 
     let (client, mut notifications, request) = customer(&url, &keys).await;
-    // The job is received, but its writes fail: no feedback, no task, no result.
+    // The job is received, but its writes fail: no feedback, no result.
     tokio::time::timeout(Duration::from_secs(10), async {
         while store.attempts.load(Ordering::SeqCst) < attempts + 3 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -110,11 +110,9 @@ async fn nothing_goes_out_while_the_store_fails_and_the_answer_follows_the_write
     })
     .await;
     assert!(early.is_err(), "published before it was stored: {early:?}");
-    assert_eq!(
-        runs.load(Ordering::SeqCst),
-        0,
-        "no task before the job is stored"
-    );
+    // A free job's task may run meanwhile (nothing is paid, nothing published): its result
+    // waits for the job's state to be written. A paid job's task waits for its payment's
+    // ledger entry (tests/provider_updates.rs).
 
     // The disk is back: the same updates are written, then everything goes out.
     store.failing.store(false, Ordering::SeqCst);

@@ -114,7 +114,17 @@ impl Provider {
             let _ = self.send_feedback(now, id, FeedbackStatus::Processing, None, None, false);
         }
         if let Some(request) = self.task_request(id) {
-            self.outbox.push_back(Output::RunTask(Box::new(request)));
+            let output = Output::RunTask(Box::new(request));
+            if self.ledger.paid_job(&id) {
+                // Paid: the task starts only once the payment's ledger entry is durable.
+                self.outbox.push_back(output);
+            } else {
+                // Nothing paid yet: a crash before the job is stored loses a run whose
+                // result was never published (results wait for the job's `Delivered`
+                // state), and the request, delivered again, makes the job anew. No need to
+                // wait for the store.
+                self.outbox.push_back_early(output);
+            }
         }
         self.notify(Notification::JobStarted { job: id });
     }

@@ -72,11 +72,27 @@ impl Outbox {
         !self.outgoing_changed.is_empty()
     }
 
-    /// The next output, if the update it follows is durable.
+    /// Pushes an output that need not wait for any update: it is handed out at once, ahead
+    /// of outputs that wait. Only for an output whose effect a crash cannot make wrong (see
+    /// `Provider::start_task`).
+    pub(super) fn push_back_early(&mut self, output: Output) {
+        self.items.push_back((0, output));
+    }
+
+    /// The next output whose update is durable (the first in order; an early one may pass
+    /// outputs that wait).
     pub(super) fn pop_front(&mut self) -> Option<Output> {
+        let released = self.released;
         match self.items.front() {
-            Some((stamp, _)) if *stamp <= self.released => self.items.pop_front().map(|(_, o)| o),
-            _ => None,
+            Some((stamp, _)) if *stamp <= released => self.items.pop_front().map(|(_, o)| o),
+            Some(_) => {
+                let i = self
+                    .items
+                    .iter()
+                    .position(|(stamp, _)| *stamp <= released)?;
+                self.items.remove(i).map(|(_, o)| o)
+            }
+            None => None,
         }
     }
 
@@ -110,8 +126,9 @@ impl Outbox {
     /// Whether outputs wait for the update the host has not taken yet.
     pub(super) fn waits_for_next(&self) -> bool {
         self.items
-            .back()
-            .is_some_and(|(stamp, _)| *stamp == self.stamp)
+            .iter()
+            .rev()
+            .any(|(stamp, _)| *stamp == self.stamp)
     }
 
     /// The host took update `id` (the current stamp): later outputs wait for the next one.

@@ -12,8 +12,11 @@
 //!
 //! **Write-ahead.** Every output waits for the update that follows it: an output pushed while
 //! handling an input is handed out by [`Provider::poll_output`] only after the update taken
-//! after that input is acknowledged. So no relay sees an answer, no task starts and no invoice
-//! is asked for before the state that produced it is durable: a paid job's `RunTask` after its
+//! after that input is acknowledged. So no relay sees an answer, no paid task starts and no
+//! invoice is asked for before the state that produced it is durable. One exception: the
+//! `RunTask` of a job nothing was paid for goes out at once (a crash then loses only a run
+//! whose result was never published; the request, delivered again, makes the job anew). In
+//! order: a paid job's `RunTask` after its
 //! ledger entry (a replayed receipt finds it spent after a crash), a result after the job's
 //! `Delivered` state (a restart never runs it again nor publishes a second result), a
 //! `payment-required` after the job record (a customer never pays for a job the provider does

@@ -208,8 +208,8 @@ impl ProviderRuntime {
     /// Persists by updates into `store` (replaces a [`store`](Self::store)): the
     /// recommended way, with [`SqliteStore`](super::SqliteStore). Each loop turn hands the
     /// store only what changed, written by a thread of its own (group commit), and every
-    /// output waits until the update before it is durable: no answer reaches a relay, no task
-    /// starts and no invoice is asked for before the state behind it is stored (see
+    /// output waits until the update before it is durable: no answer reaches a relay, no paid
+    /// task starts and no invoice is asked for before the state behind it is stored (see
     /// [`persist`](crate::provider::persist)). A failing store is retried; the provider waits
     /// meanwhile instead of losing anything.
     pub fn record_store(mut self, store: impl RecordStore + 'static) -> Self {
