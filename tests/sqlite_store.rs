@@ -221,3 +221,17 @@ fn a_snapshot_is_imported_into_an_empty_store_only() {
         "not into a store that holds something"
     );
 }
+
+#[test]
+fn a_database_with_a_schema_version_nostr_dvm_never_writes_is_refused() {
+    let dir = TempDir::new();
+    let connection = rusqlite::Connection::open(dir.db()).unwrap();
+    connection
+        .execute_batch("PRAGMA user_version = -1;")
+        .unwrap();
+    drop(connection);
+    match SqliteStore::open(dir.db()) {
+        Err(RuntimeError::Store(reason)) => assert!(reason.contains("not nostr-dvm"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -276,13 +276,19 @@ fn migrate(connection: &Connection) -> Result<(), String> {
     let applied: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(|e| e.to_string())?;
-    let known = MIGRATIONS.len() as i64;
-    if applied > known {
-        return Err(format!(
-            "schema version {applied} was written by a newer nostr-dvm (this one knows {known})"
-        ));
-    }
-    for (n, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+    let known = MIGRATIONS.len();
+    let applied = match usize::try_from(applied) {
+        Ok(n) if n <= known => n,
+        Ok(_) => {
+            return Err(format!(
+                "schema version {applied} was written by a newer nostr-dvm (this one knows \
+                 {known})"
+            ))
+        }
+        // Not a version this crate writes: someone else's database.
+        Err(_) => return Err(format!("schema version {applied} is not nostr-dvm's")),
+    };
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let version = n + 1;
         connection
             .execute_batch(&format!(
