@@ -407,6 +407,42 @@ impl SavedJob {
 }
 
 impl ProviderSnapshot {
+    /// A snapshot of records alone, without the meta of a provider (no RNG state, no rate
+    /// windows, nothing to hand out): for [`Provider::adopt`] of the jobs of a process whose
+    /// meta record is missing. Not for [`Provider::restore`], which would start from a
+    /// zero RNG seed (mixed with fresh entropy under the default seed source).
+    pub fn records_only(
+        jobs: impl IntoIterator<Item = super::JobRecord>,
+        forgotten: impl IntoIterator<Item = (EventId, Timestamp)>,
+        spent: impl IntoIterator<Item = (super::SpentKey, Timestamp)>,
+    ) -> ProviderSnapshot {
+        let meta = ProviderSnapshot {
+            version: VERSION,
+            jobs: Vec::new(),
+            ledger: ReplayLedger::default(),
+            rng: crate::rng::RngState {
+                seed: [0; 32],
+                position: 0,
+            },
+            tombstones: Vec::new(),
+            rate: Vec::new(),
+            outbox: Vec::new(),
+            next_heartbeat: None,
+            deletion_refresh_at: None,
+            forgotten: Vec::new(),
+            seq: 0,
+            clock: Timestamp::from(0),
+            seen_wraps: Vec::new(),
+            inputs_pushed_at: None,
+            early_receipts: Vec::new(),
+            tell_budget: super::refusals::TellBudget::default(),
+            next_announce: None,
+            global_rate: Vec::new(),
+            invoice_times: Vec::new(),
+        };
+        Self::assemble(meta, jobs, forgotten, spent)
+    }
+
     /// A snapshot made of a store's records: `meta` (the [`StoreUpdate::meta`] last written),
     /// the jobs, the forgotten ids with the moment each may go, and the spent payment keys
     /// with their expiry. What a store's `load` returns, for [`Provider::restore`].

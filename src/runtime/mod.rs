@@ -157,6 +157,11 @@ pub enum RuntimeError {
     /// process per SQLite file.
     #[error("{} is in use by another process", .0.display())]
     StoreInUse(std::path::PathBuf),
+    /// This process's lease in a store shared by a fleet was taken over (it could not renew
+    /// it in time, or another process started with its name): its jobs belong to another
+    /// process now, and it stops rather than answer them twice.
+    #[error("the lease of this process was taken over: its jobs belong to another process")]
+    LeaseLost,
     /// The stored snapshot could not be restored.
     #[error(transparent)]
     Provider(#[from] crate::provider::Error),
