@@ -33,6 +33,7 @@
 //!             provider.handle_task_result(now, request.job, Ok(TaskOutput::new("...")))?;
 //!         }
 //!         Output::CancelTask(job) => { /* abort the task of `job` */ }
+//!         Output::ClaimJob(record) => { /* a fleet only: claim it in the shared store, then handle_claim */ }
 //!         Output::RequestInvoice { job, amount_msat, .. } => { /* wallet, then handle_invoice */ }
 //!         Output::Refund(refund) => { /* a late or extra payment: give it back */ }
 //!         Output::Notify(event) => { /* log it */ }

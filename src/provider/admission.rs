@@ -12,7 +12,7 @@ use std::collections::{HashSet, VecDeque};
 use nostr::{Event, EventId, PublicKey, Timestamp};
 
 use super::refusals::Refused;
-use super::{round_up, tags_size, Job, Notification, Provider, RejectReason, Reply};
+use super::{round_up, tags_size, Job, Notification, Output, Provider, RejectReason, Reply};
 use crate::job::JobState;
 use crate::nip59;
 use crate::nip90::{InputType, JobRequest};
@@ -297,7 +297,12 @@ impl Provider {
             updated_at: now,
             seq: self.seq,
             wake: None,
+            unclaimed: self.config.claim_jobs,
         };
+        let claim = self
+            .config
+            .claim_jobs
+            .then(|| super::persist::JobRecord::new(super::snapshot::save_job(&job), Vec::new()));
         self.jobs.insert(id, Box::new(job));
         self.changes.job(id);
         self.count_rate(now, author);
@@ -309,7 +314,19 @@ impl Provider {
             job: id,
             customer: author,
         });
+        if let Some(record) = claim {
+            // One process of a fleet: nothing more until the claim is won. The claim goes out
+            // at once (no update holds this job before it).
+            self.outbox
+                .push_back_early(Output::ClaimJob(Box::new(record)));
+            return;
+        }
+        self.price_and_proceed(now, id);
+    }
 
+    /// Prices an admitted job (the customer gets an explicit answer whatever happens next)
+    /// and moves it on, or waits for the host's `accept`.
+    pub(super) fn price_and_proceed(&mut self, now: Timestamp, id: EventId) {
         // Price it now: the customer gets an explicit answer whatever happens next.
         let quote = match self.jobs.get(&id) {
             Some(job) => self.config.pricing.quote(&job.request),
@@ -377,7 +394,9 @@ impl Provider {
 
     /// Whether this request id is, or was, a job.
     pub(super) fn known(&self, id: &EventId) -> bool {
-        self.jobs.contains_key(id) || self.forgotten_set.contains_key(id)
+        self.jobs.contains_key(id)
+            || self.forgotten_set.contains_key(id)
+            || self.claimed_elsewhere.contains(id)
     }
 
     /// Requests naming providers in `p` tags are for them; untargeted ones are for anyone.
@@ -618,6 +637,11 @@ impl SeenIds {
             }
         }
         true
+    }
+
+    /// Whether `id` is held.
+    pub(super) fn contains(&self, id: &EventId) -> bool {
+        self.set.contains(id)
     }
 
     /// Forgets `id` (it may be taken when it comes again). O(1): its place in the order stays

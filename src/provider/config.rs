@@ -230,6 +230,12 @@ pub struct ProviderConfig {
     /// does not fit fails the job with `error` feedback naming the limit instead of reaching
     /// the customer unreadable. Turn it on only for customers known to read it.
     pub nip44_extended_prefix: bool,
+    /// The provider is one process of a fleet (several processes with the same keys, the
+    /// same relays and one database): each admitted job is claimed first
+    /// ([`Output::ClaimJob`](super::Output::ClaimJob)), and only the process that wins the
+    /// claim prices, invoices, runs and answers it. Default `false` (one process: no
+    /// claims). The bundled runtime sets it when its record store is shared.
+    pub claim_jobs: bool,
 }
 
 impl ProviderConfig {
@@ -270,6 +276,7 @@ impl ProviderConfig {
             heartbeat: None,
             seed: SeedSource::OperatingSystem,
             nip44_extended_prefix: false,
+            claim_jobs: false,
         }
     }
 
@@ -329,6 +336,7 @@ impl core::fmt::Debug for ProviderConfig {
             .field("payment", &self.payment)
             .field("zappers", &self.zappers)
             .field("zaps_only", &self.zaps_only)
+            .field("claim_jobs", &self.claim_jobs)
             .field("admission", &self.admission)
             .field("seed", &self.seed)
             .finish_non_exhaustive()

@@ -128,6 +128,38 @@ impl ReplayLedger {
         true
     }
 
+    /// Spends `key` until `expires` unless it is spent already (a key of another process of
+    /// the fleet, adopted); whether it was added.
+    pub(super) fn adopt_key(&mut self, key: SpentKey, expires: Timestamp) -> bool {
+        let spent = match key {
+            SpentKey::Receipt(id) => self.receipts.contains_key(&id),
+            SpentKey::PaymentHash(hash) => self.payment_hashes.contains_key(&hash),
+        };
+        if spent {
+            return false;
+        }
+        self.insert(key, expires);
+        true
+    }
+
+    /// Records `entry` as a payment of `job` (adopted from another process of the fleet),
+    /// its keys spent until `expires` when they were not; the keys it added.
+    pub(super) fn adopt_payment(
+        &mut self,
+        job: EventId,
+        entry: Entry,
+        expires: Timestamp,
+    ) -> Vec<SpentKey> {
+        let entries = self.paid.entry(job).or_default();
+        if !entries.contains(&entry) {
+            entries.push(entry);
+        }
+        Self::keys_of(entry.receipt, entry.payment_hash)
+            .into_iter()
+            .filter(|key| self.adopt_key(*key, expires))
+            .collect()
+    }
+
     /// Whether any payment was recorded for `job` (while the job is in the table).
     pub fn paid_job(&self, job: &EventId) -> bool {
         self.paid.get(job).is_some_and(|e| !e.is_empty())

@@ -19,6 +19,7 @@
 //!         Output::Relay(RelayCommand::Unsubscribe(id)) => { /* CLOSE */ }
 //!         Output::RunTask(request) => { /* run the Task, then handle_task_result */ }
 //!         Output::CancelTask(job) => { /* abort it */ }
+//!         Output::ClaimJob(record) => { /* a fleet only: claim it in the shared store, then handle_claim */ }
 //!         Output::RequestInvoice { job, amount_msat, .. } => { /* ask the wallet, then handle_invoice */ }
 //!         Output::Refund(refund) => { /* a payment that must not pay for work: give it back */ }
 //!         Output::Notify(note) => { /* log */ }
@@ -61,6 +62,7 @@
 mod admission;
 mod cancellation;
 mod chaining;
+mod claims;
 mod config;
 mod jobs;
 mod ledger;
@@ -179,6 +181,9 @@ struct Job {
     seq: u64,
     /// When the job is in the timer index, if it is (derived from the fields above).
     wake: Option<Timestamp>,
+    /// Admitted, but claimed by this process of a fleet only once the host says so
+    /// ([`Provider::handle_claim`]): nothing is priced, sent or stored for it until then.
+    unclaimed: bool,
 }
 
 /// A result ready to publish (gift-wrapped already when the job replies so), and the sample
@@ -345,6 +350,8 @@ pub struct Provider {
     early_receipts: VecDeque<EarlyReceipt>,
     seq: u64,
     dirty: bool,
+    /// Jobs another process of the fleet won the claim of: dropped when delivered again.
+    claimed_elsewhere: admission::SeenIds,
 }
 
 /// The most zap receipts kept for requests not seen yet (see [`EARLY_RECEIPT_SECS`]).
@@ -425,6 +432,7 @@ impl Provider {
             early_receipts: VecDeque::new(),
             seq: 0,
             dirty: true,
+            claimed_elsewhere: admission::SeenIds::default(),
         };
         provider.subscribe_base(now);
         provider
@@ -789,23 +797,7 @@ impl Provider {
         let mut ids: Vec<(u64, EventId)> = self.jobs.values().map(|j| (j.seq, j.id())).collect();
         ids.sort();
         for (_, id) in ids {
-            let Some(job) = self.jobs.get(&id) else {
-                continue;
-            };
-            match job.state {
-                JobState::Running => {
-                    let request = self.task_request(id);
-                    if let Some(request) = request {
-                        self.outbox.push_back(Output::RunTask(Box::new(request)));
-                    }
-                }
-                JobState::Invoicing | JobState::InvoicingResult => {
-                    let price = job.price_msat;
-                    self.ask_invoice(now, id, price);
-                }
-                JobState::WaitingForInputs => {}
-                _ => {}
-            }
+            self.resume_job(now, id);
         }
         self.deletion_refresh_at = None;
         self.push_deletion_filter();

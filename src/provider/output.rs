@@ -17,6 +17,11 @@ pub enum Output {
     RunTask(Box<TaskRequest>),
     /// Stop the task of this job: it was cancelled, expired or timed out.
     CancelTask(EventId),
+    /// Claim a newly admitted job for this process of a fleet
+    /// ([`ProviderConfig::claim_jobs`](super::ProviderConfig::claim_jobs)) in the store the
+    /// fleet shares, storing this first record of it, then report with `handle_claim`:
+    /// only the process that wins prices, invoices, runs and answers the job.
+    ClaimJob(Box<super::JobRecord>),
     /// Ask the Lightning backend for an invoice, then report with `handle_invoice`.
     RequestInvoice {
         /// The job to pay for.
@@ -92,6 +97,13 @@ pub enum Notification {
         job: EventId,
         /// The customer.
         customer: PublicKey,
+    },
+    /// Another process of the fleet won the claim of this job
+    /// ([`Provider::handle_claim`](super::Provider::handle_claim)): it answers it, this one
+    /// dropped it.
+    JobClaimedElsewhere {
+        /// The job.
+        job: EventId,
     },
     /// A request was refused; the reason says why and whether the customer was told.
     JobRejected {

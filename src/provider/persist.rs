@@ -210,6 +210,8 @@ impl Provider {
         let mut changes = Vec::new();
         for job in std::mem::take(&mut self.changes.jobs) {
             changes.push(match self.jobs.get(&job) {
+                // Not this process's (yet): its record comes once the claim is won.
+                Some(j) if j.unclaimed => continue,
                 Some(j) => StoreChange::Job(Box::new(JobRecord::new(
                     save_job(j),
                     self.ledger.payments_of(&job),

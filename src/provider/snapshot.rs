@@ -95,6 +95,9 @@ pub(super) struct SavedJob {
     deadline: Option<Timestamp>,
     updated_at: Timestamp,
     seq: u64,
+    /// Not claimed yet by this process of a fleet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    unclaimed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +106,8 @@ enum SavedOutput {
     /// Rebuilt from the job on restore.
     RunTask(EventId),
     CancelTask(EventId),
+    /// Rebuilt from the job on restore.
+    ClaimJob(EventId),
     RequestInvoice {
         job: EventId,
         amount_msat: u64,
@@ -186,75 +191,6 @@ impl Provider {
                 snapshot.version
             )));
         }
-        let mut jobs = HashMap::new();
-        let mut bindings = HashMap::new();
-        let mut dependents: HashMap<EventId, Vec<EventId>> = HashMap::new();
-        for saved in snapshot.jobs {
-            let request = if saved.unsigned {
-                JobRequest::from_rumor(
-                    &UnsignedEvent::from(saved.request),
-                    Some(&keys),
-                    &config.registry,
-                )
-            } else {
-                JobRequest::from_verified_event_with(&saved.request, Some(&keys), &config.registry)
-            }
-            .map_err(|e| Error::Restore(format!("job request: {e}")))?;
-            let id = request.id;
-            if let Some(fid) = saved.payment_feedback {
-                bindings.insert(fid, id);
-            }
-            if let Some(rid) = saved.result_id {
-                bindings.insert(rid, id);
-            }
-            if saved.state == JobState::WaitingForInputs {
-                for dep in &saved.waiting_for {
-                    if !saved.resolved.iter().any(|(d, _)| d == dep) {
-                        dependents.entry(*dep).or_default().push(id);
-                    }
-                }
-            }
-            jobs.insert(
-                id,
-                Box::new(Job {
-                    request,
-                    reply: saved.reply,
-                    state: saved.state,
-                    price_msat: saved.price_msat,
-                    invoice: match (saved.bolt11, saved.payment_hash, saved.payment_feedback) {
-                        (Some(bolt11), Some(hash), feedback) => Some(Box::new(super::JobInvoice {
-                            invoice: Some((bolt11, hash)),
-                            feedback,
-                        })),
-                        // Asked to be paid by a zap, with no invoice.
-                        (None, None, Some(fid)) => Some(Box::new(super::JobInvoice {
-                            invoice: None,
-                            feedback: Some(fid),
-                        })),
-                        _ => None,
-                    },
-                    held: saved.held_result.map(|event| {
-                        Box::new(super::HeldResult {
-                            event,
-                            sample: saved.sample,
-                        })
-                    }),
-                    result_id: saved.result_id.map(Box::new),
-                    chain: (!saved.waiting_for.is_empty() || !saved.resolved.is_empty()).then(
-                        || {
-                            Box::new(super::Chain {
-                                waiting_for: saved.waiting_for,
-                                resolved: saved.resolved,
-                            })
-                        },
-                    ),
-                    deadline: saved.deadline,
-                    updated_at: saved.updated_at,
-                    seq: saved.seq,
-                    wake: None,
-                }),
-            );
-        }
         let rng = DvmRng::restore(snapshot.rng, &config.seed);
         let conversations = crate::nip44::ConversationKeyCache::new(
             keys.secret_key().clone(),
@@ -276,9 +212,9 @@ impl Provider {
             keys,
             config,
             rng,
-            jobs,
-            bindings,
-            dependents,
+            jobs: HashMap::new(),
+            bindings: HashMap::new(),
+            dependents: HashMap::new(),
             ledger: snapshot.ledger,
             tombstones: {
                 let mut tombstones = super::cancellation::Tombstones::default();
@@ -321,22 +257,17 @@ impl Provider {
                 .collect(),
             seq: snapshot.seq,
             dirty: false,
+            claimed_elsewhere: super::admission::SeenIds::default(),
         };
+        for saved in snapshot.jobs {
+            let job = provider.load_job(saved)?;
+            provider.insert_loaded(job);
+        }
         let mut ids: Vec<(u64, EventId)> =
             provider.jobs.values().map(|j| (j.seq, j.id())).collect();
         ids.sort();
-        for (seq, id) in ids {
-            if let Some(job) = provider.jobs.get(&id) {
-                if job.state.is_terminal() {
-                    provider.terminal.insert((job.updated_at, seq, id));
-                } else {
-                    provider.live += 1;
-                }
-                if matches!(job.state, JobState::Invoicing | JobState::AwaitingPayment) {
-                    provider.unpaid.insert((seq, id));
-                }
-            }
-            provider.schedule(id);
+        for (_, id) in ids {
+            provider.index_job(id);
         }
         for saved in snapshot.outbox {
             let output = match saved {
@@ -346,6 +277,12 @@ impl Provider {
                     None => continue,
                 },
                 SavedOutput::CancelTask(job) => Output::CancelTask(job),
+                SavedOutput::ClaimJob(job) => match provider.jobs.get(&job) {
+                    Some(j) => {
+                        Output::ClaimJob(Box::new(super::JobRecord::new(save_job(j), Vec::new())))
+                    }
+                    None => continue,
+                },
                 SavedOutput::RequestInvoice {
                     job,
                     amount_msat,
@@ -363,6 +300,82 @@ impl Provider {
             provider.outbox.push_back(output);
         }
         Ok(provider)
+    }
+}
+
+impl Provider {
+    /// A saved job as it lives in the table (not inserted yet).
+    pub(super) fn load_job(&self, saved: SavedJob) -> Result<Job, Error> {
+        let request = if saved.unsigned {
+            JobRequest::from_rumor(
+                &UnsignedEvent::from(saved.request),
+                Some(&self.keys),
+                &self.config.registry,
+            )
+        } else {
+            JobRequest::from_verified_event_with(
+                &saved.request,
+                Some(&self.keys),
+                &self.config.registry,
+            )
+        }
+        .map_err(|e| Error::Restore(format!("job request: {e}")))?;
+        Ok(Job {
+            request,
+            reply: saved.reply,
+            state: saved.state,
+            price_msat: saved.price_msat,
+            invoice: match (saved.bolt11, saved.payment_hash, saved.payment_feedback) {
+                (Some(bolt11), Some(hash), feedback) => Some(Box::new(super::JobInvoice {
+                    invoice: Some((bolt11, hash)),
+                    feedback,
+                })),
+                // Asked to be paid by a zap, with no invoice.
+                (None, None, Some(fid)) => Some(Box::new(super::JobInvoice {
+                    invoice: None,
+                    feedback: Some(fid),
+                })),
+                _ => None,
+            },
+            held: saved.held_result.map(|event| {
+                Box::new(super::HeldResult {
+                    event,
+                    sample: saved.sample,
+                })
+            }),
+            result_id: saved.result_id.map(Box::new),
+            chain: (!saved.waiting_for.is_empty() || !saved.resolved.is_empty()).then(|| {
+                Box::new(super::Chain {
+                    waiting_for: saved.waiting_for,
+                    resolved: saved.resolved,
+                })
+            }),
+            deadline: saved.deadline,
+            updated_at: saved.updated_at,
+            seq: saved.seq,
+            wake: None,
+            unclaimed: saved.unclaimed,
+        })
+    }
+
+    /// Puts a loaded job in the table with its bindings (payment feedback and result ids)
+    /// and the jobs it waits for; the caller indexes and schedules it.
+    pub(super) fn insert_loaded(&mut self, job: Job) {
+        let id = job.id();
+        if let Some(fid) = job.payment_feedback() {
+            self.bindings.insert(fid, id);
+        }
+        if let Some(rid) = job.result_id.as_deref() {
+            self.bindings.insert(*rid, id);
+        }
+        if job.state == JobState::WaitingForInputs {
+            for dep in job.waiting_for() {
+                if !job.resolved().iter().any(|(d, _)| d == dep) {
+                    self.dependents.entry(*dep).or_default().push(id);
+                }
+            }
+        }
+        self.jobs.insert(id, Box::new(job));
     }
 }
 
@@ -385,6 +398,7 @@ pub(super) fn save_job(j: &Job) -> SavedJob {
         deadline: j.deadline,
         updated_at: j.updated_at,
         seq: j.seq,
+        unclaimed: j.unclaimed,
     }
 }
 
@@ -406,7 +420,53 @@ impl SavedJob {
     }
 }
 
+/// What [`Provider::adopt`] takes from another process's snapshot.
+pub(super) struct Adoptable {
+    pub(super) jobs: Vec<SavedJob>,
+    /// The jobs in their order (by the other process's admission order).
+    pub(super) order: Vec<EventId>,
+    /// Spent keys with their expiry.
+    pub(super) spent: Vec<(super::SpentKey, Timestamp)>,
+    /// The payments of the jobs.
+    pub(super) paid: Vec<(EventId, Vec<super::ledger::Entry>)>,
+    pub(super) forgotten: Vec<(EventId, Timestamp)>,
+    /// Events to publish and refunds due.
+    pub(super) outputs: Vec<Output>,
+}
+
 impl ProviderSnapshot {
+    /// The parts of this snapshot another provider adopts; `Err` for another version.
+    pub(super) fn into_adoptable(self) -> Result<Adoptable, Error> {
+        if self.version != VERSION {
+            return Err(Error::Restore(format!(
+                "snapshot version {} (this build reads {VERSION})",
+                self.version
+            )));
+        }
+        let mut jobs = self.jobs;
+        jobs.sort_by_key(|j| j.seq);
+        let order = jobs.iter().map(|j| j.request.id).collect();
+        let paid = self.ledger.paid_entries().collect();
+        let spent = self.ledger.spent_entries().collect();
+        let outputs = self
+            .outbox
+            .into_iter()
+            .filter_map(|saved| match saved {
+                SavedOutput::Relay(command) => Some(Output::Relay(command)),
+                SavedOutput::Refund(r) => Some(Output::Refund(r)),
+                _ => None,
+            })
+            .collect();
+        Ok(Adoptable {
+            jobs,
+            order,
+            spent,
+            paid,
+            forgotten: self.forgotten,
+            outputs,
+        })
+    }
+
     /// A snapshot of records alone, without the meta of a provider (no RNG state, no rate
     /// windows, nothing to hand out): for [`Provider::adopt`] of the jobs of a process whose
     /// meta record is missing. Not for [`Provider::restore`], which would start from a
@@ -504,6 +564,7 @@ fn save_output(output: &Output) -> SavedOutput {
         Output::Relay(command) => SavedOutput::Relay(command.clone()),
         Output::RunTask(request) => SavedOutput::RunTask(request.job),
         Output::CancelTask(job) => SavedOutput::CancelTask(*job),
+        Output::ClaimJob(record) => SavedOutput::ClaimJob(record.id()),
         Output::RequestInvoice {
             job,
             amount_msat,

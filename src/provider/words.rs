@@ -63,6 +63,9 @@ impl Display for Notification {
             Notification::JobReceived { job, customer } => {
                 write!(f, "job {job} received from {customer}")
             }
+            Notification::JobClaimedElsewhere { job } => {
+                write!(f, "job {job} claimed by another process of the fleet")
+            }
             Notification::JobRejected { job, reason } => {
                 write!(f, "request {job} refused: {reason}")
             }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::outbox::{Outbox, RETRY_FIRST_DELAY, RETRY_MAX_DELAY};
 use super::resubscribe::SeenTimes;
-use super::store_writer::StoreWriter;
+use super::store_writer::{Done, StoreWriter};
 use super::{
     now, until, watch_reconnections, InvoiceRequest, LightningBackend, NoLightning, PendingInvoice,
     RecordStore, RuntimeError, Settlements, SnapshotStore, COMMAND_CAPACITY, REPORT_CAPACITY,
@@ -333,10 +333,22 @@ impl ProviderRuntime {
 
         let announce = config.announcement.is_some();
         let stored = match (&records, &store) {
-            (Some(records), _) => records.load()?,
+            (Some(records), _) => {
+                // A store may block (a database client): off the async threads.
+                let records = records.clone();
+                tokio::task::spawn_blocking(move || records.load())
+                    .await
+                    .map_err(|e| RuntimeError::Store(format!("loading the store: {e}")))??
+            }
             (None, Some(store)) => store.load()?,
             (None, None) => None,
         };
+        // A store shared by a fleet: every new job is claimed in it first.
+        let fleet = records
+            .as_ref()
+            .is_some_and(|r| r.lease_renewal().is_some());
+        let mut config = config;
+        config.claim_jobs = fleet;
         let tracking = records.is_some();
         let mut provider = match stored {
             Some(snapshot) => {
@@ -368,16 +380,7 @@ impl ProviderRuntime {
                 tracing::error!("cannot announce the provider: {e}");
             }
         }
-        backend.watch(
-            provider
-                .awaiting_payment()
-                .map(|(job, bolt11, payment_hash)| PendingInvoice {
-                    job,
-                    bolt11: bolt11.to_owned(),
-                    payment_hash,
-                })
-                .collect(),
-        );
+        watch_awaiting(backend.as_ref(), &provider);
         backend.attach(Settlements {
             tx: settlements_tx.clone(),
         });
@@ -411,13 +414,21 @@ impl ProviderRuntime {
             reports: reports_tx,
             running: HashMap::new(),
             unpublished: unpublished.clone(),
+            fleet,
+            claims: Vec::new(),
         };
+        let mut lease_lost = false;
 
         tokio::pin!(shutdown);
         loop {
             host.drain(&mut provider);
             match &mut writer {
-                Some(writer) => send_update(writer, &mut provider, &unpublished),
+                Some(writer) => {
+                    for record in host.claims.drain(..) {
+                        writer.claim(record);
+                    }
+                    send_update(writer, &mut provider, &unpublished);
+                }
                 None if provider.needs_persistence() => {
                     if let Some(store) = &store {
                         if let Err(e) = save(store.as_ref(), &mut provider, &unpublished) {
@@ -466,11 +477,36 @@ impl ProviderRuntime {
                     }
                 },
                 Some(report) = reports_rx.recv(), if taking => host.report(&mut provider, report),
-                Some(id) = persisted(&mut writer), if taking => {
-                    if let Err(e) = provider.handle_persisted(id) {
-                        tracing::error!("the store writer reported update {id}: {e}");
+                Some(done) = persisted(&mut writer), if taking => match done {
+                    Done::Persisted(id) => {
+                        if let Err(e) = provider.handle_persisted(id) {
+                            tracing::error!("the store writer reported update {id}: {e}");
+                        }
                     }
-                }
+                    Done::Claimed(answers) => {
+                        let now = now();
+                        for (job, won) in answers {
+                            if let Err(e) = provider.handle_claim(now, job, won) {
+                                tracing::error!(%job, "claim answer not taken: {e}");
+                            }
+                        }
+                    }
+                    Done::TakenOver(snapshots) => {
+                        for snapshot in snapshots {
+                            match provider.adopt(now(), snapshot) {
+                                Ok(jobs) => tracing::warn!(jobs, "took over the jobs of a process whose lease ran out"),
+                                Err(e) => tracing::error!("cannot take over a process's jobs: {e}"),
+                            }
+                        }
+                        // Their invoices are watched here now.
+                        watch_awaiting(host.backend.as_ref(), &provider);
+                    }
+                    Done::LeaseLost => {
+                        tracing::error!("this process's lease was taken over: stopping");
+                        lease_lost = true;
+                        break;
+                    }
+                },
                 Some((job, proof)) = settlements_rx.recv(), if taking => {
                     if let Err(e) = provider.handle_payment(now(), job, proof) {
                         tracing::warn!(%job, "settlement refused: {e}");
@@ -488,6 +524,12 @@ impl ProviderRuntime {
 
         for (_, task) in host.running.drain() {
             task.abort();
+        }
+        if lease_lost {
+            // Its jobs are another process's: nothing more is published or written.
+            drop(writer.take());
+            client.disconnect().await;
+            return Err(RuntimeError::LeaseLost);
         }
         host.drain(&mut provider);
         // The backlog goes to the worker (it waits for room), then the worker finishes.
@@ -543,8 +585,23 @@ fn send_update(writer: &mut StoreWriter, provider: &mut Provider, unpublished: &
     }
 }
 
-/// The next update the writer made durable; never, without one.
-async fn persisted(writer: &mut Option<StoreWriter>) -> Option<u64> {
+/// Hands the backend the invoices of the jobs that await payment, to report their settlements
+/// (those paid while nobody watched too).
+fn watch_awaiting(backend: &dyn LightningBackend, provider: &Provider) {
+    backend.watch(
+        provider
+            .awaiting_payment()
+            .map(|(job, bolt11, payment_hash)| PendingInvoice {
+                job,
+                bolt11: bolt11.to_owned(),
+                payment_hash,
+            })
+            .collect(),
+    );
+}
+
+/// What the writer did next; never, without one.
+async fn persisted(writer: &mut Option<StoreWriter>) -> Option<Done> {
     match writer {
         Some(writer) => writer.persisted().await,
         None => std::future::pending().await,
@@ -624,6 +681,10 @@ struct Host {
     reports: mpsc::Sender<Report>,
     running: HashMap<EventId, AbortHandle>,
     unpublished: SharedUnpublished,
+    /// The record store is shared by a fleet: claims go to it.
+    fleet: bool,
+    /// Claims of this turn, for the store writer.
+    claims: Vec<crate::provider::JobRecord>,
 }
 
 impl Host {
@@ -660,6 +721,13 @@ impl Host {
                 Output::CancelTask(job) => {
                     if let Some(task) = self.running.remove(&job) {
                         task.abort();
+                    }
+                }
+                Output::ClaimJob(record) => {
+                    if self.fleet {
+                        self.claims.push(*record);
+                    } else if let Err(e) = provider.handle_claim(now(), record.id(), true) {
+                        tracing::debug!("claim not taken: {e}");
                     }
                 }
                 Output::RequestInvoice {
@@ -1119,6 +1187,8 @@ mod tests {
             reports,
             running: HashMap::new(),
             unpublished: SharedUnpublished::default(),
+            fleet: false,
+            claims: Vec::new(),
         };
         (host, rx)
     }

@@ -4,16 +4,22 @@
 //! last write and applies them in one call (group commit), then reports the last id durable.
 //! A failed write is retried, with what came meanwhile, after a pause that doubles up to
 //! [`MAX_RETRY_PAUSE`]: nothing is dropped, and the outputs that wait for it keep waiting.
+//!
+//! In a fleet (a store with [`RecordStore::lease_renewal`]), the writer also claims new jobs,
+//! in order with the updates, and renews the process's lease on time, reporting the jobs it
+//! took over from processes whose lease ran out; once its own lease is lost it stops.
 
 use std::sync::mpsc as sync_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use nostr::EventId;
 use tokio::sync::mpsc;
 
 use super::record_store::RecordStore;
-use crate::provider::StoreUpdate;
+use super::RuntimeError;
+use crate::provider::{JobRecord, ProviderSnapshot, StoreUpdate};
 
 /// The first pause after a failed write.
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -22,10 +28,29 @@ pub const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 /// How many attempts a write that fails gets once the runtime is stopping.
 const ATTEMPTS_ON_STOP: u32 = 5;
 
+/// What the loop hands the writer, in order.
+enum Work {
+    Update(StoreUpdate),
+    Claim(JobRecord),
+}
+
+/// What the writer reports to the loop.
+#[derive(Debug)]
+pub(super) enum Done {
+    /// Updates up to this id are durable.
+    Persisted(u64),
+    /// Claims answered: `(job, won)`.
+    Claimed(Vec<(EventId, bool)>),
+    /// The records of processes whose lease ran out, taken over by this one.
+    TakenOver(Vec<ProviderSnapshot>),
+    /// This process's lease was taken over: the writer stopped.
+    LeaseLost,
+}
+
 /// The writer thread and its two channels.
 pub(super) struct StoreWriter {
-    updates: Option<sync_mpsc::Sender<StoreUpdate>>,
-    persisted: mpsc::UnboundedReceiver<u64>,
+    updates: Option<sync_mpsc::Sender<Work>>,
+    persisted: mpsc::UnboundedReceiver<Done>,
     thread: Option<JoinHandle<()>>,
     /// The update being written, if any: the loop sends the next one once it is done.
     writing: Option<u64>,
@@ -54,11 +79,20 @@ impl StoreWriter {
     pub(super) fn send(&mut self, update: StoreUpdate) {
         let id = update.id;
         if let Some(updates) = &self.updates {
-            if updates.send(update).is_err() {
+            if updates.send(Work::Update(update)).is_err() {
                 tracing::error!("the store writer stopped: an update is not written");
                 return;
             }
             self.writing = Some(id);
+        }
+    }
+
+    /// Queues the claim of a new job (answered by [`Done::Claimed`]).
+    pub(super) fn claim(&mut self, record: JobRecord) {
+        if let Some(updates) = &self.updates {
+            if updates.send(Work::Claim(record)).is_err() {
+                tracing::error!("the store writer stopped: a claim is not made");
+            }
         }
     }
 
@@ -72,11 +106,15 @@ impl StoreWriter {
         self.last
     }
 
-    /// The id of the last update written, once a write finishes.
-    pub(super) async fn persisted(&mut self) -> Option<u64> {
-        let id = self.persisted.recv().await?;
-        self.done(id);
-        Some(id)
+    /// What the writer did next: an update written, claims answered, jobs taken over.
+    pub(super) async fn persisted(&mut self) -> Option<Done> {
+        let done = self.persisted.recv().await?;
+        match &done {
+            Done::Persisted(id) => self.done(*id),
+            Done::LeaseLost => self.writing = None,
+            _ => {}
+        }
+        Some(done)
     }
 
     fn done(&mut self, id: u64) {
@@ -110,8 +148,10 @@ impl StoreWriter {
             );
         }
         let mut last = None;
-        while let Ok(id) = self.persisted.try_recv() {
-            last = Some(id);
+        while let Ok(done) = self.persisted.try_recv() {
+            if let Done::Persisted(id) = done {
+                last = Some(id);
+            }
         }
         last
     }
@@ -119,23 +159,35 @@ impl StoreWriter {
 
 fn write_loop(
     store: &dyn RecordStore,
-    queued: &sync_mpsc::Receiver<StoreUpdate>,
-    done: &mpsc::UnboundedSender<u64>,
+    queued: &sync_mpsc::Receiver<Work>,
+    done: &mpsc::UnboundedSender<Done>,
 ) {
-    let mut batch: Vec<StoreUpdate> = Vec::new();
+    let renewal = store.lease_renewal();
+    let mut renewed_at = Instant::now();
+    let mut batch: Vec<Work> = Vec::new();
     let mut pause = FIRST_RETRY_PAUSE;
     let mut open = true;
     let mut failures_on_stop = 0;
     loop {
         if batch.is_empty() {
-            match queued.recv() {
-                Ok(update) => batch.push(update),
-                Err(_) => return,
-            }
+            let next = match renewal {
+                Some(every) => {
+                    match queued.recv_timeout(every.saturating_sub(renewed_at.elapsed())) {
+                        Ok(work) => Some(work),
+                        Err(sync_mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(sync_mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                None => match queued.recv() {
+                    Ok(work) => Some(work),
+                    Err(_) => return,
+                },
+            };
+            batch.extend(next);
         }
         loop {
             match queued.try_recv() {
-                Ok(update) => batch.push(update),
+                Ok(work) => batch.push(work),
                 Err(sync_mpsc::TryRecvError::Empty) => break,
                 Err(sync_mpsc::TryRecvError::Disconnected) => {
                     open = false;
@@ -143,20 +195,37 @@ fn write_loop(
                 }
             }
         }
-        match store.apply(&batch) {
-            Ok(()) => {
-                if let Some(last) = batch.last() {
-                    let _ = done.send(last.id);
+        if let Some(every) = renewal {
+            if renewed_at.elapsed() >= every {
+                match store.renew() {
+                    Ok(taken) => {
+                        renewed_at = Instant::now();
+                        if !taken.is_empty() {
+                            let _ = done.send(Done::TakenOver(taken));
+                        }
+                    }
+                    Err(RuntimeError::LeaseLost) => {
+                        let _ = done.send(Done::LeaseLost);
+                        return;
+                    }
+                    Err(e) => tracing::error!("cannot renew the lease: {e}"),
                 }
-                batch.clear();
+            }
+        }
+        match write(store, &mut batch, done) {
+            Ok(()) => {
                 pause = FIRST_RETRY_PAUSE;
-                if !open {
+                if !open && batch.is_empty() {
                     return;
                 }
             }
+            Err(RuntimeError::LeaseLost) => {
+                let _ = done.send(Done::LeaseLost);
+                return;
+            }
             Err(e) => {
                 tracing::error!(
-                    updates = batch.len(),
+                    waiting = batch.len(),
                     "cannot write to the store, retrying in {pause:?}: {e}"
                 );
                 if !open {
@@ -171,4 +240,66 @@ fn write_loop(
             }
         }
     }
+}
+
+/// Writes `batch` from its front, in order: each run of updates in one `apply`, each run of
+/// claims in one `claim`, reporting each as it is done and removing it from the batch. Stops
+/// at the first failure (what is left is retried).
+fn write(
+    store: &dyn RecordStore,
+    batch: &mut Vec<Work>,
+    done: &mpsc::UnboundedSender<Done>,
+) -> Result<(), RuntimeError> {
+    while let Some(first) = batch.first() {
+        let claims = matches!(first, Work::Claim(_));
+        let run = batch
+            .iter()
+            .take_while(|w| matches!(w, Work::Claim(_)) == claims)
+            .count();
+        // Taken out of the batch without copies; put back at its front on failure.
+        let run: Vec<Work> = batch.drain(..run).collect();
+        let outcome = if claims {
+            let records: Vec<JobRecord> = run
+                .into_iter()
+                .filter_map(|w| match w {
+                    Work::Claim(record) => Some(record),
+                    Work::Update(_) => None,
+                })
+                .collect();
+            match store.claim(&records) {
+                Ok(won) => {
+                    let answers = records
+                        .iter()
+                        .zip(won.into_iter().chain(std::iter::repeat(false)))
+                        .map(|(record, won)| (record.id(), won))
+                        .collect();
+                    let _ = done.send(Done::Claimed(answers));
+                    Ok(())
+                }
+                Err(e) => Err((e, records.into_iter().map(Work::Claim).collect::<Vec<_>>())),
+            }
+        } else {
+            let updates: Vec<StoreUpdate> = run
+                .into_iter()
+                .filter_map(|w| match w {
+                    Work::Update(update) => Some(update),
+                    Work::Claim(_) => None,
+                })
+                .collect();
+            match store.apply(&updates) {
+                Ok(()) => {
+                    if let Some(last) = updates.last() {
+                        let _ = done.send(Done::Persisted(last.id));
+                    }
+                    Ok(())
+                }
+                Err(e) => Err((e, updates.into_iter().map(Work::Update).collect())),
+            }
+        };
+        if let Err((e, back)) = outcome {
+            batch.splice(0..0, back);
+            return Err(e);
+        }
+    }
+    Ok(())
 }

@@ -1018,6 +1018,11 @@ impl Network {
                     self.pending_tasks.push(*request);
                 }
             },
+            Output::ClaimJob(record) => {
+                // One process: every claim is won.
+                let r = self.provider.handle_claim(self.now, record.id(), true);
+                self.note("handle_claim", r);
+            }
             Output::CancelTask(job) => {
                 self.pending_tasks.retain(|t| t.job != job);
                 self.cancelled_tasks.push(job);

@@ -1,0 +1,178 @@
+//! A fleet: several processes with the same keys, the same relays and one database. Each
+//! admitted job is claimed first ([`Output::ClaimJob`]); the process that wins keeps it,
+//! the others drop it. A process whose lease ran out has its jobs adopted by another
+//! ([`Provider::adopt`]).
+
+use nostr::{EventId, Timestamp};
+
+use super::{Error, Notification, Output, Provider, ProviderSnapshot, RelayCommand};
+use crate::job::JobState;
+
+impl Provider {
+    /// Reports the answer to [`Output::ClaimJob`]: `won` when this process holds the job in
+    /// the fleet's store now. A won job goes on (priced, invoiced or run, and recorded by
+    /// the next update); a lost one is dropped without a word to anyone (the process that won
+    /// answers it), and the same request delivered again is ignored. An answer for a job
+    /// that is no longer waiting for its claim (it was deleted meanwhile and dropped) is
+    /// ignored.
+    pub fn handle_claim(&mut self, now: Timestamp, job: EventId, won: bool) -> Result<(), Error> {
+        let now = self.tick(now);
+        if !self.jobs.get(&job).is_some_and(|j| j.unclaimed) {
+            return Ok(());
+        }
+        if won {
+            if let Some(j) = self.job_mut(&job) {
+                j.unclaimed = false;
+            }
+            self.dirty = true;
+            if self
+                .jobs
+                .get(&job)
+                .is_some_and(|j| j.state == JobState::Received)
+            {
+                self.price_and_proceed(now, job);
+            }
+            return Ok(());
+        }
+        self.drop_unclaimed(now, job);
+        self.notify(Notification::JobClaimedElsewhere { job });
+        Ok(())
+    }
+
+    /// Drops a job another process claimed: nothing about it is recorded or sent.
+    fn drop_unclaimed(&mut self, now: Timestamp, id: EventId) {
+        let Some(job) = self.jobs.remove(&id) else {
+            return;
+        };
+        if let Some(t) = job.wake {
+            self.timers.remove(&(t, job.seq, id));
+        }
+        if job.state.is_terminal() {
+            self.terminal.remove(&(job.updated_at, job.seq, id));
+        } else {
+            self.live = self.live.saturating_sub(1);
+        }
+        self.unpaid.remove(&(job.seq, id));
+        self.ledger.release_job(&id);
+        self.claimed_elsewhere.insert(id);
+        self.live_set_changed(now);
+        self.dirty = true;
+    }
+
+    /// Takes over the jobs of another process of the fleet, whose lease ran out: `snapshot`
+    /// holds its records (a store's takeover gives one per process). Every job this provider
+    /// does not know yet joins the table as it was and goes on from there (a running task is
+    /// started again, an invoice asked again; a terminal job stays until its retention
+    /// ends); its payments join the replay ledger, its events still to publish and its refunds
+    /// due are handed out. The rest of the snapshot (the other process's RNG, rate windows,
+    /// timers) is not taken. Returns how many jobs were taken. The table may exceed
+    /// [`Admission::max_jobs`](super::Admission::max_jobs) until terminal jobs leave.
+    ///
+    /// `Err` ([`Error::Restore`]) for a snapshot of another format version or with a job
+    /// request that does not parse; nothing is taken then.
+    pub fn adopt(&mut self, now: Timestamp, snapshot: ProviderSnapshot) -> Result<usize, Error> {
+        let now = self.tick(now);
+        let parts = snapshot.into_adoptable()?;
+        let mut loaded = Vec::new();
+        for saved in parts.jobs {
+            let id = saved.request.id;
+            if self.jobs.contains_key(&id) {
+                continue;
+            }
+            loaded.push(self.load_job(saved)?);
+        }
+        let adopted = loaded.len();
+        for mut job in loaded {
+            let id = job.id();
+            self.seq += 1;
+            job.seq = self.seq;
+            job.unclaimed = false;
+            self.forgotten_set.remove(&id);
+            self.insert_loaded(job);
+            self.index_job(id);
+            self.changes.job(id);
+        }
+        for (key, expires) in parts.spent {
+            if self.ledger.adopt_key(key, expires) {
+                self.changes.spent([key]);
+            }
+        }
+        // A payment of a job taken over stays spent here too (a fleet's store shares the
+        // keys; the expiry is this provider's when the snapshot has none).
+        let expires = Timestamp::from(
+            now.as_secs()
+                .saturating_add(self.config.spent_retention_secs),
+        );
+        for (job, entries) in parts.paid {
+            if !self.jobs.contains_key(&job) {
+                continue;
+            }
+            for entry in entries {
+                let keys = self.ledger.adopt_payment(job, entry, expires);
+                self.changes.spent(keys);
+            }
+        }
+        for (id, until) in parts.forgotten {
+            if !self.jobs.contains_key(&id) {
+                self.remember_forgotten(now, id, until);
+            }
+        }
+        for output in parts.outputs {
+            if matches!(
+                output,
+                Output::Refund(_) | Output::Relay(RelayCommand::Publish { .. })
+            ) {
+                self.outbox.push_back(output);
+            }
+        }
+        for id in parts.order {
+            self.resume_job(now, id);
+        }
+        self.live_set_changed(now);
+        self.dirty = true;
+        Ok(adopted)
+    }
+
+    /// Indexes a job just put in the table: live or terminal, unpaid, and its timer.
+    pub(super) fn index_job(&mut self, id: EventId) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let (seq, updated_at) = (job.seq, job.updated_at);
+        if job.state.is_terminal() {
+            self.terminal.insert((updated_at, seq, id));
+        } else {
+            self.live += 1;
+        }
+        if matches!(job.state, JobState::Invoicing | JobState::AwaitingPayment) {
+            self.unpaid.insert((seq, id));
+        }
+        self.schedule(id);
+    }
+
+    /// Re-issues what a job had in flight when its host stopped: its claim, its task, or
+    /// its invoice.
+    pub(super) fn resume_job(&mut self, now: Timestamp, id: EventId) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        if job.unclaimed {
+            let record = super::JobRecord::new(super::snapshot::save_job(job), Vec::new());
+            self.outbox
+                .push_back_early(Output::ClaimJob(Box::new(record)));
+            return;
+        }
+        match job.state {
+            JobState::Running => {
+                if let Some(request) = self.task_request(id) {
+                    self.outbox.push_back(Output::RunTask(Box::new(request)));
+                }
+            }
+            JobState::Invoicing | JobState::InvoicingResult => {
+                let price = job.price_msat;
+                self.ask_invoice(now, id, price);
+            }
+            _ => {}
+        }
+    }
+}
