@@ -91,6 +91,8 @@ mod lnbits;
 #[cfg(feature = "lnurl")]
 mod lnurl;
 mod outbox;
+#[cfg(feature = "postgres")]
+mod postgres_store;
 mod provider;
 mod record_store;
 mod resubscribe;
@@ -114,6 +116,8 @@ pub use customer::{ConnectOptions, CustomerRuntime};
 pub use lnbits::{LnbitsBackend, LnbitsError, LnbitsWallet};
 #[cfg(feature = "lnurl")]
 pub use lnurl::{LnurlClient, LnurlError, LnurlPay};
+#[cfg(feature = "postgres")]
+pub use postgres_store::{PostgresSettings, PostgresStore};
 pub use provider::{ProviderRuntime, RequestRelays};
 pub use record_store::{MemoryRecordStore, RecordStore};
 pub use resubscribe::{

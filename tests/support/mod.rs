@@ -7,6 +7,8 @@ pub mod faults;
 pub mod lnbits;
 #[path = "../../examples/support/local_relay.rs"]
 pub mod local_relay;
+#[cfg(all(feature = "postgres", unix))]
+pub mod postgres;
 #[cfg(feature = "lnbits")]
 pub mod zapper;
 
