@@ -626,3 +626,49 @@ fn bad_data_a_newer_schema_and_passwords_give_errors_not_panics_nor_leaks() {
         .get(0);
     assert_eq!(version, 99);
 }
+
+/// The database is down longer than a lease: when it is back, nobody is counted dead before
+/// it had one lease to renew (the server's start time counts), so a restart of PostgreSQL
+/// does not make the fleet take itself over. Once that time passed, a process that did not
+/// renew is taken over as usual.
+#[test]
+fn a_database_down_longer_than_a_lease_takes_nobody_over_when_it_is_back() {
+    let mut server = TestPostgres::start();
+    let url = server.url();
+    let a = PostgresStore::connect_with(&url, "a", short_lease(LEASE)).unwrap();
+    let b = PostgresStore::connect_with(&url, "b", short_lease(LEASE)).unwrap();
+    a.load().unwrap();
+    b.load().unwrap();
+    std::thread::sleep(LEASE);
+    server.stop();
+    std::thread::sleep(LEASE + Duration::from_millis(500));
+    server.start_again();
+    // Both leases ran out while the database was down.
+    assert!(b.renew().unwrap().is_empty(), "a gets its lease's time");
+    assert!(a.renew().unwrap().is_empty());
+    assert!(
+        b.renew().is_ok() && a.renew().is_ok(),
+        "both still hold their lease"
+    );
+    // a stops renewing: after its lease, b takes it over.
+    std::thread::sleep(LEASE + Duration::from_millis(300));
+    b.renew().unwrap();
+    assert!(lease_lost(a.renew()), "a was taken over");
+}
+
+/// A process that won claims and died before its first update comes back under its name:
+/// its claimed jobs are its own still, and loaded (without a meta record).
+#[test]
+fn claims_won_before_the_first_update_are_loaded_by_the_next_life() {
+    let server = TestPostgres::start();
+    let url = server.url();
+    let (jobs, _) = fifty_jobs();
+    let first = PostgresStore::connect(&url, "a").unwrap();
+    assert!(first.load().unwrap().is_none(), "nothing stored yet");
+    assert_eq!(first.claim(&jobs[..3]).unwrap(), vec![true; 3]);
+    drop(first);
+    let next = PostgresStore::connect(&url, "a").unwrap();
+    let loaded = next.load().unwrap().expect("the claimed jobs");
+    let expected: BTreeSet<String> = jobs[..3].iter().map(|j| j.id().to_hex()).collect();
+    assert_eq!(job_ids(&loaded), expected);
+}

@@ -467,10 +467,14 @@ impl ProviderSnapshot {
         })
     }
 
-    /// A snapshot of records alone, without the meta of a provider (no RNG state, no rate
-    /// windows, nothing to hand out): for [`Provider::adopt`] of the jobs of a process whose
-    /// meta record is missing. Not for [`Provider::restore`], which would start from a
-    /// zero RNG seed (mixed with fresh entropy under the default seed source).
+    /// A snapshot of records alone, without the meta of a provider (no rate windows, no
+    /// timers, nothing to hand out): for [`Provider::adopt`] of the jobs of a process whose
+    /// meta record is missing, or for [`Provider::restore`] of a process that stored records
+    /// before its first meta (jobs claimed by a life that crashed). Its RNG state is a zero
+    /// seed: restored under the default [`SeedSource::OperatingSystem`], fresh entropy is
+    /// mixed in and nothing repeats; under a deterministic seed it would start from zero.
+    ///
+    /// [`SeedSource::OperatingSystem`]: crate::rng::SeedSource::OperatingSystem
     pub fn records_only(
         jobs: impl IntoIterator<Item = super::JobRecord>,
         forgotten: impl IntoIterator<Item = (EventId, Timestamp)>,

@@ -25,7 +25,8 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE nodes (
          name text PRIMARY KEY,
          epoch bigint NOT NULL,
-         lease_until timestamptz NOT NULL
+         lease_until timestamptz NOT NULL,
+         lease_secs double precision NOT NULL
      );
      CREATE TABLE jobs (
          id bytea PRIMARY KEY,
@@ -258,7 +259,14 @@ impl PostgresStore {
     }
 
     fn open(&self) -> Result<Client, Failure> {
-        Ok(self.config.connect(NoTls)?)
+        let mut client = self.config.connect(NoTls)?;
+        // A statement that hangs (a lock, a dead network) must not hold the writer longer
+        // than the lease it is meant to keep.
+        client.batch_execute(&format!(
+            "SET statement_timeout = {}",
+            self.lease.as_millis().max(1)
+        ))?;
+        Ok(client)
     }
 
     /// Runs `call` (one transaction) on the connection, connecting first when it has none;
@@ -328,10 +336,11 @@ impl RecordStore for PostgresStore {
             let row = query_one(
                 &mut tx,
                 statements,
-                "INSERT INTO nodes (name, epoch, lease_until)
-                 VALUES ($1, nextval('node_epochs'), now() + make_interval(secs => $2))
+                "INSERT INTO nodes (name, epoch, lease_until, lease_secs)
+                 VALUES ($1, nextval('node_epochs'), now() + make_interval(secs => $2), $2)
                  ON CONFLICT (name) DO UPDATE
-                     SET epoch = excluded.epoch, lease_until = excluded.lease_until
+                     SET epoch = excluded.epoch, lease_until = excluded.lease_until,
+                         lease_secs = excluded.lease_secs
                  RETURNING epoch",
                 &[&self.node, &self.lease_secs()],
             )?;
@@ -344,9 +353,10 @@ impl RecordStore for PostgresStore {
                 &[node],
                 |row| meta_record(&get::<String>(row, 0)?),
             )?;
-            let snapshot = match meta.into_iter().next() {
-                None => None,
-                Some(meta) => {
+            // Records without a meta: jobs claimed by a life of this process that crashed
+            // before its first update; they are still this process's.
+            let snapshot = {
+                {
                     let jobs = query(
                         &mut tx,
                         statements,
@@ -375,11 +385,19 @@ impl RecordStore for PostgresStore {
                         &[node],
                         outgoing_event,
                     )?;
-                    let mut snapshot = ProviderSnapshot::assemble(meta, jobs, forgotten, spent);
-                    for (event, relays) in outgoing {
-                        snapshot.push_publish(event, relays);
+                    let meta = meta.into_iter().next();
+                    if meta.is_none() && jobs.is_empty() && outgoing.is_empty() {
+                        None
+                    } else {
+                        let mut snapshot = match meta {
+                            Some(meta) => ProviderSnapshot::assemble(meta, jobs, forgotten, spent),
+                            None => ProviderSnapshot::records_only(jobs, forgotten, spent),
+                        };
+                        for (event, relays) in outgoing {
+                            snapshot.push_publish(event, relays);
+                        }
+                        Some(snapshot)
                     }
-                    Some(snapshot)
                 }
             };
             tx.commit()?;
@@ -480,7 +498,10 @@ impl RecordStore for PostgresStore {
             let dead = query(
                 &mut tx,
                 statements,
+                // Not within a process's lease of the server's start: after a restart of the
+                // database, every process gets the time to renew before anyone counts it dead.
                 "SELECT name FROM nodes WHERE name <> $1 AND lease_until < now()
+                     AND now() > pg_postmaster_start_time() + make_interval(secs => lease_secs)
                  ORDER BY name FOR UPDATE SKIP LOCKED",
                 &[&self.node],
                 |row| get::<String>(row, 0),

@@ -197,9 +197,10 @@ fn write_loop(
         }
         if let Some(every) = renewal {
             if renewed_at.elapsed() >= every {
+                // The next attempt is one interval later, whether this one works or not.
+                renewed_at = Instant::now();
                 match store.renew() {
                     Ok(taken) => {
-                        renewed_at = Instant::now();
                         if !taken.is_empty() {
                             let _ = done.send(Done::TakenOver(taken));
                         }
@@ -235,7 +236,12 @@ fn write_loop(
                         return;
                     }
                 }
-                std::thread::sleep(pause);
+                // A lease is renewed on time even while writes fail.
+                let nap = match renewal {
+                    Some(every) => pause.min(every.saturating_sub(renewed_at.elapsed())),
+                    None => pause,
+                };
+                std::thread::sleep(nap);
                 pause = (pause * 2).min(MAX_RETRY_PAUSE);
             }
         }
