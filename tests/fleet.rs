@@ -407,6 +407,21 @@ async fn three_processes_answer_every_job_once_through_a_kill_and_a_database_res
     // Every payment counted once in the shared ledger: one spent payment hash per paid job
     // (a store loads the whole fleet's spent keys; node-0 is stopped now).
     let ledger = tokio::task::spawn_blocking(move || {
+        // The killed process's jobs were taken over: every job's record belongs to a survivor.
+        let mut sql = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+        let count = |sql: &mut postgres::Client, query: &str| -> i64 {
+            sql.query_one(query, &[]).unwrap().get(0)
+        };
+        assert_eq!(count(&mut sql, "SELECT count(*) FROM jobs"), JOBS as i64);
+        assert_eq!(
+            count(&mut sql, "SELECT count(*) FROM jobs WHERE owner = 'node-1'"),
+            0,
+            "node-1's jobs were taken over"
+        );
+        assert_eq!(
+            count(&mut sql, "SELECT count(*) FROM nodes WHERE name = 'node-1'"),
+            0
+        );
         let store = PostgresStore::connect(&db, "node-0").unwrap();
         let snapshot = store.load().unwrap();
         drop(postgres);
