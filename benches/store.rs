@@ -36,7 +36,7 @@ mod echo;
 #[path = "../examples/support/local_relay.rs"]
 mod local_relay;
 
-use burst::{run_window, Customer};
+use burst::{burst_of, run_window, Customer};
 use echo::{Echo, KIND};
 
 /// Jobs per burst.
@@ -87,17 +87,7 @@ fn throughput(
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let requests: Vec<Vec<Event>> = customers
-                    .iter()
-                    .map(|customer| {
-                        (0..BURST / CUSTOMERS)
-                            .map(|_| {
-                                n += 1;
-                                customer.request(n)
-                            })
-                            .collect()
-                    })
-                    .collect();
+                let requests = burst_of(&customers, BURST, &mut n);
                 let start = Instant::now();
                 rt.block_on(run_window(&mut customers, requests, WINDOW));
                 total += start.elapsed();

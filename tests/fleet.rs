@@ -331,6 +331,30 @@ async fn three_processes_answer_every_job_once_through_a_kill_and_a_database_res
     }
     // Late duplicates would come now.
     customers.follow(Duration::from_secs(1)).await;
+    // The killed process's lease runs out and a survivor takes its records over (all its
+    // jobs may have ended before: its records move all the same), within a few leases.
+    let takeover = {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut sql = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+            let until = std::time::Instant::now() + 5 * LEASE;
+            loop {
+                let left: i64 = sql
+                    .query_one("SELECT count(*) FROM jobs WHERE owner = 'node-1'", &[])
+                    .unwrap()
+                    .get(0);
+                if left == 0 || std::time::Instant::now() > until {
+                    return left;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    assert_eq!(
+        takeover.await.unwrap(),
+        0,
+        "node-1's records were taken over"
+    );
     for child in children.iter_mut().filter_map(Option::take) {
         kill_9(child).await;
     }

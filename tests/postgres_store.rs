@@ -672,3 +672,16 @@ fn claims_won_before_the_first_update_are_loaded_by_the_next_life() {
     let expected: BTreeSet<String> = jobs[..3].iter().map(|j| j.id().to_hex()).collect();
     assert_eq!(job_ids(&loaded), expected);
 }
+
+/// A store dropped on a thread that drives a tokio runtime (where the runtime ends, for one)
+/// closes its connection without panicking.
+#[test]
+fn a_store_dropped_inside_a_tokio_runtime_does_not_panic() {
+    let server = TestPostgres::start();
+    let store = PostgresStore::connect(&server.url(), "a").unwrap();
+    store.load().unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(async move { drop(store) });
+}

@@ -202,7 +202,8 @@ fn three_processes_run_each_job_once_and_count_each_payment_once() {
 /// A member persisting by updates dies with a paid job running and another awaiting payment;
 /// a second member adopts its records: the paid job runs again there (its result was never
 /// published) without being paid again, a replay of its receipt starts nothing, and a zap
-/// bound to the dead member's payment request pays the job awaiting payment.
+/// bound to the dead member's payment request, which reached the heir before it adopted the
+/// job, pays the job awaiting payment.
 #[test]
 fn a_takeover_continues_the_dead_members_jobs_without_paying_twice() {
     let mut a = member();
@@ -238,14 +239,33 @@ fn a_takeover_continues_the_dead_members_jobs_without_paying_twice() {
     );
     let out = store(&mut a, &mut records);
     assert_eq!(run_tasks(&out), vec![paid.id]);
-    // `a` dies here, its task unfinished. `b` takes its records over.
+    // `a` dies here, its task unfinished. The customer pays the other job meanwhile: `b`,
+    // which does not know it yet, sees the receipt first.
+    let early = b.zap(fid(unpaid.id), PRICE);
+    let out = b.send(early);
+    assert!(run_tasks(&out).is_empty());
+    // `b` takes `a`'s records over.
     let snapshot = records.snapshot().unwrap();
     b.provider.track_updates();
     let taken = b.provider.adopt(b.now(), snapshot).unwrap();
     assert_eq!(taken, 2);
     let mut b_records = RecordSet::default();
     let out = store(&mut b, &mut b_records);
-    assert_eq!(run_tasks(&out), vec![paid.id], "the paid job goes on");
+    let mut ran = run_tasks(&out);
+    ran.sort();
+    let mut both = vec![paid.id, unpaid.id];
+    both.sort();
+    assert_eq!(
+        ran, both,
+        "the paid job goes on, the early zap pays the other"
+    );
+    // The receipts of the adopted jobs are asked of the relays again.
+    let asked = out.iter().any(|o| {
+        matches!(o, Output::Relay(RelayCommand::Subscribe { id, filter })
+            if id == nostr_dvm::provider::SUB_ADOPTED
+                && filter.generic_tags.values().any(|ids| ids.contains(&fid(unpaid.id).to_hex())))
+    });
+    assert!(asked, "{out:?}");
     assert!(b.provider.ledger().receipt_spent(&receipt.id));
     assert!(b_records.job(&paid.id).is_some() && b_records.job(&unpaid.id).is_some());
     // The receipt again (a relay replays it): nothing more.
@@ -259,11 +279,6 @@ fn a_takeover_continues_the_dead_members_jobs_without_paying_twice() {
         .unwrap();
     let out = store(&mut b, &mut b_records);
     assert_eq!(results(&out, None).len(), 1);
-    // A zap bound to `a`'s payment request for the other job pays it at `b`.
-    let zap = b.zap(fid(unpaid.id), PRICE);
-    b.send(zap);
-    let out = store(&mut b, &mut b_records);
-    assert_eq!(run_tasks(&out), vec![unpaid.id]);
     // Adopting the same records again takes nothing.
     assert_eq!(
         b.provider

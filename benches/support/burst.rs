@@ -44,6 +44,22 @@ impl Customer {
     }
 }
 
+/// `burst` new requests, shared out evenly among `customers` (numbered on from `n`).
+pub fn burst_of(customers: &[Customer], burst: usize, n: &mut usize) -> Vec<Vec<Event>> {
+    let each = burst / customers.len().max(1);
+    customers
+        .iter()
+        .map(|customer| {
+            (0..each)
+                .map(|_| {
+                    *n += 1;
+                    customer.request(*n)
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Publishes every request (each customer its own, concurrently) and waits until each has
 /// a result on the relay.
 pub async fn run_batch(customers: &mut [Customer], requests: Vec<Vec<Event>>) {

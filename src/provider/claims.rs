@@ -3,10 +3,16 @@
 //! the others drop it. A process whose lease ran out has its jobs adopted by another
 //! ([`Provider::adopt`]).
 
-use nostr::{EventId, Timestamp};
+use nostr::{EventId, Filter, Kind, Timestamp};
 
 use super::{Error, Notification, Output, Provider, ProviderSnapshot, RelayCommand};
 use crate::job::JobState;
+use crate::nip57::ZAP_RECEIPT_KIND;
+
+/// The most event ids (adopted jobs, their payment requests and results) the subscription to
+/// the zap receipts of adopted jobs names; the receipts of jobs beyond it still come through
+/// the provider's inbox subscription while it is open.
+pub const MAX_ADOPTED_RECEIPT_IDS: usize = 1_000;
 
 impl Provider {
     /// Reports the answer to [`Output::ClaimJob`]: `won` when this process holds the job in
@@ -64,7 +70,9 @@ impl Provider {
     /// does not know yet joins the table as it was and goes on from there (a running task is
     /// started again, an invoice asked again; a terminal job stays until its retention
     /// ends); its payments join the replay ledger, its events still to publish and its refunds
-    /// due are handed out. The rest of the snapshot (the other process's RNG, rate windows,
+    /// due are handed out. The zap receipts of its live jobs are asked of the relays again
+    /// (subscription [`SUB_ADOPTED`](super::SUB_ADOPTED)): one that reached the relays while no
+    /// process could count it pays now; one that paid already is a replay. The rest of the snapshot (the other process's RNG, rate windows,
     /// timers) is not taken. Returns how many jobs were taken. The table may exceed
     /// [`Admission::max_jobs`](super::Admission::max_jobs) until terminal jobs leave.
     ///
@@ -125,8 +133,33 @@ impl Provider {
                 self.outbox.push_back(output);
             }
         }
+        let mut bound = Vec::new();
         for id in parts.order {
             self.resume_job(now, id);
+            if let Some(job) = self.jobs.get(&id).filter(|j| !j.state.is_terminal()) {
+                bound.extend(
+                    std::iter::once(id)
+                        .chain(job.payment_feedback())
+                        .chain(job.result_id.as_deref().copied()),
+                );
+            }
+        }
+        // Zaps for these jobs that reached this process before it took them (kept a while),
+        // and those the relays hold: the dead process may have missed them, or died before it
+        // counted them. The ledger refuses any that paid already.
+        for id in &bound {
+            self.take_early_receipts(now, *id);
+        }
+        if !bound.is_empty() {
+            bound.truncate(MAX_ADOPTED_RECEIPT_IDS);
+            self.outbox
+                .push_back(Output::Relay(RelayCommand::Subscribe {
+                    id: super::SUB_ADOPTED.into(),
+                    filter: Filter::new()
+                        .kind(Kind::from(ZAP_RECEIPT_KIND))
+                        .pubkey(self.keys.public_key())
+                        .events(bound),
+                }));
         }
         self.live_set_changed(now);
         self.dirty = true;

@@ -83,6 +83,7 @@ use nostr::{Event, EventId, Filter, Keys, Kind, PublicKey, Tag, Timestamp};
 pub use admission::MAX_SEEN_WRAPS;
 pub use cancellation::{MAX_DELETION_TAGS, MAX_TOMBSTONES};
 pub use chaining::MAX_JOB_INPUTS;
+pub use claims::MAX_ADOPTED_RECEIPT_IDS;
 pub use config::{Admission, Heartbeat, PaymentPolicy, ProviderConfig, RateLimit};
 pub use ledger::{ReplayLedger, SpentKey};
 pub use output::{
@@ -108,6 +109,9 @@ pub const SUB_INBOX: &str = "dvm-inbox";
 pub const SUB_DELETIONS: &str = "dvm-deletions";
 /// Subscription id for the results the chained jobs wait for (one for all of them).
 pub const SUB_INPUTS: &str = "dvm-inputs";
+/// Subscription id for the zap receipts of jobs adopted from another process of a fleet
+/// ([`Provider::adopt`]).
+pub const SUB_ADOPTED: &str = "dvm-adopted";
 
 /// What a provider's host did wrong. Remote input never produces one of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

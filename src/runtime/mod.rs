@@ -83,6 +83,7 @@
 //! # Ok(()) }
 //! ```
 
+mod capacity;
 mod customer;
 #[cfg(feature = "lnurl")]
 mod customer_zaps;

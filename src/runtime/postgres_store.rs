@@ -118,7 +118,10 @@ impl PostgresSettings {
 ///   node whose lease expired (`FOR UPDATE SKIP LOCKED`: two survivors never take the same
 ///   one, and a node in the middle of a write is not taken), in one transaction: its jobs,
 ///   forgotten ids and events to publish become this process's, and its meta record goes
-///   into the snapshot handed back, then is deleted with the node.
+///   into the snapshot handed back, then is deleted with the node. No node counts as dead
+///   within its lease of the database server's start: a restart of PostgreSQL (during which
+///   nobody could renew) gives every process a lease's time to renew before any takeover.
+///   A statement that hangs is cancelled after one lease (`statement_timeout`).
 /// - **Shared spent keys.** The spent payment keys of the replay ledger are the fleet's: a
 ///   key spent by two processes is one row; [`load`](RecordStore::load) returns them all.
 /// - **The meta record** (RNG state, rate windows, timers) is each process's own, never
@@ -139,6 +142,9 @@ impl PostgresSettings {
 /// called from a thread of another runtime: call the store from a plain thread or through
 /// `tokio::task::spawn_blocking` (the runtime's writer thread is one; `load` from async code
 /// needs `spawn_blocking`).
+///
+/// **No TLS.** It connects in the clear (`NoTls`): run the database on the same host (a
+/// Unix socket, `host=/path` in the URL) or on a private network.
 ///
 /// Its [`Debug`](fmt::Debug) output and its errors never show the URL's password.
 pub struct PostgresStore {
@@ -312,6 +318,29 @@ impl PostgresStore {
 
     fn lease_secs(&self) -> f64 {
         self.lease.as_secs_f64()
+    }
+}
+
+impl Drop for PostgresStore {
+    /// The `postgres` client blocks on a runtime of its own when it closes, which panics on a
+    /// thread that drives a tokio runtime: there, it is closed on a thread of its own.
+    fn drop(&mut self) {
+        let session = self.state().session.take();
+        if let Some(session) = session {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let (hand, take) = std::sync::mpsc::channel();
+                let _ = hand.send(session);
+                let closing = std::thread::Builder::new()
+                    .name("nostr-dvm-postgres-close".into())
+                    .spawn(move || drop(take.recv()));
+                if let Err(e) = closing {
+                    // Leaked rather than closed here (which would panic): the server closes
+                    // the connection when this process ends.
+                    tracing::warn!("cannot close the PostgreSQL connection: {e}");
+                    std::mem::forget(hand);
+                }
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
+use super::capacity::Capacity;
 use super::outbox::{Outbox, RETRY_FIRST_DELAY, RETRY_MAX_DELAY};
 use super::resubscribe::SeenTimes;
 use super::store_writer::{Done, StoreWriter};
@@ -98,6 +99,8 @@ pub struct ProviderRuntime {
     settlements_rx: mpsc::Receiver<(EventId, PaymentProof)>,
     /// Whether a Lightning backend was set ([`lightning`](Self::lightning)).
     has_backend: bool,
+    /// The most tasks running at once ([`max_running_tasks`](Self::max_running_tasks)).
+    max_running_tasks: Option<usize>,
     /// The lightning address whose zaps pay, resolved when `run` starts.
     #[cfg(feature = "lnurl")]
     lightning_address: Option<(String, super::LnurlClient)>,
@@ -143,9 +146,21 @@ impl ProviderRuntime {
             settlements_tx,
             settlements_rx,
             has_backend: false,
+            max_running_tasks: None,
             #[cfg(feature = "lnurl")]
             lightning_address: None,
         }
+    }
+
+    /// Runs at most `n` tasks at once (at least 1): the jobs beyond wait, in order, and start
+    /// as running ones end (their run deadline counts from when the provider asked, so keep
+    /// [`ProviderConfig::run_timeout_secs`] above the wait). In a fleet
+    /// ([`RecordStore::lease_renewal`]), this process also claims a new job only while it has
+    /// room for it (tasks running or waiting, and claims unanswered, below `n`), so a busy
+    /// process leaves new jobs to the others. Default: no limit.
+    pub fn max_running_tasks(mut self, n: usize) -> Self {
+        self.max_running_tasks = Some(n.max(1));
+        self
     }
 
     /// Adds a task. A job runs on the first task whose [`Task::kinds`] has its request kind.
@@ -305,6 +320,7 @@ impl ProviderRuntime {
             settlements_tx,
             mut settlements_rx,
             has_backend,
+            max_running_tasks,
             #[cfg(feature = "lnurl")]
             lightning_address,
         } = self;
@@ -415,7 +431,7 @@ impl ProviderRuntime {
             running: HashMap::new(),
             unpublished: unpublished.clone(),
             fleet,
-            claims: Vec::new(),
+            capacity: Capacity::new(max_running_tasks),
         };
         let mut lease_lost = false;
 
@@ -424,7 +440,7 @@ impl ProviderRuntime {
             host.drain(&mut provider);
             match &mut writer {
                 Some(writer) => {
-                    for record in host.claims.drain(..) {
+                    for record in host.capacity.claims_to_make(host.running.len()) {
                         writer.claim(record);
                     }
                     send_update(writer, &mut provider, &unpublished);
@@ -484,6 +500,7 @@ impl ProviderRuntime {
                         }
                     }
                     Done::Claimed(answers) => {
+                        host.capacity.answered(answers.len());
                         let now = now();
                         for (job, won) in answers {
                             if let Err(e) = provider.handle_claim(now, job, won) {
@@ -683,8 +700,8 @@ struct Host {
     unpublished: SharedUnpublished,
     /// The record store is shared by a fleet: claims go to it.
     fleet: bool,
-    /// Claims of this turn, for the store writer.
-    claims: Vec<crate::provider::JobRecord>,
+    /// Tasks and claims waiting for room.
+    capacity: Capacity,
 }
 
 impl Host {
@@ -701,31 +718,21 @@ impl Host {
                 }
                 Output::Relay(RelayCommand::Unsubscribe(id)) => self.send(Command::Unsubscribe(id)),
                 Output::RunTask(request) => {
-                    let job = request.job;
-                    let kind = request.request.kind;
-                    match self.tasks.iter().find(|t| t.kinds().contains(&kind)) {
-                        Some(task) => {
-                            let handle = self.spawn_task(task.clone(), *request);
-                            if let Some(old) = self.running.insert(job, handle) {
-                                old.abort();
-                            }
-                        }
-                        None => {
-                            let error = TaskError::new(format!("no task serves kind {kind}"));
-                            if let Err(e) = provider.handle_task_result(now(), job, Err(error)) {
-                                tracing::debug!("report not taken: {e}");
-                            }
-                        }
+                    if let Some(request) = self.capacity.task(self.running.len(), *request) {
+                        self.start_task(provider, request);
                     }
                 }
                 Output::CancelTask(job) => {
                     if let Some(task) = self.running.remove(&job) {
                         task.abort();
+                        self.start_waiting(provider);
+                    } else {
+                        self.capacity.cancel(&job);
                     }
                 }
                 Output::ClaimJob(record) => {
                     if self.fleet {
-                        self.claims.push(*record);
+                        self.capacity.claim(*record);
                     } else if let Err(e) = provider.handle_claim(now(), record.id(), true) {
                         tracing::debug!("claim not taken: {e}");
                     }
@@ -803,6 +810,33 @@ impl Host {
     }
 
     /// Runs a task on tokio; a panic becomes a task error, an abort reports nothing.
+    /// Starts the task of `request` (or fails the job when no task serves its kind).
+    fn start_task(&mut self, provider: &mut Provider, request: crate::task::TaskRequest) {
+        let job = request.job;
+        let kind = request.request.kind;
+        match self.tasks.iter().find(|t| t.kinds().contains(&kind)) {
+            Some(task) => {
+                let handle = self.spawn_task(task.clone(), request);
+                if let Some(old) = self.running.insert(job, handle) {
+                    old.abort();
+                }
+            }
+            None => {
+                let error = TaskError::new(format!("no task serves kind {kind}"));
+                if let Err(e) = provider.handle_task_result(now(), job, Err(error)) {
+                    tracing::debug!("report not taken: {e}");
+                }
+            }
+        }
+    }
+
+    /// Starts the tasks that wait, as far as there is room.
+    fn start_waiting(&mut self, provider: &mut Provider) {
+        while let Some(request) = self.capacity.next_task(self.running.len()) {
+            self.start_task(provider, request);
+        }
+    }
+
     fn spawn_task(&self, task: Arc<dyn Task>, request: crate::task::TaskRequest) -> AbortHandle {
         let job = request.job;
         let progress_tx = self.reports.clone();
@@ -837,6 +871,7 @@ impl Host {
             Report::Progress(job, partial) => provider.handle_task_progress(now(), job, partial),
             Report::Done(job, result) => {
                 self.running.remove(&job);
+                self.start_waiting(provider);
                 provider.handle_task_result(now(), job, result)
             }
             Report::Invoice(job, invoice) => provider.handle_invoice(now(), job, invoice),
@@ -1188,7 +1223,7 @@ mod tests {
             running: HashMap::new(),
             unpublished: SharedUnpublished::default(),
             fleet: false,
-            claims: Vec::new(),
+            capacity: Capacity::new(None),
         };
         (host, rx)
     }
