@@ -673,12 +673,16 @@ fn claims_won_before_the_first_update_are_loaded_by_the_next_life() {
     assert_eq!(job_ids(&loaded), expected);
 }
 
-/// A store dropped on a thread that drives a tokio runtime (where the runtime ends, for one)
-/// closes its connection without panicking.
+/// A store connected and dropped on a thread that drives a tokio runtime (`#[tokio::main]`,
+/// or where the provider runtime ends) does not panic.
 #[test]
-fn a_store_dropped_inside_a_tokio_runtime_does_not_panic() {
+fn a_store_connected_and_dropped_inside_a_tokio_runtime_does_not_panic() {
     let server = TestPostgres::start();
-    let store = PostgresStore::connect(&server.url(), "a").unwrap();
+    let url = server.url();
+    let store = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(async { PostgresStore::connect(&url, "a").unwrap() });
     store.load().unwrap();
     tokio::runtime::Builder::new_current_thread()
         .build()

@@ -139,9 +139,10 @@ impl PostgresSettings {
 ///   guard access to it like the provider's keys.
 ///
 /// **Threads.** The `postgres` client runs a tokio runtime of its own and panics when it is
-/// called from a thread of another runtime: call the store from a plain thread or through
-/// `tokio::task::spawn_blocking` (the runtime's writer thread is one; `load` from async code
-/// needs `spawn_blocking`).
+/// called from a thread of another runtime. [`connect`](Self::connect) and dropping the store
+/// work anywhere (inside a tokio runtime they use a thread of their own); call the
+/// [`RecordStore`] methods from a plain thread or through `tokio::task::spawn_blocking`, as
+/// the bundled runtime does.
 ///
 /// **No TLS.** It connects in the clear (`NoTls`): run the database on the same host (a
 /// Unix socket, `host=/path` in the URL) or on a private network.
@@ -224,8 +225,18 @@ impl PostgresStore {
                 epoch: None,
             }),
         };
-        let mut client = store.open().map_err(|f| store.error("connect", f))?;
-        migrate(&mut client).map_err(|f| store.error("schema", f))?;
+        // On a thread of its own: the client blocks on a runtime of its own, which panics on a
+        // thread that drives a tokio runtime (`connect` from `#[tokio::main]`, for one).
+        let client = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let mut client = store.open().map_err(|f| store.error("connect", f))?;
+                    migrate(&mut client).map_err(|f| store.error("schema", f))?;
+                    Ok::<_, RuntimeError>(client)
+                })
+                .join()
+        })
+        .map_err(|_| RuntimeError::Store(format!("{}: connecting panicked", store.target)))??;
         store.state().session = Some(Session {
             client,
             statements: HashMap::new(),
