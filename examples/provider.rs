@@ -13,7 +13,9 @@
 //! extractive summaries of the text inputs of kind 5001 requests, printing each step. It
 //! keeps its state in a SQLite database ([`SqliteStore`], `--state`), so jobs in flight
 //! survive a restart (even a killed process), and
-//! runs until Ctrl-C, or until `--jobs N` jobs are completed.
+//! runs until Ctrl-C, or until `--jobs N` jobs are completed. With `--postgres URL` and
+//! `--node NAME` it keeps its state in PostgreSQL instead ([`PostgresStore`]), and several
+//! processes with the same keys serve as one fleet: each job is answered once, by one of them.
 //!
 //! **Settings.** `--kind K` (repeatable) sets the request kinds it serves and announces
 //! (default 5001), `--announce-id ID` the announcement's `d` identifier, `--rate-per-minute N`
@@ -61,8 +63,8 @@ use nostr_dvm::nostr::{Event, EventBuilder, Filter, Keys, Kind, PublicKey, Tag, 
 use nostr_dvm::provider::{Notification, ProviderConfig, RateLimit};
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
 use nostr_dvm::runtime::{
-    LnbitsBackend, LnurlClient, LnurlError, LnurlPay, ProviderRuntime, SqliteStore,
-    TestLightningBackend,
+    LnbitsBackend, LnurlClient, LnurlError, LnurlPay, PostgresStore, ProviderRuntime, RecordStore,
+    SqliteStore, TestLightningBackend,
 };
 use nostr_dvm::testing::TestLightningNode;
 use support::{short, Clock, Flags, Spec, Summarise, SUMMARISE, TEXT};
@@ -80,6 +82,15 @@ usage: cargo run --example provider -- [options]
                      (default: $NOSTR_DVM_SECRET_KEY, else fresh keys for this run)
   --state PATH       its SQLite database (default: in the temp dir, named after the npub);
                      one provider process per file
+  --postgres URL     keep its state in PostgreSQL instead, shared by a fleet: run several
+                     processes with the same keys, relays and URL, each with its own
+                     --node; each job is answered by one of them, and the jobs of a process
+                     that dies are taken over after its lease (30 s)
+                     (default: $NOSTR_DVM_POSTGRES_URL)
+  --node NAME        this process's name in the fleet (default: provider); a process
+                     started again with its name gets its jobs back
+  --max-tasks N      run at most N tasks at once, the others wait (default: no limit); in a
+                     fleet, a process claims a new job only while it has room for it
   --price SATS       a fixed pay-first price (default: free); on real relays it needs
                      LNbits (--lnbits-url, --lnbits-invoice-key), a lightning address
                      that takes zaps (--lightning-address), or --test-invoices
@@ -120,6 +131,9 @@ request names this provider and the refusal is not a flood defence):
         "relay",
         "key-file",
         "state",
+        "postgres",
+        "node",
+        "max-tasks",
         "price",
         "jobs",
         "kind",
@@ -249,10 +263,29 @@ async fn provider() -> support::Result<()> {
         publish_profile(clock, &keys, &relays, address).await?;
     }
     print_settings(clock, &config);
+    let postgres = flags
+        .value("postgres")
+        .map(str::to_owned)
+        .or_else(|| std::env::var("NOSTR_DVM_POSTGRES_URL").ok());
+    let (store, where_kept): (Arc<dyn RecordStore>, String) = match &postgres {
+        Some(url) => {
+            let node = flags.value("node").unwrap_or("provider");
+            let store = PostgresStore::connect(url, node)?;
+            let described = format!("{store:?}");
+            (Arc::new(store), described)
+        }
+        None => (
+            Arc::new(SqliteStore::open(&state)?),
+            state.display().to_string(),
+        ),
+    };
     let mut runtime = ProviderRuntime::new(keys.clone(), config)
         .task(Arc::new(Summarise { kinds }))
-        .record_store(SqliteStore::open(&state)?)
+        .record_store_shared(store)
         .on_notification(hook);
+    if let Some(n) = flags.number::<usize>("max-tasks")? {
+        runtime = runtime.max_running_tasks(n);
+    }
     match lnbits {
         Some((backend, url)) => {
             clock.say("provider", format!("invoices from LNbits at {url}"));
@@ -277,7 +310,7 @@ async fn provider() -> support::Result<()> {
         "provider",
         format!("serves {price} on {}", relays.join(", ")),
     );
-    clock.say("provider", format!("state: {}", state.display()));
+    clock.say("provider", format!("state: {where_kept}"));
     let until = match jobs {
         Some(n) => format!("{n} completed job(s) or Ctrl-C"),
         None => "Ctrl-C".to_owned(),
@@ -301,7 +334,7 @@ async fn provider() -> support::Result<()> {
     }
     let n = completed.load(Ordering::SeqCst);
     clock.say("provider", format!("stopped after {n} completed job(s)"));
-    if identity.ephemeral && flags.value("state").is_none() {
+    if identity.ephemeral && flags.value("state").is_none() && postgres.is_none() {
         // Nobody will run this provider's keys again: its database is of no more use.
         support::remove_sqlite(&state);
     }
