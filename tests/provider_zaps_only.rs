@@ -174,3 +174,27 @@ fn free_jobs_are_not_affected() {
         .iter()
         .all(|f| f.status != FeedbackStatus::PaymentRequired));
 }
+
+/// The invoice rate limit bounds the invoices the host's node makes; a zaps-only provider
+/// makes none, so priced requests beyond it are still asked to be zapped (with invoices they
+/// would be refused "too many invoices").
+#[test]
+fn the_invoice_rate_limit_does_not_refuse_zaps_only_jobs() {
+    let mut h = Harness::new(|mut c| {
+        c.zaps_only = true;
+        c.admission.rate_limit = None;
+        c.admission.global_rate_limit = None;
+        c.admission.invoice_rate_limit = Some(RateLimit {
+            max_requests: 1,
+            window_secs: 60,
+        });
+        c.pricing(FixedPrice(PRICE))
+    });
+    for n in 0..3 {
+        let request = h.request(|b| b.input(JobInput::text(format!("job {n}"))));
+        let out = h.send(request.clone());
+        payment_required(&out);
+        assert!(rejected(&out).is_empty(), "job {n}: {:?}", rejected(&out));
+        assert_eq!(h.state(&request.id), JobState::AwaitingPayment);
+    }
+}

@@ -84,7 +84,8 @@ impl Provider {
         let mut loaded = Vec::new();
         for saved in parts.jobs {
             let id = saved.request.id;
-            if self.jobs.contains_key(&id) {
+            // Known here, or done here and forgotten: not taken again.
+            if self.jobs.contains_key(&id) || self.forgotten_set.contains_key(&id) {
                 continue;
             }
             loaded.push(self.load_job(saved)?);
@@ -95,7 +96,6 @@ impl Provider {
             self.seq += 1;
             job.seq = self.seq;
             job.unclaimed = false;
-            self.forgotten_set.remove(&id);
             self.insert_loaded(job);
             self.index_job(id);
             self.changes.job(id);

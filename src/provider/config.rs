@@ -47,7 +47,8 @@ pub struct Admission {
     /// All customers together: at most `max_requests` invoices asked of the Lightning backend
     /// in any `window_secs`, so a flood of priced requests from throw-away keys cannot make
     /// the host's node create invoices without bound (`None`: no limit). A priced request
-    /// beyond it is refused with `error` feedback. Default 120 a minute.
+    /// beyond it is refused with `error` feedback. Default 120 a minute. Not counted under
+    /// [`ProviderConfig::zaps_only`], which asks for no invoice.
     pub invoice_rate_limit: Option<RateLimit>,
     /// The most jobs waiting to be paid before any work (pay-first: an invoice being made or
     /// `payment-required` sent). When a new one would exceed it, the oldest unpaid job

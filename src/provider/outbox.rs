@@ -12,6 +12,9 @@ use crate::relay::RelayCommand;
 /// The outputs waiting for the host, in order, each with the update it waits for.
 #[derive(Debug)]
 pub(super) struct Outbox {
+    /// Outputs that wait for no update, handed out first, in order.
+    early: VecDeque<Output>,
+    /// The others, in order, each with the update it waits for (non-decreasing).
     items: VecDeque<(u64, Output)>,
     /// The update that outputs pushed now wait for: the next one the host takes.
     stamp: u64,
@@ -28,6 +31,7 @@ impl Default for Outbox {
     /// No update tracking: every output is handed out at once.
     fn default() -> Self {
         Self {
+            early: VecDeque::new(),
             items: VecDeque::new(),
             stamp: 0,
             released: u64::MAX,
@@ -76,28 +80,23 @@ impl Outbox {
     /// of outputs that wait. Only for an output whose effect a crash cannot make wrong (see
     /// `Provider::start_task`).
     pub(super) fn push_back_early(&mut self, output: Output) {
-        self.items.push_back((0, output));
+        self.early.push_back(output);
     }
 
-    /// The next output whose update is durable (the first in order; an early one may pass
-    /// outputs that wait).
+    /// The next output to hand out: an early one, else the first whose update is durable.
+    /// O(1): stamps never decrease along the queue, so when its front waits, all of it does.
     pub(super) fn pop_front(&mut self) -> Option<Output> {
-        let released = self.released;
+        if let Some(output) = self.early.pop_front() {
+            return Some(output);
+        }
         match self.items.front() {
-            Some((stamp, _)) if *stamp <= released => self.items.pop_front().map(|(_, o)| o),
-            Some(_) => {
-                let i = self
-                    .items
-                    .iter()
-                    .position(|(stamp, _)| *stamp <= released)?;
-                self.items.remove(i).map(|(_, o)| o)
-            }
-            None => None,
+            Some((stamp, _)) if *stamp <= self.released => self.items.pop_front().map(|(_, o)| o),
+            _ => None,
         }
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = &Output> {
-        self.items.iter().map(|(_, o)| o)
+        self.early.iter().chain(self.items.iter().map(|(_, o)| o))
     }
 
     /// Starts tracking updates: what is in the outbox now is handed out at once, what comes
@@ -123,12 +122,12 @@ impl Outbox {
         self.released != u64::MAX
     }
 
-    /// Whether outputs wait for the update the host has not taken yet.
+    /// Whether outputs wait for the update the host has not taken yet: the newest does, if
+    /// any (stamps never decrease along the queue).
     pub(super) fn waits_for_next(&self) -> bool {
         self.items
-            .iter()
-            .rev()
-            .any(|(stamp, _)| *stamp == self.stamp)
+            .back()
+            .is_some_and(|(stamp, _)| *stamp == self.stamp)
     }
 
     /// The host took update `id` (the current stamp): later outputs wait for the next one.

@@ -565,7 +565,11 @@ impl Provider {
     }
 
     /// Counts one invoice against the global invoice rate; `false` when the rate is reached.
+    /// A provider paid by zaps alone asks its host for no invoice: never limited.
     pub(super) fn take_invoice_slot(&mut self, now: Timestamp) -> bool {
+        if self.config.zaps_only {
+            return true;
+        }
         match self.config.admission.invoice_rate_limit {
             Some(limit) => {
                 self.dirty = true;
