@@ -3,6 +3,8 @@
 //! the others drop it. A process whose lease ran out has its jobs adopted by another
 //! ([`Provider::adopt`]).
 
+use std::collections::HashSet;
+
 use nostr::{EventId, Filter, Kind, Timestamp};
 
 use super::{Error, Notification, Output, Provider, ProviderSnapshot, RelayCommand};
@@ -41,11 +43,13 @@ impl Provider {
             return Ok(());
         }
         self.drop_unclaimed(now, job);
+        self.claimed_elsewhere.insert(job);
         self.notify(Notification::JobClaimedElsewhere { job });
         Ok(())
     }
 
-    /// Drops a job another process claimed: nothing about it is recorded or sent.
+    /// Drops a job whose claim this process lost (or whose record another process's
+    /// takeover brings): nothing about it is recorded or sent.
     fn drop_unclaimed(&mut self, now: Timestamp, id: EventId) {
         let Some(job) = self.jobs.remove(&id) else {
             return;
@@ -60,7 +64,6 @@ impl Provider {
         }
         self.unpaid.remove(&(job.seq, id));
         self.ledger.release_job(&id);
-        self.claimed_elsewhere.insert(id);
         self.live_set_changed(now);
         self.dirty = true;
     }
@@ -81,16 +84,28 @@ impl Provider {
     pub fn adopt(&mut self, now: Timestamp, snapshot: ProviderSnapshot) -> Result<usize, Error> {
         let now = self.tick(now);
         let parts = snapshot.into_adoptable()?;
+        // Everything parsed before anything changes: on `Err`, nothing is taken.
         let mut loaded = Vec::new();
+        let mut seen = HashSet::new();
         for saved in parts.jobs {
             let id = saved.request.id;
-            // Known here, or done here and forgotten: not taken again.
-            if self.jobs.contains_key(&id) || self.forgotten_set.contains_key(&id) {
+            // Once per id; known here, or done here and forgotten: not taken again. Known
+            // here only as a claim not answered yet: the other process's record is the job.
+            let known = self.jobs.get(&id).is_some_and(|j| !j.unclaimed)
+                || self.forgotten_set.contains_key(&id);
+            if known || !seen.insert(id) {
                 continue;
             }
             loaded.push(self.load_job(saved)?);
         }
         let adopted = loaded.len();
+        // Only the jobs taken now go on from here (not those skipped as known).
+        let taken: Vec<EventId> = loaded.iter().map(|j| j.id()).collect();
+        for id in &taken {
+            if self.jobs.contains_key(id) {
+                self.drop_unclaimed(now, *id);
+            }
+        }
         for mut job in loaded {
             let id = job.id();
             self.seq += 1;
@@ -134,8 +149,18 @@ impl Provider {
             }
         }
         let mut bound = Vec::new();
-        for id in parts.order {
-            self.resume_job(now, id);
+        for id in taken {
+            // A job whose owner won its claim and died before writing more is as it was
+            // claimed: it goes on as a claim just won.
+            let claimed_only = self
+                .jobs
+                .get(&id)
+                .is_some_and(|j| j.state == JobState::Received);
+            if claimed_only && self.config.auto_accept {
+                self.price_and_proceed(now, id);
+            } else {
+                self.resume_job(now, id);
+            }
             if let Some(job) = self.jobs.get(&id).filter(|j| !j.state.is_terminal()) {
                 bound.extend(
                     std::iter::once(id)

@@ -422,9 +422,8 @@ impl SavedJob {
 
 /// What [`Provider::adopt`] takes from another process's snapshot.
 pub(super) struct Adoptable {
+    /// The jobs, in the other process's admission order.
     pub(super) jobs: Vec<SavedJob>,
-    /// The jobs in their order (by the other process's admission order).
-    pub(super) order: Vec<EventId>,
     /// Spent keys with their expiry.
     pub(super) spent: Vec<(super::SpentKey, Timestamp)>,
     /// The payments of the jobs.
@@ -445,7 +444,6 @@ impl ProviderSnapshot {
         }
         let mut jobs = self.jobs;
         jobs.sort_by_key(|j| j.seq);
-        let order = jobs.iter().map(|j| j.request.id).collect();
         let paid = self.ledger.paid_entries().collect();
         let spent = self.ledger.spent_entries().collect();
         let outputs = self
@@ -459,7 +457,6 @@ impl ProviderSnapshot {
             .collect();
         Ok(Adoptable {
             jobs,
-            order,
             spent,
             paid,
             forgotten: self.forgotten,
