@@ -58,7 +58,7 @@ fn config(url: &str) -> ProviderConfig {
         })
 }
 
-/// Runs bursts through a provider made by `runtime`, until stopped; jobs/s.
+/// Runs bursts through a provider made by `runtime`, until stopped; the median burst's jobs/s.
 fn throughput(
     c: &mut Criterion,
     rt: &Runtime,
@@ -78,8 +78,7 @@ fn throughput(
         customers
     });
     let mut n = 0usize;
-    let mut elapsed = Duration::ZERO;
-    let mut bursts = 0u32;
+    let mut rates: Vec<f64> = Vec::new();
     let mut group = c.benchmark_group("store");
     group.sample_size(10);
     group.throughput(Throughput::Elements(BURST as u64));
@@ -90,10 +89,10 @@ fn throughput(
                 let requests = burst_of(&customers, BURST, &mut n);
                 let start = Instant::now();
                 rt.block_on(run_window(&mut customers, requests, WINDOW));
-                total += start.elapsed();
+                let took = start.elapsed();
+                rates.push(BURST as f64 / took.as_secs_f64());
+                total += took;
             }
-            elapsed += total;
-            bursts += iters as u32;
             total
         })
     });
@@ -105,7 +104,16 @@ fn throughput(
             customer.client.disconnect().await;
         }
     });
-    f64::from(bursts) * BURST as f64 / elapsed.as_secs_f64()
+    // The median burst: one burst slowed by the machine (2 cores shared with the relay and
+    // the customers) does not move it.
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "{name}: {} bursts, {:.0} to {:.0} jobs/s",
+        rates.len(),
+        rates[0],
+        rates[rates.len() - 1]
+    );
+    rates[rates.len() / 2]
 }
 
 /// A provider persisting by updates with `jobs` jobs answered: its updates so far, merged
@@ -294,7 +302,7 @@ fn main() {
 
     let ratio = with_sqlite / no_store;
     println!(
-        "\nthroughput, bursts of {BURST} jobs from {CUSTOMERS} customers ({WINDOW} in flight): no \
+        "\nthroughput (median bursts), bursts of {BURST} jobs from {CUSTOMERS} customers ({WINDOW} in flight): no \
          store {no_store:.0} \
          jobs/s, SqliteStore {with_sqlite:.0} jobs/s: {ratio:.2}x ({:.2} of the 0.8x floor)",
         ratio / 0.8
