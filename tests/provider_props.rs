@@ -2,7 +2,8 @@
 //! the simulated network (real signed events, real BOLT11 invoices, real zap receipts).
 //!
 //! Each case picks a configuration (payment policy, automatic acceptance, deferred invoices,
-//! paid by zaps alone or not, persisted by snapshots or by updates, admission limits) and a sequence of up to 30 actions: new requests (plain, NIP-44, NIP-04
+//! paid by zaps alone or not, persisted by snapshots or by updates, claiming each job first as
+//! one process of a fleet or not, admission limits) and a sequence of up to 30 actions: new requests (plain, NIP-44, NIP-04
 //! or gift-wrapped; free, priced, refused by the pricing hook, with a bid below or above the
 //! price; chained on an earlier job; with a NIP-40 expiration; dated ahead of the clock),
 //! duplicate deliveries, floods of cheap low-bid requests that roll the job table over, zaps
@@ -141,6 +142,9 @@ struct Setup {
     /// The host persists by updates (acknowledged at once); restarts, crashes and twins
     /// restore from the records.
     updates: bool,
+    /// One process of a fleet: every job claimed first (the simulated host wins every claim
+    /// at once).
+    claims: bool,
     max_live_jobs: usize,
     rate_limit: Option<u32>,
     /// Where the twin is forked from a snapshot (past the end: no twin).
@@ -162,7 +166,11 @@ fn setup(pruning: bool, save_when_dirty: bool) -> impl Strategy<Value = Setup> {
         ],
         prop::bool::weighted(0.8),
         any::<bool>(),
-        (prop::bool::weighted(0.2), prop::bool::weighted(0.4)),
+        (
+            prop::bool::weighted(0.2),
+            prop::bool::weighted(0.4),
+            prop::bool::weighted(0.2),
+        ),
         2usize..12,
         prop::option::weighted(0.3, 1u32..4),
         0usize..30,
@@ -173,7 +181,7 @@ fn setup(pruning: bool, save_when_dirty: bool) -> impl Strategy<Value = Setup> {
                 policy,
                 auto_accept,
                 deferred_invoices,
-                (zaps_only, updates),
+                (zaps_only, updates, claims),
                 max_live_jobs,
                 rate_limit,
                 cut,
@@ -185,6 +193,7 @@ fn setup(pruning: bool, save_when_dirty: bool) -> impl Strategy<Value = Setup> {
                     deferred_invoices,
                     zaps_only,
                     updates,
+                    claims,
                     max_live_jobs,
                     rate_limit,
                     cut,
@@ -278,6 +287,7 @@ fn network(s: &Setup) -> Network {
         config.payment = s.policy;
         config.auto_accept = s.auto_accept;
         config.zaps_only = s.zaps_only;
+        config.claim_jobs = s.claims;
         config.success_feedback = true;
         config.admission = Admission {
             max_live_jobs: s.max_live_jobs,

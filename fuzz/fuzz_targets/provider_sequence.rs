@@ -1,7 +1,8 @@
 //! A `Provider` driven by an arbitrary sequence of inputs over the simulated network.
 //!
 //! Each input picks a configuration (payment policy, automatic acceptance, deferred invoices,
-//! paid by zaps alone or not, persisted by snapshots or by updates, live-job cap, rate
+//! paid by zaps alone or not, persisted by snapshots or by updates, claiming each job first or
+//! not (one process of a fleet; the simulated host wins every claim), live-job cap, rate
 //! limit, and whether jobs are pruned: short retention, a job table of 6)
 //! and up to 48 actions: real requests (plain, NIP-44, NIP-04 or gift-wrapped; free, priced,
 //! refused; with bids, job inputs and expirations; dated ahead of the clock), floods of cheap
@@ -53,6 +54,7 @@ struct Input {
     deferred_invoices: bool,
     zaps_only: bool,
     updates: bool,
+    claims: bool,
     max_live_jobs: u8,
     rate_limit: Option<u8>,
     pruning: bool,
@@ -163,6 +165,7 @@ fn network(input: &Input) -> Network {
     };
     let auto_accept = input.auto_accept;
     let zaps_only = input.zaps_only;
+    let claims = input.claims;
     let max_live_jobs = usize::from(input.max_live_jobs % 16) + 1;
     let rate_limit = input.rate_limit.map(|r| RateLimit {
         max_requests: u32::from(r % 8) + 1,
@@ -173,6 +176,7 @@ fn network(input: &Input) -> Network {
         config.payment = policy;
         config.auto_accept = auto_accept;
         config.zaps_only = zaps_only;
+        config.claim_jobs = claims;
         config.success_feedback = true;
         config.admission = Admission {
             max_live_jobs,
