@@ -30,6 +30,7 @@ use nostr_relay_builder::builder::RateLimit;
 use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use rand::rngs::{OsRng, StdRng};
 use rand::{Rng, RngCore, SeedableRng};
+use support::children::kill_9;
 use support::local_relay;
 use tokio::process::{Child, Command};
 
@@ -175,12 +176,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// SIGKILL, then reaped.
-async fn kill_9(mut child: Child) {
-    child.start_kill().expect("SIGKILL");
-    child.wait().await.expect("reaped");
 }
 
 /// Where a life of the provider ends.

@@ -14,7 +14,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -26,12 +25,12 @@ use nostr_dvm::nostr::{Event, EventId, Filter, Keys, Kind, PublicKey, Timestamp}
 use nostr_dvm::provider::{Admission, Provider, ProviderConfig};
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
 use nostr_dvm::runtime::{PostgresSettings, PostgresStore, ProviderRuntime, RecordStore};
-use nostr_dvm::task::{Progress, Quote, Task, TaskError, TaskOutput, TaskRequest};
+use nostr_dvm::task::Quote;
 use nostr_dvm::testing::{TestLightningNode, TestZapper};
 use nostr_relay_builder::builder::RateLimit;
 use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use rand::rngs::OsRng;
-use rand::RngCore;
+use support::children::{kill_9, take_runs, LoggedShout};
 use support::local_relay;
 use support::postgres::TestPostgres;
 use tokio::process::{Child, Command};
@@ -55,37 +54,6 @@ const ENV_DB: &str = "NOSTR_DVM_FLEET_DB";
 const ENV_NODE: &str = "NOSTR_DVM_FLEET_NODE";
 const ENV_ZAPPER: &str = "NOSTR_DVM_FLEET_ZAPPER";
 const ENV_RUNS: &str = "NOSTR_DVM_FLEET_RUNS";
-
-/// Upper-cases its text inputs after a while, each run answering differently (a job run again
-/// after its result went out would show as a second result event), and logs the run.
-struct LoggedShout {
-    node: String,
-    runs: PathBuf,
-}
-
-#[async_trait::async_trait]
-impl Task for LoggedShout {
-    fn kinds(&self) -> Vec<Kind> {
-        vec![Kind::from(KIND)]
-    }
-
-    async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {
-        let line = format!("{} {}\n", self.node, request.job.to_hex());
-        // One write of one short line to a file opened for appending: lines never mix.
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&self.runs)
-            .and_then(|mut f| f.write_all(line.as_bytes()))
-            .map_err(|e| TaskError::new(format!("run log: {e}")))?;
-        tokio::time::sleep(Duration::from_millis(40)).await;
-        Ok(TaskOutput::new(format!(
-            "{} (run {:016x})",
-            request.texts().collect::<String>().to_uppercase(),
-            OsRng.next_u64()
-        )))
-    }
-}
 
 /// A provider process of the fleet. Does nothing unless started by the test below.
 #[test]
@@ -124,6 +92,7 @@ fn fleet_child() {
     .unwrap();
     let runtime = ProviderRuntime::new(keys, config)
         .task(Arc::new(LoggedShout {
+            kind: KIND,
             node,
             runs: PathBuf::from(env(ENV_RUNS)),
         }))
@@ -271,11 +240,6 @@ impl Customers {
     }
 }
 
-async fn kill_9(mut child: Child) {
-    child.start_kill().expect("SIGKILL");
-    child.wait().await.expect("reaped");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_answer_every_job_once_through_a_kill_and_a_database_restart() {
     let mut postgres = tokio::task::spawn_blocking(TestPostgres::start_without_fsync)
@@ -389,16 +353,7 @@ async fn three_processes_answer_every_job_once_through_a_kill_and_a_database_res
 
     // Runs: once each, but for the jobs of the killed process (one that had started may
     // have run there and again at its heir; its result was never published).
-    let log = std::fs::read_to_string(&runs).unwrap_or_default();
-    let _ = std::fs::remove_file(&runs);
-    let mut run_by: BTreeMap<EventId, Vec<String>> = BTreeMap::new();
-    for line in log.lines() {
-        let (node, job) = line.split_once(' ').expect("node job");
-        run_by
-            .entry(EventId::from_hex(job).unwrap())
-            .or_default()
-            .push(node.to_owned());
-    }
+    let run_by = take_runs(&runs);
     let mut taken_over = 0;
     for (id, by) in &run_by {
         let here: Vec<&String> = by.iter().filter(|n| *n != "node-1").collect();

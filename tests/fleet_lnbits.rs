@@ -19,7 +19,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -32,11 +31,11 @@ use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
 use nostr_dvm::runtime::{
     LnbitsBackend, PostgresSettings, PostgresStore, ProviderRuntime, RecordStore,
 };
-use nostr_dvm::task::{FixedPrice, Progress, Task, TaskError, TaskOutput, TaskRequest};
+use nostr_dvm::task::FixedPrice;
 use nostr_relay_builder::builder::RateLimit;
 use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use rand::rngs::OsRng;
-use rand::RngCore;
+use support::children::{kill_9, take_runs, LoggedShout};
 use support::lnbits::Lnbits;
 use support::local_relay;
 use support::postgres::TestPostgres;
@@ -61,37 +60,6 @@ const ENV_NODE: &str = "NOSTR_DVM_FLEETLN_NODE";
 const ENV_LNBITS: &str = "NOSTR_DVM_FLEETLN_LNBITS";
 const ENV_INVOICE_KEY: &str = "NOSTR_DVM_FLEETLN_INVOICE_KEY";
 const ENV_RUNS: &str = "NOSTR_DVM_FLEETLN_RUNS";
-/// Upper-cases its text inputs after a while, each run answering differently (a job run again
-/// after its result went out would show as a second result event), and logs the run.
-struct LoggedShout {
-    node: String,
-    runs: PathBuf,
-}
-
-#[async_trait::async_trait]
-impl Task for LoggedShout {
-    fn kinds(&self) -> Vec<Kind> {
-        vec![Kind::from(KIND)]
-    }
-
-    async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {
-        let line = format!("{} {}\n", self.node, request.job.to_hex());
-        // One write of one short line to a file opened for appending: lines never mix.
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&self.runs)
-            .and_then(|mut f| f.write_all(line.as_bytes()))
-            .map_err(|e| TaskError::new(format!("run log: {e}")))?;
-        tokio::time::sleep(Duration::from_millis(40)).await;
-        Ok(TaskOutput::new(format!(
-            "{} (run {:016x})",
-            request.texts().collect::<String>().to_uppercase(),
-            OsRng.next_u64()
-        )))
-    }
-}
-
 /// A provider process of the fleet. Does nothing unless started by the test below.
 #[test]
 #[ignore = "a provider process of a_fleet_paid_by_invoices_finds_payments_made_while_their_owner_was_dead"]
@@ -129,6 +97,7 @@ fn fleet_lnbits_child() {
             .poll_interval(Duration::from_secs(1));
         ProviderRuntime::new(keys, config)
             .task(Arc::new(LoggedShout {
+                kind: KIND,
                 node,
                 runs: PathBuf::from(env(ENV_RUNS)),
             }))
@@ -164,11 +133,6 @@ fn start_provider(
         .kill_on_drop(true)
         .spawn()
         .expect("the provider process starts")
-}
-
-async fn kill_9(mut child: Child) {
-    child.start_kill().expect("SIGKILL");
-    child.wait().await.expect("reaped");
 }
 
 /// What the customer saw: each job's invoice and results.
@@ -331,15 +295,7 @@ async fn a_fleet_paid_by_invoices_finds_payments_made_while_their_owner_was_dead
         assert_eq!(results.get(id), Some(&1), "job {id}: one result event");
     }
     // Each job ran once: none before its payment, none twice.
-    let log = std::fs::read_to_string(&runs).unwrap_or_default();
-    let _ = std::fs::remove_file(&runs);
-    let mut ran: BTreeMap<EventId, Vec<String>> = BTreeMap::new();
-    for line in log.lines() {
-        let (node, job) = line.split_once(' ').unwrap();
-        ran.entry(EventId::from_hex(job).unwrap())
-            .or_default()
-            .push(node.to_owned());
-    }
+    let ran = take_runs(&runs);
     assert_eq!(ran.len(), JOBS);
     for (id, by) in &ran {
         assert_eq!(

@@ -2,6 +2,8 @@
 //! task, and a relay that misbehaves on purpose. Each test file uses a part of it.
 #![allow(dead_code)]
 
+#[cfg(unix)]
+pub mod children;
 pub mod faults;
 #[cfg(feature = "lnbits")]
 pub mod lnbits;

@@ -1,0 +1,70 @@
+//! Provider processes for the tests that kill them: this test binary started again as a
+//! child, a task that logs every run to a file shared by the children, and SIGKILL.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nostr_dvm::nostr::{EventId, Kind};
+use nostr_dvm::task::{Progress, Task, TaskError, TaskOutput, TaskRequest};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use tokio::process::Child;
+
+/// Upper-cases its text inputs after 40 ms, each run answering differently (a job run again
+/// after its result went out would show as a second result event), and appends `node job`
+/// to `runs` for every run.
+pub struct LoggedShout {
+    /// The kind it serves.
+    pub kind: u16,
+    /// The process's name in the log.
+    pub node: String,
+    /// The log, shared by the processes.
+    pub runs: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl Task for LoggedShout {
+    fn kinds(&self) -> Vec<Kind> {
+        vec![Kind::from(self.kind)]
+    }
+
+    async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {
+        let line = format!("{} {}\n", self.node, request.job.to_hex());
+        // One write of one short line to a file opened for appending: lines never mix.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.runs)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .map_err(|e| TaskError::new(format!("run log: {e}")))?;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        Ok(TaskOutput::new(format!(
+            "{} (run {:016x})",
+            request.texts().collect::<String>().to_uppercase(),
+            OsRng.next_u64()
+        )))
+    }
+}
+
+/// The runs logged in `runs` (then removed): the processes that ran each job, in order.
+pub fn take_runs(runs: &PathBuf) -> BTreeMap<EventId, Vec<String>> {
+    let log = std::fs::read_to_string(runs).unwrap_or_default();
+    let _ = std::fs::remove_file(runs);
+    let mut by_job: BTreeMap<EventId, Vec<String>> = BTreeMap::new();
+    for line in log.lines() {
+        let (node, job) = line.split_once(' ').expect("node job");
+        by_job
+            .entry(EventId::from_hex(job).expect("a job id"))
+            .or_default()
+            .push(node.to_owned());
+    }
+    by_job
+}
+
+/// SIGKILL, then reaped.
+pub async fn kill_9(mut child: Child) {
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("reaped");
+}
