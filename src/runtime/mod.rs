@@ -13,7 +13,11 @@
 //!   every output until the change before it is durable (or saves a whole
 //!   [`ProviderSnapshot`](crate::provider::ProviderSnapshot) to a [`SnapshotStore`] after
 //!   every turn that changed something). On start it restores the stored state and resumes
-//!   the jobs in flight.
+//!   the jobs in flight. With a store shared by a fleet (`PostgresStore`, feature
+//!   `postgres`), several processes with the same keys serve together: each job is claimed in
+//!   the database first and answered by one of them, leases are renewed by the writer thread,
+//!   and the jobs of a process whose lease ran out are taken over
+//!   ([`Provider::adopt`](crate::provider::Provider::adopt)).
 //! - [`CustomerRuntime`] drives a [`Customer`](crate::customer::Customer) the same way,
 //!   pull-style: the application calls [`CustomerRuntime::next`] and gets the notifications and
 //!   payment requests it must act on.
