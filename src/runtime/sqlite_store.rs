@@ -168,67 +168,36 @@ impl RecordStore for SqliteStore {
         };
         let meta: ProviderSnapshot =
             serde_json::from_str(&meta).map_err(|e| self.error(format!("meta record: {e}")))?;
-        let mut jobs = Vec::new();
-        let mut statement = connection
-            .prepare("SELECT record FROM jobs")
-            .map_err(|e| self.error(e))?;
-        let rows = statement
-            .query_map([], |row| row.get::<_, String>(0))
-            .map_err(|e| self.error(e))?;
-        for row in rows {
-            let json = row.map_err(|e| self.error(e))?;
-            let record: JobRecord =
-                serde_json::from_str(&json).map_err(|e| self.error(format!("job record: {e}")))?;
-            jobs.push(record);
-        }
-        let mut forgotten = Vec::new();
-        let mut statement = connection
-            .prepare("SELECT id, until FROM forgotten")
-            .map_err(|e| self.error(e))?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?))
-            })
-            .map_err(|e| self.error(e))?;
-        for row in rows {
-            let (id, until) = row.map_err(|e| self.error(e))?;
-            forgotten.push((event_id(&id).map_err(|e| self.error(e))?, time(until)));
-        }
-        let mut spent = Vec::new();
-        let mut statement = connection
-            .prepare("SELECT kind, key, expires FROM spent")
-            .map_err(|e| self.error(e))?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, Vec<u8>>(1)?,
-                    row.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(|e| self.error(e))?;
-        for row in rows {
-            let (kind, key, expires) = row.map_err(|e| self.error(e))?;
-            spent.push((
-                spent_key(kind, &key).map_err(|e| self.error(e))?,
-                time(expires),
-            ));
-        }
+        let jobs = rows(&connection, "SELECT record FROM jobs", |row| {
+            Ok(serde_json::from_str::<JobRecord>(&row.get::<_, String>(0)?)
+                .map_err(|e| format!("job record: {e}"))?)
+        })
+        .map_err(|e| self.error(e))?;
+        let forgotten = rows(&connection, "SELECT id, until FROM forgotten", |row| {
+            Ok((event_id(&row.get::<_, Vec<u8>>(0)?)?, time(row.get(1)?)))
+        })
+        .map_err(|e| self.error(e))?;
+        let spent = rows(&connection, "SELECT kind, key, expires FROM spent", |row| {
+            Ok((
+                spent_key(row.get(0)?, &row.get::<_, Vec<u8>>(1)?)?,
+                time(row.get(2)?),
+            ))
+        })
+        .map_err(|e| self.error(e))?;
         let mut snapshot = ProviderSnapshot::assemble(meta, jobs, forgotten, spent);
-        let mut statement = connection
-            .prepare("SELECT event, relays FROM outgoing ORDER BY id")
-            .map_err(|e| self.error(e))?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-            })
-            .map_err(|e| self.error(e))?;
-        for row in rows {
-            let (event, relays) = row.map_err(|e| self.error(e))?;
-            let event: Event = serde_json::from_str(&event)
-                .map_err(|e| self.error(format!("outgoing event: {e}")))?;
-            let relays: Vec<String> = serde_json::from_str(&relays)
-                .map_err(|e| self.error(format!("outgoing relays: {e}")))?;
+        let outgoing = rows(
+            &connection,
+            "SELECT event, relays FROM outgoing ORDER BY id",
+            |row| {
+                let event: Event = serde_json::from_str(&row.get::<_, String>(0)?)
+                    .map_err(|e| format!("outgoing event: {e}"))?;
+                let relays: Vec<String> = serde_json::from_str(&row.get::<_, String>(1)?)
+                    .map_err(|e| format!("outgoing relays: {e}"))?;
+                Ok((event, relays))
+            },
+        )
+        .map_err(|e| self.error(e))?;
+        for (event, relays) in outgoing {
             snapshot.push_publish(event, relays);
         }
         Ok(Some(snapshot))
@@ -386,6 +355,24 @@ fn apply_change(transaction: &Transaction<'_>, change: &StoreChange) -> rusqlite
 }
 
 /// A `u64` as SQLite's signed 64-bit integer (saturating: times and counters stay far below).
+/// Why a row does not read: SQLite's error, or what is wrong with its data.
+type ReadError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every row `sql` selects, read by `read`; a row that does not read is an error naming why.
+fn rows<T>(
+    connection: &Connection,
+    sql: &str,
+    read: impl Fn(&rusqlite::Row<'_>) -> Result<T, ReadError>,
+) -> Result<Vec<T>, String> {
+    let mut statement = connection.prepare(sql).map_err(|e| e.to_string())?;
+    let mut found = statement.query([]).map_err(|e| e.to_string())?;
+    let mut all = Vec::new();
+    while let Some(row) = found.next().map_err(|e| e.to_string())? {
+        all.push(read(row).map_err(|e| e.to_string())?);
+    }
+    Ok(all)
+}
+
 fn sql_int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
