@@ -30,6 +30,7 @@ use nostr_dvm::testing::{TestLightningNode, TestZapper};
 use nostr_relay_builder::builder::RateLimit;
 use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use rand::rngs::OsRng;
+use support::children::customer_client;
 use support::children::{kill_9, take_runs, LoggedShout};
 use support::local_relay;
 use support::postgres::TestPostgres;
@@ -153,15 +154,7 @@ struct Customers {
 impl Customers {
     async fn connect(relay: &str, provider: PublicKey, zapper: TestZapper) -> Self {
         let keys = Keys::generate();
-        let client = Client::default();
-        client.add_relay(relay).await.unwrap();
-        client.connect().await;
-        client.wait_for_connection(Duration::from_secs(10)).await;
-        let notifications = client.notifications();
-        let filter = Filter::new()
-            .kinds([Kind::from(KIND + 1000), Kind::JobFeedback])
-            .pubkey(keys.public_key());
-        client.subscribe(filter, None).await.unwrap();
+        let (client, notifications) = customer_client(relay, &keys, KIND).await;
         Self {
             client,
             notifications,

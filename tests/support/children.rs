@@ -31,14 +31,7 @@ impl Task for LoggedShout {
     }
 
     async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {
-        let line = format!("{} {}\n", self.node, request.job.to_hex());
-        // One write of one short line to a file opened for appending: lines never mix.
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&self.runs)
-            .and_then(|mut f| f.write_all(line.as_bytes()))
-            .map_err(|e| TaskError::new(format!("run log: {e}")))?;
+        log_run(&self.runs, &self.node, request.job)?;
         tokio::time::sleep(Duration::from_millis(40)).await;
         Ok(TaskOutput::new(format!(
             "{} (run {:016x})",
@@ -48,10 +41,44 @@ impl Task for LoggedShout {
     }
 }
 
-/// The runs logged in `runs` (then removed): the processes that ran each job, in order.
-pub fn take_runs(runs: &PathBuf) -> BTreeMap<EventId, Vec<String>> {
+/// Appends `node job` to the run log `runs`.
+pub fn log_run(runs: &PathBuf, node: &str, job: EventId) -> Result<(), TaskError> {
+    let line = format!("{node} {}\n", job.to_hex());
+    // One write of one short line to a file opened for appending: lines never mix.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(runs)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .map_err(|e| TaskError::new(format!("run log: {e}")))
+}
+
+/// A plain nostr-sdk client of a customer with `keys` on `relay`, subscribed to the results
+/// of `kind` and the feedback addressed to it; and its notifications.
+pub async fn customer_client(
+    relay: &str,
+    keys: &nostr_dvm::nostr::Keys,
+    kind: u16,
+) -> (
+    nostr_dvm::runtime::nostr_sdk::Client,
+    tokio::sync::broadcast::Receiver<nostr_dvm::runtime::nostr_sdk::RelayPoolNotification>,
+) {
+    use nostr_dvm::nostr::Filter;
+    let client = nostr_dvm::runtime::nostr_sdk::Client::default();
+    client.add_relay(relay).await.unwrap();
+    client.connect().await;
+    client.wait_for_connection(Duration::from_secs(10)).await;
+    let notifications = client.notifications();
+    let filter = Filter::new()
+        .kinds([Kind::from(kind + 1000), Kind::JobFeedback])
+        .pubkey(keys.public_key());
+    client.subscribe(filter, None).await.unwrap();
+    (client, notifications)
+}
+
+/// The runs logged in `runs` so far: the processes that ran each job, in order.
+pub fn read_runs(runs: &PathBuf) -> BTreeMap<EventId, Vec<String>> {
     let log = std::fs::read_to_string(runs).unwrap_or_default();
-    let _ = std::fs::remove_file(runs);
     let mut by_job: BTreeMap<EventId, Vec<String>> = BTreeMap::new();
     for line in log.lines() {
         let (node, job) = line.split_once(' ').expect("node job");
@@ -60,6 +87,13 @@ pub fn take_runs(runs: &PathBuf) -> BTreeMap<EventId, Vec<String>> {
             .or_default()
             .push(node.to_owned());
     }
+    by_job
+}
+
+/// The runs logged in `runs` ([`read_runs`]), and the log removed.
+pub fn take_runs(runs: &PathBuf) -> BTreeMap<EventId, Vec<String>> {
+    let by_job = read_runs(runs);
+    let _ = std::fs::remove_file(runs);
     by_job
 }
 
