@@ -284,7 +284,7 @@ impl CustomerRuntime {
     /// returns [`Output::SendZap`] with the signed zap request. Report what became of the
     /// payment with [`payment_outcome`](Self::payment_outcome).
     ///
-    /// With a [wallet](Self::set_wallet) and an [LNURL client](Self::set_lnurl), the runtime
+    /// With a [wallet](Self::set_wallet) and an LNURL client (`set_lnurl`), the runtime
     /// zaps itself: it first finds the provider's LNURL-pay service from its profile (a
     /// [`RuntimeError::ZapService`] when there is none that takes zaps; nothing is signed or
     /// paid), puts its LNURL in the zap request, and [`next`](Self::next) gets the invoice
@@ -393,7 +393,7 @@ impl CustomerRuntime {
     /// [`Notification::PaymentFailed`](crate::customer::Notification::PaymentFailed) instead.
     /// A payment the wallet reports pending is looked up again every 5 s. Zaps
     /// ([`Output::SendZap`]) go to the application unless an LNURL client is also set
-    /// ([`set_lnurl`](Self::set_lnurl), feature `lnurl`).
+    /// (`set_lnurl`, feature `lnurl`).
     pub fn set_wallet(&mut self, wallet: Arc<dyn Wallet>) {
         self.wallet = Some(wallet);
         // What a restore asked to look up before the wallet was set.

@@ -187,8 +187,8 @@ pub enum RuntimeError {
         reason: String,
     },
     /// The provider's lightning address cannot pay it by zaps
-    /// ([`ProviderRuntime::lightning_address`]): it could not be read, or its LNURL-pay
-    /// service does not take zaps. The provider did not start.
+    /// (`ProviderRuntime::lightning_address`, feature `lnurl`): it could not be read, or its
+    /// LNURL-pay service does not take zaps. The provider did not start.
     #[error("lightning address {address}: {reason}")]
     LightningAddress {
         /// The address.
