@@ -12,7 +12,9 @@ mod provider_harness;
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::Barrier;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use nostr_dvm::provider::{JobRecord, ProviderSnapshot, RecordSet, StoreChange, StoreUpdate};
@@ -688,4 +690,105 @@ fn a_store_connected_and_dropped_inside_a_tokio_runtime_does_not_panic() {
         .build()
         .unwrap()
         .block_on(async move { drop(store) });
+}
+
+/// A TCP proxy to PostgreSQL that, once armed, passes a client's `COMMIT` to the server and
+/// then cuts the connection before the answer comes back: the commit happened, the client
+/// does not know it.
+struct CommitCutter {
+    port: u16,
+    armed: Arc<AtomicBool>,
+}
+
+impl CommitCutter {
+    fn start(server_port: u16) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let arm = armed.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let server = std::net::TcpStream::connect(("127.0.0.1", server_port)).unwrap();
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut s_read, mut c_write) = (server, client);
+                let arm = arm.clone();
+                // Set when the answer must not reach the client any more.
+                let cut = Arc::new(AtomicBool::new(false));
+                let cutting = cut.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16_384];
+                    while let Ok(n) = c_read.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let commit = buf[..n].windows(6).any(|w| w == b"COMMIT");
+                        let fire = commit && arm.swap(false, Ordering::SeqCst);
+                        if fire {
+                            cutting.store(true, Ordering::SeqCst);
+                        }
+                        if s_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        if fire {
+                            // Let the server take it, then cut: its answer never comes back.
+                            std::thread::sleep(Duration::from_millis(200));
+                            let _ = c_read.shutdown(std::net::Shutdown::Both);
+                            let _ = s_write.shutdown(std::net::Shutdown::Both);
+                            break;
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16_384];
+                    while let Ok(n) = s_read.read(&mut buf) {
+                        if n == 0 || cut.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if c_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, armed }
+    }
+}
+
+/// A takeover whose answer is lost (the connection breaks after its commit) is handed out all
+/// the same: the store reconnects, and the renewal that answers hands it out; the next one does
+/// not hand it out again.
+#[test]
+fn a_takeover_whose_answer_is_lost_is_handed_out_when_the_store_reconnects() {
+    let server = TestPostgres::start();
+    let url = server.url();
+    let (jobs, _) = fifty_jobs();
+    let a = PostgresStore::connect_with(&url, "a", short_lease(LEASE)).unwrap();
+    a.load().unwrap();
+    assert_eq!(a.claim(&jobs[..2]).unwrap(), vec![true; 2]);
+    let cutter = CommitCutter::start(server.port());
+    let through = format!("postgres://dvm@127.0.0.1:{}/postgres", cutter.port);
+    let b = PostgresStore::connect(&through, "b").unwrap();
+    b.load().unwrap();
+    // a stops renewing, and its lease (and one lease from the server's start) runs out.
+    std::thread::sleep(LEASE + Duration::from_millis(700));
+    cutter.armed.store(true, Ordering::SeqCst);
+    let taken = b.renew().expect("answered after reconnecting");
+    assert!(
+        !cutter.armed.load(Ordering::SeqCst),
+        "the commit's answer was cut"
+    );
+    assert_eq!(
+        taken.len(),
+        1,
+        "a's records, handed out though the first answer was lost"
+    );
+    let expected: BTreeSet<String> = jobs[..2].iter().map(|j| j.id().to_hex()).collect();
+    assert_eq!(job_ids(&taken[0]), expected);
+    assert!(
+        b.renew().unwrap().is_empty(),
+        "handed out once it was received"
+    );
 }

@@ -22,6 +22,12 @@ const MIGRATIONS: &[&str] = &[
     // publish and meta record of each (`owner`: the process's name); the spent payment keys,
     // shared by the fleet.
     "CREATE SEQUENCE node_epochs;
+     CREATE TABLE takeovers (
+         heir text NOT NULL,
+         dead text NOT NULL,
+         snapshot text NOT NULL,
+         PRIMARY KEY (heir, dead)
+     );
      CREATE TABLE nodes (
          name text PRIMARY KEY,
          epoch bigint NOT NULL,
@@ -155,6 +161,9 @@ pub struct PostgresStore {
     node: String,
     lease: Duration,
     state: Mutex<State>,
+    /// The processes whose records the last [`renew`](RecordStore::renew) that answered
+    /// handed out: their `takeovers` rows go with the next one.
+    handed: Mutex<Vec<String>>,
 }
 
 /// The connection and this process's epoch, behind the store's mutex.
@@ -224,6 +233,7 @@ impl PostgresStore {
                 session: None,
                 epoch: None,
             }),
+            handed: Mutex::new(Vec::new()),
         };
         // On a thread of its own: the client blocks on a runtime of its own, which panics on a
         // thread that drives a tokio runtime (`connect` from `#[tokio::main]`, for one).
@@ -385,6 +395,13 @@ impl RecordStore for PostgresStore {
                 &[&self.node, &self.lease_secs()],
             )?;
             let registered: i64 = get(&row, 0)?;
+            // Its records are loaded whole now, those it took over too.
+            execute(
+                &mut tx,
+                statements,
+                "DELETE FROM takeovers WHERE heir = $1",
+                &[&self.node],
+            )?;
             let node = &self.node;
             let meta = query(
                 &mut tx,
@@ -442,6 +459,10 @@ impl RecordStore for PostgresStore {
             };
             tx.commit()?;
             *epoch = Some(registered);
+            self.handed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
             Ok(snapshot)
         })
     }
@@ -546,13 +567,52 @@ impl RecordStore for PostgresStore {
                 &[&self.node],
                 |row| get::<String>(row, 0),
             )?;
-            let mut snapshots = Vec::new();
+            // What the last answered renewal handed out was received: its rows go.
+            let handed = self
+                .handed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if !handed.is_empty() {
+                execute(
+                    &mut tx,
+                    statements,
+                    "DELETE FROM takeovers WHERE heir = $1 AND dead = ANY($2)",
+                    &[&self.node, &handed],
+                )?;
+            }
             for name in dead {
                 if let Some(snapshot) = take_over(&mut tx, statements, &self.node, &name)? {
-                    snapshots.push(snapshot);
+                    let json = serde_json::to_string(&snapshot)
+                        .map_err(|e| Failure::Data(format!("takeover snapshot: {e}")))?;
+                    execute(
+                        &mut tx,
+                        statements,
+                        "INSERT INTO takeovers (heir, dead, snapshot) VALUES ($1, $2, $3)
+                         ON CONFLICT (heir, dead) DO UPDATE SET snapshot = excluded.snapshot",
+                        &[&self.node, &name, &json],
+                    )?;
                 }
             }
+            // Every takeover not known to be received yet, this one's and any whose answer
+            // was lost (the connection broke after the commit): handed out until a later
+            // renewal is answered. Adopting one twice takes nothing twice.
+            let pending = query(
+                &mut tx,
+                statements,
+                "SELECT dead, snapshot FROM takeovers WHERE heir = $1 ORDER BY dead",
+                &[&self.node],
+                |row| {
+                    Ok((
+                        get::<String>(row, 0)?,
+                        meta_record(&get::<String>(row, 1)?)?,
+                    ))
+                },
+            )?;
             tx.commit()?;
+            let (names, snapshots): (Vec<String>, Vec<ProviderSnapshot>) =
+                pending.into_iter().unzip();
+            *self.handed.lock().unwrap_or_else(|e| e.into_inner()) = names;
             Ok(snapshots)
         })
     }
@@ -608,6 +668,13 @@ fn take_over(
         tx,
         statements,
         "DELETE FROM nodes WHERE name = $1",
+        &[&dead],
+    )?;
+    // Takeovers the dead one had not adopted for sure: their rows are its own, moved above.
+    execute(
+        tx,
+        statements,
+        "DELETE FROM takeovers WHERE heir = $1",
         &[&dead],
     )?;
     let meta = meta.into_iter().next();
