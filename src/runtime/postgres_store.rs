@@ -127,7 +127,9 @@ impl PostgresSettings {
 ///   into the snapshot handed back, then is deleted with the node. No node counts as dead
 ///   within its lease of the database server's start: a restart of PostgreSQL (during which
 ///   nobody could renew) gives every process a lease's time to renew before any takeover.
-///   A statement that hangs is cancelled after one lease (`statement_timeout`).
+///   A statement that hangs is cancelled after one lease (`statement_timeout`). What a
+///   takeover hands out is kept (table `takeovers`) and handed out again by every renewal
+///   until a later one is answered: an answer lost after the commit loses no job.
 /// - **Shared spent keys.** The spent payment keys of the replay ledger are the fleet's: a
 ///   key spent by two processes is one row; [`load`](RecordStore::load) returns them all.
 /// - **The meta record** (RNG state, rate windows, timers) is each process's own, never
