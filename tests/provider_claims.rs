@@ -311,3 +311,29 @@ fn a_job_still_unclaimed_when_saved_is_claimed_again_after_a_restore() {
     assert_eq!(claims(&out), vec![request.id]);
     assert!(statuses(&out).is_empty(), "still nothing sent: {out:?}");
 }
+
+/// A job whose claim was lost was never this process's: no update records, forgets or
+/// removes it (the store's row is the winner's).
+#[test]
+fn a_lost_claim_writes_nothing_about_the_job() {
+    let mut h = member();
+    h.provider.track_updates();
+    let request = h.request(|b| b);
+    h.send(request.clone());
+    h.provider.handle_claim(h.now(), request.id, false).unwrap();
+    while let Some(update) = h.provider.poll_update() {
+        let about: Vec<&StoreChange> = update
+            .changes
+            .iter()
+            .filter(|c| match c {
+                StoreChange::Job(r) => r.id() == request.id,
+                StoreChange::Forgotten { job, .. } | StoreChange::Removed(job) => {
+                    *job == request.id
+                }
+                _ => false,
+            })
+            .collect();
+        assert!(about.is_empty(), "{about:?}");
+        h.provider.handle_persisted(update.id).unwrap();
+    }
+}

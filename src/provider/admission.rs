@@ -523,25 +523,8 @@ impl Provider {
     }
 
     pub(super) fn forget_job(&mut self, now: Timestamp, id: &EventId) {
-        if let Some(job) = self.jobs.remove(id) {
+        if let Some(job) = self.take_job(id) {
             self.changes.job(*id);
-            if let Some(fid) = job.payment_feedback() {
-                self.bindings.remove(&fid);
-            }
-            if let Some(rid) = job.result_id.as_deref() {
-                self.bindings.remove(rid);
-            }
-            if let Some(t) = job.wake {
-                self.timers.remove(&(t, job.seq, *id));
-            }
-            if job.state.is_terminal() {
-                self.terminal.remove(&(job.updated_at, job.seq, *id));
-            } else {
-                self.live = self.live.saturating_sub(1);
-            }
-            self.unpaid.remove(&(job.seq, *id));
-            // Its payments stay spent until their own expiry.
-            self.ledger.release_job(id);
             let stale_at = Timestamp::from(
                 job.request
                     .created_at
@@ -552,6 +535,29 @@ impl Provider {
             self.remember_forgotten(now, *id, stale_at);
             self.dirty = true;
         }
+    }
+
+    /// Takes `id` out of the table and out of every index (bindings, timers, live or
+    /// terminal, unpaid, its ledger payments: its spent keys stay spent until their expiry).
+    pub(super) fn take_job(&mut self, id: &EventId) -> Option<Box<Job>> {
+        let job = self.jobs.remove(id)?;
+        if let Some(fid) = job.payment_feedback() {
+            self.bindings.remove(&fid);
+        }
+        if let Some(rid) = job.result_id.as_deref() {
+            self.bindings.remove(rid);
+        }
+        if let Some(t) = job.wake {
+            self.timers.remove(&(t, job.seq, *id));
+        }
+        if job.state.is_terminal() {
+            self.terminal.remove(&(job.updated_at, job.seq, *id));
+        } else {
+            self.live = self.live.saturating_sub(1);
+        }
+        self.unpaid.remove(&(job.seq, *id));
+        self.ledger.release_job(id);
+        Some(job)
     }
 
     /// Remembers a dropped job's id until `stale_at`, when the stale check refuses its

@@ -51,19 +51,12 @@ impl Provider {
     /// Drops a job whose claim this process lost (or whose record another process's
     /// takeover brings): nothing about it is recorded or sent.
     fn drop_unclaimed(&mut self, now: Timestamp, id: EventId) {
-        let Some(job) = self.jobs.remove(&id) else {
+        if self.take_job(&id).is_none() {
             return;
-        };
-        if let Some(t) = job.wake {
-            self.timers.remove(&(t, job.seq, id));
         }
-        if job.state.is_terminal() {
-            self.terminal.remove(&(job.updated_at, job.seq, id));
-        } else {
-            self.live = self.live.saturating_sub(1);
-        }
-        self.unpaid.remove(&(job.seq, id));
-        self.ledger.release_job(&id);
+        // Never this process's record: no update may delete or forget it (the store's row,
+        // if any, is another process's).
+        self.changes.unmark_job(&id);
         self.live_set_changed(now);
         self.dirty = true;
     }

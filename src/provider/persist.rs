@@ -166,6 +166,11 @@ impl Changes {
         }
     }
 
+    /// Takes `id` out of the next update (a job that was never this process's).
+    pub(super) fn unmark_job(&mut self, id: &EventId) {
+        self.jobs.remove(id);
+    }
+
     pub(super) fn spent(&mut self, keys: impl IntoIterator<Item = SpentKey>) {
         if self.tracking {
             self.spent.extend(keys);
