@@ -14,7 +14,7 @@
 //! with its own store connection under its own name.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use nostr_dvm::nostr::{Keys, Kind};
@@ -37,7 +37,7 @@ mod local_relay;
 #[allow(dead_code)]
 mod postgres;
 
-use burst::{burst_of, run_window, Customer};
+use burst::{median_rate, timed_bursts, Customer};
 use echo::KIND;
 
 /// Jobs per burst.
@@ -133,16 +133,14 @@ fn fleet(c: &mut Criterion, rt: &Runtime, relay: &str, processes: usize) -> f64 
     group.throughput(Throughput::Elements(BURST as u64));
     group.bench_function(format!("{processes} process(es)"), |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let requests = burst_of(&customers, BURST, &mut n);
-                let start = Instant::now();
-                rt.block_on(run_window(&mut customers, requests, WINDOW));
-                let took = start.elapsed();
-                rates.push(BURST as f64 / took.as_secs_f64());
-                total += took;
-            }
-            total
+            timed_bursts(
+                rt,
+                &mut customers,
+                (BURST, WINDOW),
+                iters,
+                &mut n,
+                &mut rates,
+            )
         })
     });
     group.finish();
@@ -156,14 +154,7 @@ fn fleet(c: &mut Criterion, rt: &Runtime, relay: &str, processes: usize) -> f64 
         }
     });
     drop(postgres);
-    rates.sort_by(f64::total_cmp);
-    println!(
-        "fleet of {processes}: {} bursts of {BURST} jobs, {:.0} to {:.0} jobs/s",
-        rates.len(),
-        rates[0],
-        rates[rates.len() - 1]
-    );
-    rates[rates.len() / 2]
+    median_rate(&format!("fleet of {processes}"), rates)
 }
 
 fn main() {

@@ -15,7 +15,7 @@
 //! `STORE_BENCH_ONLY_THROUGHPUT=1` runs the throughput part alone.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{BatchSize, Criterion, Throughput};
 use nostr_dvm::nostr::{Event, EventId, Keys, Kind, Timestamp};
@@ -36,7 +36,7 @@ mod echo;
 #[path = "../examples/support/local_relay.rs"]
 mod local_relay;
 
-use burst::{burst_of, run_window, Customer};
+use burst::{median_rate, timed_bursts, Customer};
 use echo::{Echo, KIND};
 
 /// Jobs per burst.
@@ -84,16 +84,14 @@ fn throughput(
     group.throughput(Throughput::Elements(BURST as u64));
     group.bench_function(name, |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let requests = burst_of(&customers, BURST, &mut n);
-                let start = Instant::now();
-                rt.block_on(run_window(&mut customers, requests, WINDOW));
-                let took = start.elapsed();
-                rates.push(BURST as f64 / took.as_secs_f64());
-                total += took;
-            }
-            total
+            timed_bursts(
+                rt,
+                &mut customers,
+                (BURST, WINDOW),
+                iters,
+                &mut n,
+                &mut rates,
+            )
         })
     });
     group.finish();
@@ -104,16 +102,7 @@ fn throughput(
             customer.client.disconnect().await;
         }
     });
-    // The median burst: one burst slowed by the machine (2 cores shared with the relay and
-    // the customers) does not move it.
-    rates.sort_by(f64::total_cmp);
-    println!(
-        "{name}: {} bursts, {:.0} to {:.0} jobs/s",
-        rates.len(),
-        rates[0],
-        rates[rates.len() - 1]
-    );
-    rates[rates.len() / 2]
+    median_rate(name, rates)
 }
 
 /// A provider persisting by updates with `jobs` jobs answered: its updates so far, merged

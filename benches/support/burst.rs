@@ -44,6 +44,41 @@ impl Customer {
     }
 }
 
+/// Times `iters` bursts of `burst` jobs through `run_window` (at most `window` in flight),
+/// for criterion's `iter_custom`: their total time; each burst's jobs/s goes into `rates`.
+pub fn timed_bursts(
+    rt: &tokio::runtime::Runtime,
+    customers: &mut [Customer],
+    (burst, window): (usize, usize),
+    iters: u64,
+    n: &mut usize,
+    rates: &mut Vec<f64>,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let requests = burst_of(customers, burst, n);
+        let start = std::time::Instant::now();
+        rt.block_on(run_window(customers, requests, window));
+        let took = start.elapsed();
+        rates.push(burst as f64 / took.as_secs_f64());
+        total += took;
+    }
+    total
+}
+
+/// The median of `rates` (one burst slowed by the machine, 2 cores shared with the relay and
+/// the customers, does not move it), after printing their range under `name`.
+pub fn median_rate(name: &str, mut rates: Vec<f64>) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "{name}: {} bursts, {:.0} to {:.0} jobs/s",
+        rates.len(),
+        rates[0],
+        rates[rates.len() - 1]
+    );
+    rates[rates.len() / 2]
+}
+
 /// `burst` new requests, shared out evenly among `customers` (numbered on from `n`).
 pub fn burst_of(customers: &[Customer], burst: usize, n: &mut usize) -> Vec<Vec<Event>> {
     let each = burst / customers.len().max(1);
