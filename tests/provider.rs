@@ -443,13 +443,7 @@ fn pay_after_result_delivers_then_asks_for_payment() {
     assert_eq!(h.state(&request.id), JobState::Delivered { paid: true });
     let second = h.zap(fb[0].id, PRICE);
     let out = h.send(second);
-    let refunds: Vec<_> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Refund(r) => Some(r),
-            _ => None,
-        })
-        .collect();
+    let refunds = refunds(&out);
     assert_eq!(refunds.len(), 1);
     assert_eq!(refunds[0].reason, RefundReason::AlreadyPaid);
     assert_eq!(refunds[0].amount_msat, PRICE);

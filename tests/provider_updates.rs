@@ -254,3 +254,162 @@ fn without_tracking_nothing_waits_and_no_update_is_made() {
     assert!(h.provider.poll_update().is_none());
     assert!(h.provider.handle_persisted(1).is_err());
 }
+
+/// How a request reaches the provider, and so how its replies go back.
+#[derive(Debug, Clone, Copy)]
+enum Delivery {
+    Plain,
+    Nip44,
+    GiftWrap,
+}
+
+/// The request for `delivery` (the job's id is `request.id`) and the event that carries it.
+fn request_by(h: &mut Harness, delivery: Delivery) -> (Event, Event) {
+    let me = h.keys.public_key();
+    match delivery {
+        Delivery::Plain => {
+            let request = h.request(|b| b);
+            (request.clone(), request)
+        }
+        Delivery::Nip44 => {
+            let request = h.request(|b| b.provider(me).encrypt(Scheme::Nip44));
+            (request.clone(), request)
+        }
+        Delivery::GiftWrap => {
+            let request = h.request(|b| b);
+            let rumor = nostr_dvm::nostr::UnsignedEvent::from(request.clone());
+            let wrap = nip59::gift_wrap(&h.customer, &me, rumor, h.now(), &mut h.rng).unwrap();
+            (request, wrap)
+        }
+    }
+}
+
+/// The feedback statuses in `out` as the customer reads them, and whether each came in the
+/// reply scheme of `delivery`.
+fn customer_statuses(h: &Harness, out: &[Output], delivery: Delivery) -> Vec<FeedbackStatus> {
+    let mut seen = Vec::new();
+    for event in published(out) {
+        let feedback = match delivery {
+            Delivery::GiftWrap => {
+                assert_eq!(event.kind.as_u16(), 1059, "gift-wrapped replies only");
+                let gift = nip59::unwrap(&h.customer, event).unwrap();
+                if gift.rumor.kind.as_u16() != 7000 {
+                    continue;
+                }
+                let rumor = gift.rumor.sign_with_keys(&h.keys).unwrap();
+                JobFeedback::from_event(&rumor, Some(&h.customer)).unwrap()
+            }
+            _ if event.kind.as_u16() != 7000 => continue,
+            Delivery::Plain => {
+                let feedback = JobFeedback::from_event(event, None).unwrap();
+                assert!(feedback.encrypted.is_none());
+                feedback
+            }
+            Delivery::Nip44 => {
+                let feedback = JobFeedback::from_event(event, Some(&h.customer)).unwrap();
+                assert_eq!(feedback.encrypted.map(|e| e.scheme), Some(Scheme::Nip44));
+                feedback
+            }
+        };
+        seen.push(feedback.status);
+    }
+    seen
+}
+
+#[test]
+fn an_ended_job_leaves_memory_and_a_late_payment_is_refunded_in_its_scheme() {
+    for delivery in [Delivery::Plain, Delivery::Nip44, Delivery::GiftWrap] {
+        let mut h = tracked();
+        let mut records = RecordSet::default();
+        persist_all(&mut h, &mut records);
+        let (request, carrier) = request_by(&mut h, delivery);
+        let id = request.id;
+        h.provider.handle_event(h.now(), carrier.clone());
+        persist_all(&mut h, &mut records);
+        // A zap on the request itself pays for it.
+        let receipt = h.zap(id, PRICE);
+        h.provider.handle_event(h.now(), receipt);
+        assert_eq!(run_tasks(&persist_all(&mut h, &mut records)), [id]);
+        assert!(h.provider.job_request(&id).is_some(), "live: held in full");
+        h.provider
+            .handle_task_result(h.now(), id, Ok(TaskOutput::new("the answer")))
+            .unwrap();
+        persist_all(&mut h, &mut records);
+
+        // Ended, and its full record is stored: memory keeps a summary only.
+        assert_eq!(h.state(&id), JobState::Delivered { paid: true });
+        assert!(h.provider.job_request(&id).is_none(), "{delivery:?}");
+        let stored = records.job(&id).expect("the record");
+        assert!(!stored.is_summary());
+        let stored = serde_json::to_value(stored).unwrap();
+        assert_eq!(
+            stored["job"]["request"]["tags"],
+            serde_json::to_value(&request).unwrap()["tags"],
+            "the store keeps the request's tags"
+        );
+
+        // A second payment comes late: the summary is enough to refund it, with feedback in
+        // the request's scheme, and its record merges into the full one.
+        h.now += 10;
+        let late = h.zap(id, PRICE);
+        h.provider.handle_event(h.now(), late.clone());
+        let update = h.provider.poll_update().expect("an update");
+        assert!(update
+            .changes
+            .iter()
+            .any(|c| matches!(c, StoreChange::Job(r) if r.id() == id && r.is_summary())));
+        records.apply(&update);
+        h.provider.handle_persisted(update.id).unwrap();
+        let out = [h.drain(), persist_all(&mut h, &mut records)].concat();
+        let refunds = refunds(&out);
+        assert_eq!(refunds.len(), 1, "{delivery:?}");
+        assert_eq!(refunds[0].reason, RefundReason::AlreadyPaid);
+        assert_eq!(refunds[0].customer, h.customer.public_key());
+        assert_eq!(
+            customer_statuses(&h, &out, delivery),
+            [FeedbackStatus::Error],
+            "{delivery:?}"
+        );
+        let merged = records.job(&id).unwrap();
+        assert!(!merged.is_summary(), "{delivery:?}");
+        assert_eq!(
+            serde_json::to_value(merged).unwrap()["job"]["request"],
+            stored["job"]["request"],
+            "the merge keeps the full request"
+        );
+
+        // Restarted from the records: the same request and the same late zap do nothing.
+        h.provider = restored(&h, &records);
+        let _ = [h.drain(), persist_all(&mut h, &mut records)].concat();
+        assert!(h.provider.job_request(&id).is_none(), "summarized again");
+        h.provider.handle_event(h.now(), carrier);
+        h.provider.handle_event(h.now(), late);
+        let out = [h.drain(), persist_all(&mut h, &mut records)].concat();
+        assert!(run_tasks(&out).is_empty(), "{delivery:?}");
+        assert!(
+            published(&out).is_empty(),
+            "{delivery:?}: {:?}",
+            notes(&out)
+        );
+        assert!(!out.iter().any(|o| matches!(o, Output::Refund(_))));
+    }
+}
+
+#[test]
+fn without_tracking_an_ended_job_stays_whole() {
+    // The snapshot is then the only copy: nothing may be dropped from it.
+    let mut h = Harness::new(|c| c);
+    let request = h.request(|b| b);
+    assert_eq!(run_tasks(&h.send(request.clone())), [request.id]);
+    h.provider
+        .handle_task_result(h.now(), request.id, Ok(TaskOutput::new("done")))
+        .unwrap();
+    h.drain();
+    assert!(h.state(&request.id).is_terminal());
+    assert!(h.provider.job_request(&request.id).is_some());
+    let snapshot = serde_json::to_value(h.provider.snapshot()).unwrap();
+    assert_eq!(
+        snapshot["jobs"][0]["request"],
+        serde_json::to_value(&request).unwrap()
+    );
+}

@@ -120,6 +120,14 @@ fn it_holds_what_the_reference_holds_through_a_jobs_whole_life_and_a_reopen() {
             .unwrap();
         persist(&mut h, &sqlite, &mut reference, group);
         same(&sqlite, &reference);
+        // A late payment for the answered job, which memory keeps as a summary: refunded,
+        // and the store merges the summary record over the full one it holds.
+        let receipt = h.zap(asked[0].1, PRICE);
+        h.provider.handle_event(h.now(), receipt);
+        let out = persist(&mut h, &sqlite, &mut reference, group);
+        assert!(out.iter().any(|o| matches!(o, Output::Refund(_))));
+        assert!(!reference.job(&asked[0].0.id).unwrap().is_summary());
+        same(&sqlite, &reference);
         // Time passes: windows close, jobs end and are forgotten, payments stop being spent.
         h.now += 100;
         h.provider.handle_timeout(h.now());

@@ -298,6 +298,7 @@ impl Provider {
             seq: self.seq,
             wake: None,
             unclaimed: self.config.claim_jobs,
+            summary: false,
         };
         let claim = self
             .config

@@ -66,7 +66,8 @@ pub struct Admission {
     /// dropped job's id is remembered until its request turns stale (at most `max_jobs` ids):
     /// when that memory is full too, new requests are refused
     /// ([`RejectReason::AtCapacity`](super::RejectReason)) rather than risk running a job
-    /// twice.
+    /// twice. When persisting by updates, an ended job is kept as a summary (under 1 KB; see
+    /// [`persist`](super::persist)).
     pub max_jobs: usize,
     /// The largest request accepted: content plus tag values, in bytes.
     pub max_request_bytes: usize,

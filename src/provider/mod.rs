@@ -53,6 +53,7 @@
 //!   updates instead ([`Provider::track_updates`], [`persist`]): each
 //!   [`poll_update`](Provider::poll_update) holds only what changed, and outputs wait until
 //!   the update before them is durable, so no relay sees an answer the store does not know.
+//!   Then an ended job whose record is stored stays in memory as a summary only.
 //! - **Randomness from the operating system**: every NIP-44 nonce, NIP-04 IV, gift-wrap
 //!   one-time key and timestamp tweak, and every signature's aux data comes from the
 //!   provider's own CSPRNG, seeded as [`ProviderConfig::seed`] says: fresh OS entropy in each
@@ -64,6 +65,7 @@ mod cancellation;
 mod chaining;
 mod claims;
 mod config;
+mod ended;
 mod jobs;
 mod ledger;
 mod outbox;
@@ -188,6 +190,8 @@ struct Job {
     /// Admitted, but claimed by this process of a fleet only once the host says so
     /// ([`Provider::handle_claim`]): nothing is priced, sent or stored for it until then.
     unclaimed: bool,
+    /// Ended, and kept as a summary: the store holds its full record (see `ended`).
+    summary: bool,
 }
 
 /// A result ready to publish (gift-wrapped already when the job replies so), and the sample
@@ -226,7 +230,8 @@ impl Job {
 
     fn bolt11(&self) -> Option<&str> {
         let (bolt11, _) = self.invoice.as_ref()?.invoice.as_ref()?;
-        Some(bolt11)
+        // A summary keeps the payment hash only.
+        (!bolt11.is_empty()).then_some(bolt11.as_str())
     }
 
     fn payment_hash(&self) -> Option<[u8; 32]> {
@@ -496,9 +501,13 @@ impl Provider {
         self.jobs.get(job).map(|j| &j.state)
     }
 
-    /// The parsed request of a job.
+    /// The parsed request of a job; `None` for an ended job kept as a summary (when
+    /// persisting by updates, an ended job's request is in the store, not in memory).
     pub fn job_request(&self, job: &EventId) -> Option<&JobRequest> {
-        self.jobs.get(job).map(|j| &j.request)
+        self.jobs
+            .get(job)
+            .filter(|j| !j.summary)
+            .map(|j| &j.request)
     }
 
     /// Every job the provider keeps, with its state.

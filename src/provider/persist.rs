@@ -10,6 +10,13 @@
 //! deletes by key; applying one twice changes nothing) and, once it is durable, calls
 //! [`Provider::handle_persisted`] with its id.
 //!
+//! **Ended jobs leave memory.** Once an update carries an ended job's full record, the
+//! provider keeps only a summary of it for the rest of its retention (what deduplication, late
+//! payments and refunds need: ids, customer, state, price, payment hash, where replies go),
+//! not the request's content, inputs and tags. A later change to it (a late payment) comes as
+//! a [summary record](JobRecord::is_summary) that the store merges over the record it holds
+//! ([`JobRecord::merged_over`]).
+//!
 //! **Write-ahead.** Every output waits for the update that follows it: an output pushed while
 //! handling an input is handed out by [`Provider::poll_output`] only after the update taken
 //! after that input is acknowledged. So no relay sees an answer, no paid task starts and no
@@ -52,7 +59,9 @@ pub struct StoreUpdate {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum StoreChange {
-    /// A job as it is now: insert, or replace the record with its [id](JobRecord::id).
+    /// A job as it is now: insert, or replace the record with its [id](JobRecord::id). A
+    /// [summary](JobRecord::is_summary) (an ended job the provider no longer holds in full)
+    /// replaces it [merged over](JobRecord::merged_over) the record held.
     Job(Box<JobRecord>),
     /// The job left the table; its id is remembered until `until` (its request is stale
     /// then), so a replayed request does not run again: replace its record with this.
@@ -104,6 +113,10 @@ impl JobRecord {
 
     pub(super) fn into_parts(self) -> (SavedJob, Vec<Entry>) {
         (self.job, self.payments)
+    }
+
+    pub(super) fn saved(&self) -> &SavedJob {
+        &self.job
     }
 
     /// The job id (its request's id).
@@ -196,6 +209,11 @@ impl Provider {
         self.changes.tracking = true;
         self.changes.next_id = self.changes.next_id.max(1);
         self.outbox.track(self.changes.next_id);
+        // The store holds the ended jobs' records: memory keeps summaries.
+        let ended: Vec<EventId> = self.terminal.iter().map(|(_, _, id)| *id).collect();
+        for id in ended {
+            self.summarize_ended(&id);
+        }
     }
 
     /// The changes since the last update, if anything changed or outputs wait for it; `None`
@@ -217,10 +235,13 @@ impl Provider {
             changes.push(match self.jobs.get(&job) {
                 // Not this process's (yet): its record comes once the claim is won.
                 Some(j) if j.unclaimed => continue,
-                Some(j) => StoreChange::Job(Box::new(JobRecord::new(
-                    save_job(j),
-                    self.ledger.payments_of(&job),
-                ))),
+                Some(j) => {
+                    let record = JobRecord::new(save_job(j), self.ledger.payments_of(&job));
+                    // Ended, and its full record goes to the store now: memory keeps a
+                    // summary.
+                    self.summarize_ended(&job);
+                    StoreChange::Job(Box::new(record))
+                }
                 None => match self.forgotten_set.get(&job) {
                     Some(until) => StoreChange::Forgotten { job, until: *until },
                     None => StoreChange::Removed(job),
@@ -292,7 +313,11 @@ impl RecordSet {
             match change {
                 StoreChange::Job(record) => {
                     self.forgotten.remove(&record.id());
-                    self.jobs.insert(record.id(), (**record).clone());
+                    let mut record = (**record).clone();
+                    if let Some(stored) = self.jobs.remove(&record.id()) {
+                        record = record.merged_over(stored);
+                    }
+                    self.jobs.insert(record.id(), record);
                 }
                 StoreChange::Forgotten { job, until } => {
                     self.jobs.remove(job);

@@ -61,10 +61,13 @@ pub struct ProviderSnapshot {
     invoice_times: Vec<Timestamp>,
 }
 
-/// Version 3: relay outputs are saved as one [`RelayCommand`] (version 2: the ledger keeps
+/// Version 4: an ended job may be saved as a summary (version 3, which this build reads
+/// too, has none). Version 3: relay outputs are saved as one [`RelayCommand`] (version 2: the ledger keeps
 /// spent entries with their expiry, forgotten ids expire, and a job holds its built result
 /// instead of the task's output).
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
+/// The versions this build reads.
+const READS: [u32; 2] = [3, VERSION];
 
 impl ProviderSnapshot {
     /// Adds an event for the restored provider to publish first: for a host that stops while
@@ -80,24 +83,28 @@ impl ProviderSnapshot {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct SavedJob {
     pub(super) request: Event,
-    unsigned: bool,
+    pub(super) unsigned: bool,
     reply: Reply,
     state: JobState,
     price_msat: u64,
-    bolt11: Option<String>,
+    pub(super) bolt11: Option<String>,
     payment_hash: Option<[u8; 32]>,
     payment_feedback: Option<EventId>,
-    held_result: Option<Event>,
-    sample: Option<String>,
+    pub(super) held_result: Option<Event>,
+    pub(super) sample: Option<String>,
     result_id: Option<EventId>,
-    waiting_for: Vec<EventId>,
-    resolved: Vec<(EventId, String)>,
+    pub(super) waiting_for: Vec<EventId>,
+    pub(super) resolved: Vec<(EventId, String)>,
     deadline: Option<Timestamp>,
     updated_at: Timestamp,
     seq: u64,
     /// Not claimed yet by this process of a fleet.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     unclaimed: bool,
+    /// An ended job kept as a summary: `request` is its hollow event (no tags, no content),
+    /// and this is what replies still need (see `ended`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) summary: Option<Box<super::ended::SavedSummary>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,9 +192,9 @@ impl Provider {
         config: ProviderConfig,
         snapshot: ProviderSnapshot,
     ) -> Result<Self, Error> {
-        if snapshot.version != VERSION {
+        if !READS.contains(&snapshot.version) {
             return Err(Error::Restore(format!(
-                "snapshot version {} (this build reads {VERSION})",
+                "snapshot version {} (this build reads {READS:?})",
                 snapshot.version
             )));
         }
@@ -306,7 +313,10 @@ impl Provider {
 impl Provider {
     /// A saved job as it lives in the table (not inserted yet).
     pub(super) fn load_job(&self, saved: SavedJob) -> Result<Job, Error> {
-        let request = if saved.unsigned {
+        let summary = saved.summary.is_some();
+        let request = if let Some(kept) = saved.summary {
+            Ok(kept.into_request(saved.request, saved.unsigned))
+        } else if saved.unsigned {
             JobRequest::from_rumor(
                 &UnsignedEvent::from(saved.request),
                 Some(&self.keys),
@@ -328,6 +338,11 @@ impl Provider {
             invoice: match (saved.bolt11, saved.payment_hash, saved.payment_feedback) {
                 (Some(bolt11), Some(hash), feedback) => Some(Box::new(super::JobInvoice {
                     invoice: Some((bolt11, hash)),
+                    feedback,
+                })),
+                // A summary keeps the payment hash, not the invoice.
+                (None, Some(hash), feedback) => Some(Box::new(super::JobInvoice {
+                    invoice: Some((String::new(), hash)),
                     feedback,
                 })),
                 // Asked to be paid by a zap, with no invoice.
@@ -355,6 +370,7 @@ impl Provider {
             seq: saved.seq,
             wake: None,
             unclaimed: saved.unclaimed,
+            summary,
         })
     }
 
@@ -399,6 +415,9 @@ pub(super) fn save_job(j: &Job) -> SavedJob {
         updated_at: j.updated_at,
         seq: j.seq,
         unclaimed: j.unclaimed,
+        summary: j
+            .summary
+            .then(|| Box::new(super::ended::SavedSummary::of(&j.request))),
     }
 }
 
@@ -436,9 +455,9 @@ pub(super) struct Adoptable {
 impl ProviderSnapshot {
     /// The parts of this snapshot another provider adopts; `Err` for another version.
     pub(super) fn into_adoptable(self) -> Result<Adoptable, Error> {
-        if self.version != VERSION {
+        if !READS.contains(&self.version) {
             return Err(Error::Restore(format!(
-                "snapshot version {} (this build reads {VERSION})",
+                "snapshot version {} (this build reads {READS:?})",
                 self.version
             )));
         }

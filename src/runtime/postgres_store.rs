@@ -761,6 +761,28 @@ fn apply_change(
 ) -> Result<(), Failure> {
     match change {
         StoreChange::Job(record) => {
+            let merged;
+            let record = if record.is_summary() {
+                // An ended job kept as a summary: the rest comes from the record held.
+                let id = record.id().to_bytes().to_vec();
+                let rows = tx_query(
+                    tx,
+                    statements,
+                    "SELECT record FROM jobs WHERE id = $1 AND owner = $2",
+                    &[&id, node],
+                )?;
+                let stored = rows
+                    .first()
+                    .and_then(|row| row.try_get::<_, String>(0).ok())
+                    .and_then(|json| serde_json::from_str::<JobRecord>(&json).ok());
+                merged = match stored {
+                    Some(stored) => (**record).clone().merged_over(stored),
+                    None => (**record).clone(),
+                };
+                &merged
+            } else {
+                record.as_ref()
+            };
             let row = JobRow::new(record).map_err(Failure::Data)?;
             execute(
                 tx,

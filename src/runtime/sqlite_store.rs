@@ -271,9 +271,24 @@ fn migrate(connection: &Connection) -> Result<(), String> {
 fn apply_change(transaction: &Transaction<'_>, change: &StoreChange) -> rusqlite::Result<()> {
     match change {
         StoreChange::Job(record) => {
-            let json = serde_json::to_string(record.as_ref())
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             let id = record.id().to_bytes();
+            let merged;
+            let record = if record.is_summary() {
+                // An ended job kept as a summary: the rest comes from the record held.
+                let stored: Option<String> = transaction
+                    .prepare_cached("SELECT record FROM jobs WHERE id = ?1")?
+                    .query_row(params![id.as_slice()], |row| row.get(0))
+                    .optional()?;
+                merged = match stored.and_then(|json| serde_json::from_str(&json).ok()) {
+                    Some(stored) => (**record).clone().merged_over(stored),
+                    None => (**record).clone(),
+                };
+                &merged
+            } else {
+                record.as_ref()
+            };
+            let json = serde_json::to_string(record)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             transaction
                 .prepare_cached(
                     "INSERT INTO jobs (id, seq, state, terminal, updated_at, record)

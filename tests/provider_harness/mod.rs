@@ -206,3 +206,13 @@ pub fn rejected(outputs: &[Output]) -> Vec<RejectReason> {
         })
         .collect()
 }
+
+pub fn refunds(outputs: &[Output]) -> Vec<&nostr_dvm::provider::RefundDue> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Refund(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
