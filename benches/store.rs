@@ -2,8 +2,9 @@
 //!
 //! 1. **throughput**: bursts of [`BURST`] free jobs from [`CUSTOMERS`] customers through an
 //!    in-process relay (`LocalRelay`, 127.0.0.1; at most [`WINDOW`] jobs in flight, which that
-//!    relay needs not to drop events) to a provider runtime with no store, then to one with a
-//!    `SqliteStore` (default sync mode, `synchronous=NORMAL`): jobs/s of each, and their ratio
+//!    relay needs not to drop events) to a provider runtime with no store and to one with a
+//!    `SqliteStore` (default sync mode, `synchronous=NORMAL`), running side by side and taking
+//!    bursts in turn: jobs/s and CPU per job of each, and the median ratio of the pairs
 //!    (limit: >= 0.8);
 //! 2. **one job's persistence**: `SqliteStore::apply` of an update that changes one job (and
 //!    the meta record), into a store that holds 100 terminal jobs, then 100,000: their ratio
@@ -17,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use criterion::{BatchSize, Criterion, Throughput};
+use criterion::{BatchSize, Criterion};
 use nostr_dvm::nostr::{Event, EventId, Keys, Kind, Timestamp};
 use nostr_dvm::provider::{
     Admission, Provider, ProviderConfig, ProviderSnapshot, StoreChange, StoreUpdate,
@@ -36,8 +37,8 @@ mod echo;
 #[path = "../examples/support/local_relay.rs"]
 mod local_relay;
 
-use burst::{median_rate, timed_bursts, Customer};
-use echo::{Echo, KIND};
+use burst::{burst_of_kind, process_cpu_secs, run_window, Customer};
+use echo::{Echo, KIND, OTHER_KIND};
 
 /// Jobs per burst.
 const BURST: usize = 2_000;
@@ -46,8 +47,8 @@ const CUSTOMERS: usize = 4;
 /// The most jobs of a burst in flight at once (see `burst::run_window`).
 const WINDOW: usize = 250;
 
-fn config(url: &str) -> ProviderConfig {
-    ProviderConfig::new([Kind::from(KIND)])
+fn config(url: &str, kind: u16) -> ProviderConfig {
+    ProviderConfig::new([Kind::from(kind)])
         .relays([url.to_owned()])
         .admission(Admission {
             max_live_jobs: 4 * BURST,
@@ -58,18 +59,38 @@ fn config(url: &str) -> ProviderConfig {
         })
 }
 
-/// Runs bursts through a provider made by `runtime`, until stopped; the median burst's jobs/s.
-fn throughput(
-    c: &mut Criterion,
+/// Bursts each side runs before the measured ones.
+const WARM_UP: usize = 2;
+/// Measured bursts on each side.
+const PAIRS: usize = 12;
+
+/// One side of the throughput figure: its bursts' jobs/s and CPU per job.
+#[derive(Default)]
+struct Side {
+    rates: Vec<f64>,
+    cpu_per_job: Vec<f64>,
+}
+
+/// Runs both runtimes side by side on one relay, each serving its own kind, and sends each
+/// burst to one then to the other (the first of a pair alternates), so both sides see the
+/// machine in the same state (2 cores shared with the relay and the customers; a burst alone
+/// varies by a third from one minute to the next). Returns each side and the ratio of every
+/// pair (`stored / bare`).
+fn paired_throughput(
     rt: &Runtime,
     url: &str,
-    name: &str,
-    runtime: ProviderRuntime,
-) -> f64 {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let provider = rt.spawn(runtime.run(async {
-        let _ = stopped.await;
-    }));
+    bare: ProviderRuntime,
+    stored: ProviderRuntime,
+) -> (Side, Side, Vec<f64>) {
+    let mut stops = Vec::new();
+    let mut providers = Vec::new();
+    for runtime in [bare, stored] {
+        let (stop, stopped) = oneshot::channel::<()>();
+        providers.push(rt.spawn(runtime.run(async {
+            let _ = stopped.await;
+        })));
+        stops.push(stop);
+    }
     let mut customers = rt.block_on(async {
         let mut customers = Vec::new();
         for _ in 0..CUSTOMERS {
@@ -78,31 +99,42 @@ fn throughput(
         customers
     });
     let mut n = 0usize;
-    let mut rates: Vec<f64> = Vec::new();
-    let mut group = c.benchmark_group("store");
-    group.sample_size(10);
-    group.throughput(Throughput::Elements(BURST as u64));
-    group.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            timed_bursts(
-                rt,
-                &mut customers,
-                (BURST, WINDOW),
-                iters,
-                &mut n,
-                &mut rates,
-            )
-        })
-    });
-    group.finish();
-    let _ = stop.send(());
+    let mut sides = [Side::default(), Side::default()];
+    let mut ratios = Vec::new();
+    for round in 0..WARM_UP + PAIRS {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut rate = [0.0; 2];
+        for side in order {
+            let requests = burst_of_kind(&customers, [KIND, OTHER_KIND][side], BURST, &mut n);
+            let cpu = process_cpu_secs();
+            let start = Instant::now();
+            rt.block_on(run_window(&mut customers, requests, WINDOW));
+            let took = start.elapsed().as_secs_f64();
+            rate[side] = BURST as f64 / took;
+            if round >= WARM_UP {
+                sides[side].rates.push(rate[side]);
+                sides[side]
+                    .cpu_per_job
+                    .push((process_cpu_secs() - cpu) / BURST as f64);
+            }
+        }
+        if round >= WARM_UP {
+            ratios.push(rate[1] / rate[0]);
+        }
+    }
+    for stop in stops {
+        let _ = stop.send(());
+    }
     rt.block_on(async {
-        provider.await.unwrap().unwrap();
+        for provider in providers {
+            provider.await.unwrap().unwrap();
+        }
         for customer in customers {
             customer.client.disconnect().await;
         }
     });
-    median_rate(name, rates)
+    let [bare, stored] = sides;
+    (bare, stored, ratios)
 }
 
 /// A provider persisting by updates with `jobs` jobs answered: its updates so far, merged
@@ -110,7 +142,7 @@ fn throughput(
 fn provider_with_jobs(jobs: usize) -> (StoreUpdate, StoreUpdate, Provider) {
     let keys = Keys::generate();
     let customer = Keys::generate();
-    let mut config = config("wss://relay.example");
+    let mut config = config("wss://relay.example", KIND);
     config.retention_secs = 30 * 24 * 3_600;
     let mut provider = Provider::new(keys, config, Timestamp::from(1_700_000_000));
     provider.track_updates();
@@ -277,23 +309,33 @@ fn main() {
         let url = local_relay::serve(relay.clone()).await.unwrap();
         (relay, url)
     });
-    let bare = ProviderRuntime::new(Keys::generate(), config(&url)).task(Arc::new(Echo));
-    let no_store = throughput(&mut c, &rt, &url, "throughput/no_store", bare);
+    let bare = ProviderRuntime::new(Keys::generate(), config(&url, KIND)).task(Arc::new(Echo));
     let dir = std::env::temp_dir().join(format!("nostr-dvm-bench-runtime-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let sqlite = SqliteStore::open(dir.join("provider.sqlite")).unwrap();
-    let stored = ProviderRuntime::new(Keys::generate(), config(&url))
+    let stored = ProviderRuntime::new(Keys::generate(), config(&url, OTHER_KIND))
         .task(Arc::new(Echo))
         .record_store(sqlite);
-    let with_sqlite = throughput(&mut c, &rt, &url, "throughput/sqlite", stored);
+    let (bare, stored, mut ratios) = paired_throughput(&rt, &url, bare, stored);
     let _ = std::fs::remove_dir_all(&dir);
 
-    let ratio = with_sqlite / no_store;
+    let ratio = median(&mut ratios);
+    let (lowest, highest) = (ratios[0], ratios[ratios.len() - 1]);
+    let describe = |name: &str, mut side: Side| {
+        let (rate, cpu) = (median(&mut side.rates), median(&mut side.cpu_per_job));
+        format!(
+            "{name} {rate:.0} jobs/s ({:.0} us of process CPU a job)",
+            cpu * 1e6
+        )
+    };
     println!(
-        "\nthroughput (median bursts), bursts of {BURST} jobs from {CUSTOMERS} customers ({WINDOW} in flight): no \
-         store {no_store:.0} \
-         jobs/s, SqliteStore {with_sqlite:.0} jobs/s: {ratio:.2}x ({:.2} of the 0.8x floor)",
+        "\nthroughput, {PAIRS} pairs of bursts of {BURST} jobs from {CUSTOMERS} customers ({WINDOW} in \
+         flight; the process holds the relay, the customers and the provider), medians: {}, {}; \
+         SqliteStore vs no store, the median pair: {ratio:.2}x (pairs {lowest:.2} to \
+         {highest:.2}; {:.2} of the 0.8x floor)",
+        describe("no store", bare),
+        describe("SqliteStore", stored),
         ratio / 0.8
     );
     let growth = large / small;

@@ -10,9 +10,10 @@ use nostr_dvm::nostr::{ClientMessage, Event, EventBuilder, EventId, Filter, Keys
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
 use tokio::sync::broadcast;
 
-use crate::echo::KIND;
+use crate::echo::{KIND, OTHER_KIND};
 
-/// A customer: a nostr-sdk client subscribed to every result and feedback on the relay.
+/// A customer: a nostr-sdk client subscribed to every result on the relay (of both echo
+/// kinds).
 pub struct Customer {
     keys: Keys,
     /// Its client.
@@ -27,7 +28,7 @@ impl Customer {
         client.connect().await;
         client.wait_for_connection(Duration::from_secs(5)).await;
         let notifications = client.notifications();
-        let filter = Filter::new().kind(Kind::from(KIND + 1000));
+        let filter = Filter::new().kinds(result_kinds());
         client.subscribe(filter, None).await.unwrap();
         Self {
             keys: Keys::generate(),
@@ -37,7 +38,12 @@ impl Customer {
     }
 
     pub fn request(&self, n: usize) -> Event {
-        EventBuilder::new(Kind::from(KIND), "")
+        self.request_of(KIND, n)
+    }
+
+    /// Request `n` of `kind`.
+    pub fn request_of(&self, kind: u16, n: usize) -> Event {
+        EventBuilder::new(Kind::from(kind), "")
             .tags([Tag::parse(["i", &format!("job {n}"), "text"]).unwrap()])
             .sign_with_keys(&self.keys)
             .unwrap()
@@ -79,8 +85,23 @@ pub fn median_rate(name: &str, mut rates: Vec<f64>) -> f64 {
     rates[rates.len() / 2]
 }
 
+/// The result kinds of the echo kinds.
+fn result_kinds() -> [Kind; 2] {
+    [Kind::from(KIND + 1000), Kind::from(OTHER_KIND + 1000)]
+}
+
 /// `burst` new requests, shared out evenly among `customers` (numbered on from `n`).
 pub fn burst_of(customers: &[Customer], burst: usize, n: &mut usize) -> Vec<Vec<Event>> {
+    burst_of_kind(customers, KIND, burst, n)
+}
+
+/// [`burst_of`] of `kind`.
+pub fn burst_of_kind(
+    customers: &[Customer],
+    kind: u16,
+    burst: usize,
+    n: &mut usize,
+) -> Vec<Vec<Event>> {
     let each = burst / customers.len().max(1);
     customers
         .iter()
@@ -88,7 +109,7 @@ pub fn burst_of(customers: &[Customer], burst: usize, n: &mut usize) -> Vec<Vec<
             (0..each)
                 .map(|_| {
                     *n += 1;
-                    customer.request(*n)
+                    customer.request_of(kind, *n)
                 })
                 .collect()
         })
@@ -167,7 +188,7 @@ pub async fn run_window(customers: &mut [Customer], requests: Vec<Vec<Event>>, w
     while !waiting.is_empty() {
         let Ok(note) = tokio::time::timeout(Duration::from_secs(30), first.recv()).await else {
             let filter = Filter::new()
-                .kind(Kind::from(KIND + 1000))
+                .kinds(result_kinds())
                 .events(waiting.iter().copied());
             let stored = client
                 .fetch_events(filter, Duration::from_secs(10))
@@ -189,4 +210,22 @@ pub async fn run_window(customers: &mut [Customer], requests: Vec<Vec<Event>>, w
             }
         }
     }
+}
+
+/// Seconds of CPU this process has used (user and system, all threads).
+pub fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime, in clock ticks (100 a second on Linux).
+    (ticks(11) + ticks(12)) / 100.0
 }

@@ -6,6 +6,9 @@ use nostr_dvm::task::{Progress, Task, TaskError, TaskOutput, TaskRequest};
 
 /// The job kind it serves.
 pub const KIND: u16 = 5050;
+/// A second kind it serves: a bench that runs two providers side by side on one relay gives
+/// each its own kind.
+pub const OTHER_KIND: u16 = 5051;
 
 /// Returns its text input.
 pub struct Echo;
@@ -13,7 +16,7 @@ pub struct Echo;
 #[async_trait::async_trait]
 impl Task for Echo {
     fn kinds(&self) -> Vec<Kind> {
-        vec![Kind::from(KIND)]
+        vec![Kind::from(KIND), Kind::from(OTHER_KIND)]
     }
 
     async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {

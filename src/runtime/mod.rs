@@ -131,7 +131,7 @@ pub use resubscribe::{
 #[cfg(feature = "sqlite")]
 pub use sqlite_store::{SqliteStore, SyncMode};
 pub use store::{FileStore, MemoryStore, SnapshotStore};
-pub use store_writer::MAX_RETRY_PAUSE;
+pub use store_writer::{MAX_RETRY_PAUSE, MIN_WRITE_INTERVAL};
 #[cfg(feature = "test-util")]
 pub use test_backend::TestLightningBackend;
 pub use wallet::Wallet;

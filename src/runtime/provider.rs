@@ -438,12 +438,13 @@ impl ProviderRuntime {
         tokio::pin!(shutdown);
         loop {
             host.drain(&mut provider);
+            let mut write_at = None;
             match &mut writer {
                 Some(writer) => {
                     for record in host.capacity.claims_to_make(host.running.len()) {
                         writer.claim(record);
                     }
-                    send_update(writer, &mut provider, &unpublished);
+                    write_at = send_update(writer, &mut provider, &unpublished);
                 }
                 None if provider.needs_persistence() => {
                     if let Some(store) = &store {
@@ -536,6 +537,7 @@ impl ProviderRuntime {
                     }
                 }
                 () = sleep, if taking && wake.is_some() => provider.handle_timeout(now()),
+                () = sleep_until(write_at), if write_at.is_some() => {}
             }
         }
 
@@ -573,7 +575,10 @@ impl ProviderRuntime {
                 if let Some(id) = writer.last_persisted() {
                     let _ = provider.handle_persisted(id);
                 }
-                send_update(&mut writer, &mut provider, &unpublished);
+                if let Some(at) = send_update(&mut writer, &mut provider, &unpublished) {
+                    tokio::time::sleep_until(at).await;
+                    send_update(&mut writer, &mut provider, &unpublished);
+                }
                 writer
                     .finish(flush_timeout.max(Duration::from_secs(5)))
                     .await;
@@ -590,16 +595,26 @@ impl ProviderRuntime {
 /// Tells the provider which of its events the relays took (their records go), then hands the
 /// writer what changed, unless the writer is still on the last update: then the changes wait
 /// and go out together with the next ones (one update per write, whatever the turns).
-fn send_update(writer: &mut StoreWriter, provider: &mut Provider, unpublished: &SharedUnpublished) {
+/// While the last write started less than [`MIN_WRITE_INTERVAL`](super::store_writer::MIN_WRITE_INTERVAL)
+/// ago, the changes wait too (group commit): returns when to try again, if so.
+fn send_update(
+    writer: &mut StoreWriter,
+    provider: &mut Provider,
+    unpublished: &SharedUnpublished,
+) -> Option<tokio::time::Instant> {
     for id in std::mem::take(&mut unpublished.lock().published) {
         provider.handle_published(id);
     }
     if writer.busy() {
-        return;
+        return None;
+    }
+    if let Some(at) = writer.next_write_at() {
+        return Some(at.into());
     }
     if let Some(update) = provider.poll_update() {
         writer.send(update);
     }
+    None
 }
 
 /// Hands the backend the invoices of the jobs that await payment, to report their settlements
@@ -615,6 +630,14 @@ fn watch_awaiting(backend: &dyn LightningBackend, provider: &Provider) {
             })
             .collect(),
     );
+}
+
+/// Sleeps until `at`; never, without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What the writer did next; never, without one.
