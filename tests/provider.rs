@@ -108,15 +108,7 @@ fn requests_for_other_providers_are_ignored_and_ours_accepted() {
 fn forged_request_is_refused_not_run() {
     let mut h = Harness::new(|c| c);
     let good = h.request(|b| b);
-    let forged = Event::new(
-        good.id,
-        good.pubkey,
-        good.created_at,
-        good.kind,
-        good.tags.clone().to_vec(),
-        "tampered",
-        good.sig,
-    );
+    let forged = with_content(&good, "tampered");
     let out = h.send(forged);
     assert!(run_tasks(&out).is_empty());
     assert!(matches!(

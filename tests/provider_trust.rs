@@ -563,3 +563,62 @@ fn a_malformed_expiration_counts_as_expired_plain_or_wrapped() {
     let wrapped = wrap(&mut h, &request);
     assert_eq!(rejected(&h.send(wrapped)), [RejectReason::Expired]);
 }
+
+// ---- events whose signature the host checked -------------------------------------------------
+
+#[test]
+fn a_host_checked_event_skips_the_signature_check_only() {
+    let mut h = Harness::new(|c| c);
+    let request = h.request(|b| b);
+    let other = h.request(|b| b.param("n", "2"));
+    let forged = with_signature_of(&request, &other);
+    // Handed in as it is, a signature that does not sign the request is refused.
+    assert!(run_tasks(&h.send(forged.clone())).is_empty());
+    assert!(h.provider.job_state(&request.id).is_none());
+    // The host vouches for the signature: the check is skipped (the host checked some event
+    // with this id, which proves its author signed exactly this content).
+    h.provider.handle_verified_event(h.now(), forged);
+    assert_eq!(run_tasks(&h.drain()), [request.id]);
+
+    // Content changed under a vouched id: the id does not match, refused.
+    let mut h = Harness::new(|c| c);
+    let request = h.request(|b| b);
+    let tampered = with_content(&request, "something else");
+    h.provider.handle_verified_event(h.now(), tampered);
+    assert!(run_tasks(&h.drain()).is_empty());
+    assert!(h.provider.job_state(&request.id).is_none());
+    // The vouching ends with the call: the same forged signature handed in plainly later is
+    // refused again.
+    let other = h.request(|b| b.param("n", "3"));
+    let forged = with_signature_of(&request, &other);
+    assert!(run_tasks(&h.send(forged)).is_empty());
+}
+
+#[test]
+fn a_seal_inside_a_host_checked_wrap_is_still_checked() {
+    let mut h = Harness::new(|c| c);
+    let request = h.request(|b| b);
+    let good = wrap(&mut h, &request);
+    // A wrap (validly signed: the host vouches for it) around a seal whose signature does
+    // not sign it: the seal's own check refuses it.
+    let rumor = nostr_dvm::nostr::UnsignedEvent::from(request.clone());
+    let provider = h.keys.public_key();
+    let seal = nip59::seal(&h.customer, &provider, rumor, h.now(), &mut h.rng).unwrap();
+    let bad_seal = with_signature_of(&seal, &request);
+    let ephemeral = Keys::generate();
+    let content = nostr_dvm::nostr::nips::nip44::encrypt(
+        ephemeral.secret_key(),
+        &provider,
+        serde_json::to_string(&bad_seal).unwrap(),
+        nostr_dvm::nostr::nips::nip44::Version::V2,
+    )
+    .unwrap();
+    let forged = nostr_dvm::nostr::EventBuilder::new(Kind::GiftWrap, content)
+        .tags([Tag::public_key(provider)])
+        .sign_with_keys(&ephemeral)
+        .unwrap();
+    h.provider.handle_verified_event(h.now(), forged);
+    assert!(run_tasks(&h.drain()).is_empty());
+    h.provider.handle_verified_event(h.now(), good);
+    assert_eq!(run_tasks(&h.drain()), [request.id]);
+}

@@ -48,7 +48,7 @@ impl Provider {
             });
             return;
         }
-        if !crate::nip01::verify(&event) {
+        if !self.authentic(&event) {
             self.refuse_event(event.id, "invalid id or signature");
             return;
         }

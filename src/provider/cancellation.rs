@@ -90,7 +90,7 @@ impl Provider {
         if cancel.is_empty() && remember.is_empty() {
             return;
         }
-        if !crate::nip01::verify(&deletion) {
+        if !self.authentic(&deletion) {
             self.refuse_event(deletion.id, "invalid id or signature");
             return;
         }

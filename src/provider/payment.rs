@@ -481,7 +481,7 @@ impl Provider {
             .early_receipts
             .iter()
             .any(|e| e.receipt.id == receipt.id)
-            || !crate::nip01::verify(&receipt)
+            || !self.authentic(&receipt)
         {
             return;
         }

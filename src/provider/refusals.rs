@@ -142,7 +142,7 @@ impl Provider {
         // Only a proven author is told, so a forger cannot spend a customer's budget; the
         // check costs what the signature check of any request costs.
         if let Some(event) = refused.verify {
-            if !crate::nip01::verify(event) {
+            if !self.authentic(event) {
                 return;
             }
         }

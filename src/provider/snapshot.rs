@@ -265,6 +265,7 @@ impl Provider {
             seq: snapshot.seq,
             dirty: false,
             claimed_elsewhere: super::admission::SeenIds::default(),
+            signed_by_host: None,
         };
         for saved in snapshot.jobs {
             let job = provider.load_job(saved)?;

@@ -216,3 +216,24 @@ pub fn refunds(outputs: &[Output]) -> Vec<&nostr_dvm::provider::RefundDue> {
         })
         .collect()
 }
+
+/// `event` with `content` instead of its own, keeping its id and signature (which then sign
+/// something else).
+pub fn with_content(event: &Event, content: &str) -> Event {
+    Event::new(
+        event.id,
+        event.pubkey,
+        event.created_at,
+        event.kind,
+        event.tags.clone().to_vec(),
+        content,
+        event.sig,
+    )
+}
+
+/// `event` with `other`'s signature: a valid id, a signature that does not sign it.
+pub fn with_signature_of(event: &Event, other: &Event) -> Event {
+    let mut forged = with_content(event, &event.content);
+    forged.sig = other.sig;
+    forged
+}
