@@ -11,7 +11,7 @@ use nostr_sdk::{
     Client, RelayOptions, RelayPoolNotification, RelayServiceFlags, RelayUrl, SubscriptionId,
 };
 use tokio::sync::{broadcast, mpsc};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::capacity::Capacity;
@@ -407,6 +407,9 @@ impl ProviderRuntime {
         let reconnected_rx = watch_reconnections(&client, seen.clone()).await;
         let unpublished = SharedUnpublished::default();
         unpublished.lock().tracking = tracking;
+        // The relays' `OK`s reach the worker through the loop (the one reader of the relay
+        // pool's notifications), so the worker is not woken by every other notification.
+        let (oks_tx, oks_rx) = mpsc::unbounded_channel();
         let worker = tokio::spawn(relay_worker(
             client.clone(),
             Relays {
@@ -416,6 +419,7 @@ impl ProviderRuntime {
             },
             commands_rx,
             reconnected_rx,
+            oks_rx,
             unpublished.clone(),
             seen.clone(),
         ));
@@ -475,7 +479,8 @@ impl ProviderRuntime {
                     Ok(RelayPoolNotification::Event { relay_url, subscription_id, event }) => {
                         let now = now();
                         seen.event(&relay_url, subscription_id.as_str(), event.created_at, now);
-                        provider.handle_event(now, *event);
+                        // nostr-sdk checked its signature before handing it over.
+                        provider.handle_verified_event(now, *event);
                     }
                     Ok(RelayPoolNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => {
                         tracing::warn!("relay pool shut down");
@@ -485,7 +490,9 @@ impl ProviderRuntime {
                         relay_url,
                         message: RelayMessage::EndOfStoredEvents(id),
                     }) => seen.end_of_stored(&relay_url, id.as_str()),
-                    Ok(RelayPoolNotification::Message { .. }) => {}
+                    Ok(RelayPoolNotification::Message { relay_url, message }) => {
+                        forward_ok(&oks_tx, relay_url, message);
+                    }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         // The relays still have what was missed: ask for it again.
                         tracing::warn!("missed {n} relay notifications: subscribing again");
@@ -551,10 +558,23 @@ impl ProviderRuntime {
             return Err(RuntimeError::LeaseLost);
         }
         host.drain(&mut provider);
-        // The backlog goes to the worker (it waits for room), then the worker finishes.
+        // The backlog goes to the worker (it waits for room), then the worker finishes,
+        // hearing the relays' `OK`s from a forwarder that reads on where the loop stopped.
         let Host {
             commands, backlog, ..
         } = host;
+        let forwarder = tokio::spawn(async move {
+            loop {
+                match notifications.recv().await {
+                    Ok(RelayPoolNotification::Message { relay_url, message }) => {
+                        forward_ok(&oks_tx, relay_url, message);
+                    }
+                    Ok(RelayPoolNotification::Shutdown)
+                    | Err(broadcast::error::RecvError::Closed) => break,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                }
+            }
+        });
         let finish = async move {
             for command in backlog {
                 if commands.send(command).await.is_err() {
@@ -567,6 +587,7 @@ impl ProviderRuntime {
         if tokio::time::timeout(flush_timeout, finish).await.is_err() {
             tracing::warn!("relay worker did not finish in time");
         }
+        forwarder.abort();
         let saved = match (writer.take(), &store) {
             (Some(mut writer), _) => {
                 writer
@@ -873,20 +894,19 @@ impl Host {
                 tracing::debug!(%job, "report queue full or closed: progress dropped");
             }
         });
-        let inner: JoinHandle<Result<TaskOutput, TaskError>> =
-            tokio::spawn(async move { task.run(request, progress).await });
-        let abort = inner.abort_handle();
         let reports = self.reports.clone();
-        tokio::spawn(async move {
-            let result = match inner.await {
+        // One tokio task per job: the task's future, a panic in it caught, then its report.
+        // Aborting it drops both (an aborted job reports nothing).
+        let handle = tokio::spawn(async move {
+            let run = std::panic::AssertUnwindSafe(task.run(request, progress));
+            let result = match futures_util::FutureExt::catch_unwind(run).await {
                 Ok(result) => result,
-                Err(e) if e.is_panic() => Err(TaskError::new("the task failed")),
-                Err(_) => return,
+                Err(_) => Err(TaskError::new("the task failed")),
             };
             // The result waits for room in the queue.
             let _ = reports.send(Report::Done(job, result)).await;
         });
-        abort
+        handle.abort_handle()
     }
 
     fn report(&mut self, provider: &mut Provider, report: Report) {
@@ -945,10 +965,10 @@ async fn relay_worker(
     relays: Relays,
     mut commands: mpsc::Receiver<Command>,
     mut reconnected: mpsc::Receiver<RelayUrl>,
+    mut oks: mpsc::UnboundedReceiver<RelayOk>,
     unpublished: SharedUnpublished,
     seen: SeenTimes,
 ) {
-    let mut notifications = client.notifications();
     let mut worker = RelayWorker {
         client,
         relays,
@@ -967,15 +987,10 @@ async fn relay_worker(
                 None => open = false,
             },
             Some(relay) = reconnected.recv() => worker.reconnected(relay).await,
-            note = notifications.recv() => match note {
-                Ok(RelayPoolNotification::Message {
-                    relay_url,
-                    message: RelayMessage::Ok { event_id, status, message },
-                }) => worker.ok(&relay_url, event_id, status, &message),
-                Ok(RelayPoolNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => {
-                    return;
-                }
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            ok = oks.recv() => match ok {
+                Some(ok) => worker.ok(&ok.relay, ok.event, ok.status, &ok.message),
+                // The relay pool shut down.
+                None => return,
             },
             () = async {
                 match wake {
@@ -984,6 +999,31 @@ async fn relay_worker(
                 }
             } => worker.due().await,
         }
+    }
+}
+
+/// A relay's `OK` to an event the worker sent.
+struct RelayOk {
+    relay: RelayUrl,
+    event: EventId,
+    status: bool,
+    message: String,
+}
+
+/// Hands the worker a relay's `OK`; other messages are not its business.
+fn forward_ok(oks: &mpsc::UnboundedSender<RelayOk>, relay: RelayUrl, message: RelayMessage<'_>) {
+    if let RelayMessage::Ok {
+        event_id,
+        status,
+        message,
+    } = message
+    {
+        let _ = oks.send(RelayOk {
+            relay,
+            event: event_id,
+            status,
+            message: message.into_owned(),
+        });
     }
 }
 
