@@ -9,6 +9,8 @@ pub const KIND: u16 = 5050;
 /// A second kind it serves: a bench that runs two providers side by side on one relay gives
 /// each its own kind.
 pub const OTHER_KIND: u16 = 5051;
+/// A third kind it serves (for a third side).
+pub const THIRD_KIND: u16 = 5052;
 
 /// Returns its text input.
 pub struct Echo;
@@ -16,7 +18,11 @@ pub struct Echo;
 #[async_trait::async_trait]
 impl Task for Echo {
     fn kinds(&self) -> Vec<Kind> {
-        vec![Kind::from(KIND), Kind::from(OTHER_KIND)]
+        vec![
+            Kind::from(KIND),
+            Kind::from(OTHER_KIND),
+            Kind::from(THIRD_KIND),
+        ]
     }
 
     async fn run(&self, request: TaskRequest, _: Progress) -> Result<TaskOutput, TaskError> {

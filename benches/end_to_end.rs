@@ -1,0 +1,513 @@
+//! End to end, next to a bare loop (the performance issue's figures): the SDK's provider
+//! runtime, set up as the README shows it, and bare nostr-sdk echo loops, side by side on one
+//! in-process relay (`LocalRelay`, 127.0.0.1), under the same load from nostr-sdk customers.
+//!
+//! - **SDK**: `ProviderRuntime` with the `Echo` task, no store (the store's cost is the storage
+//!   issue's figure, `--bench store`), admission limits lifted for the load (four customer keys
+//!   send thousands of jobs a minute).
+//! - **bare**: a nostr-sdk client that takes each request (nostr-sdk verified its signature),
+//!   signs one result and sends it: the ceiling of this relay and load.
+//! - **bare + feedback**: the same, also signing and sending `processing` feedback first, as the
+//!   SDK does by design: the limit is 1.2x its CPU per job.
+//!
+//! Each runs on its own tokio runtime (multi-thread, 2 workers: `#[tokio::main]` on these
+//! machines) whose threads carry its name, so its CPU is read per thread from `/proc`; the relay
+//! and the customers have runtimes of their own. Loads: one job at a time (latency), bursts of
+//! 200 and of 2,000 (at most 250 in flight, which `LocalRelay` needs not to drop events), and
+//! gift-wrapped jobs (one customer, one at a time and bursts of 200). Every load goes to each
+//! side in turn, the first of each round alternating, so all see the machine in the same
+//! state. Printed per load and side: jobs/s, p50/p99 latency, CPU per job, and the ratios.
+//! `cargo bench --bench end_to_end` runs [`ROUNDS`] rounds; with `-- --test`, one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nostr_dvm::nostr::nips::nip59;
+use nostr_dvm::nostr::{
+    ClientMessage, Event, EventBuilder, EventId, Filter, Keys, Kind, PublicKey, Tag, TagKind,
+    Timestamp, UnsignedEvent,
+};
+use nostr_dvm::provider::{Admission, ProviderConfig};
+use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
+use nostr_dvm::runtime::ProviderRuntime;
+use nostr_relay_builder::builder::RateLimit;
+use nostr_relay_builder::{LocalRelay, RelayBuilder};
+use tokio::runtime::Runtime;
+
+#[path = "support/echo.rs"]
+mod echo;
+#[path = "../examples/support/local_relay.rs"]
+mod local_relay;
+
+use echo::Echo;
+
+/// Rounds of every load (each side once a round).
+const ROUNDS: usize = 7;
+/// Customers of the plain loads (one client and key each).
+const CUSTOMERS: usize = 4;
+/// The most jobs in flight in a burst.
+const WINDOW: usize = 250;
+/// How long a load may wait for one result.
+const RESULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One side: a provider serving its own kind under its own key.
+struct Side {
+    name: &'static str,
+    /// The prefix of its runtime's thread names.
+    threads: &'static str,
+    kind: u16,
+    keys: Keys,
+    /// Signatures it makes and checks per plain job, and per gift-wrapped one (with ECDHs).
+    work: &'static str,
+    wrapped_work: &'static str,
+}
+
+/// What one run of one load on one side measured.
+#[derive(Default, Clone)]
+struct Run {
+    jobs_per_sec: f64,
+    cpu_per_job: f64,
+    latencies: Vec<Duration>,
+}
+
+/// A multi-thread runtime of 2 workers whose threads are named `name`.
+fn runtime(name: &str) -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// CPU seconds used so far by the threads whose name starts with `prefix` (the kernel's
+/// nanosecond count of each thread's time on a CPU, `/proc/self/task/*/schedstat`).
+fn threads_cpu(prefix: &str) -> f64 {
+    let mut ns = 0.0;
+    for entry in std::fs::read_dir("/proc/self/task").into_iter().flatten() {
+        let path = entry.map(|e| e.path()).unwrap_or_default();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    }
+    ns / 1e9
+}
+
+/// A bare nostr-sdk echo loop on `url`: each request (or gift-wrapped request) gets one
+/// result (and first `processing` feedback when `feedback`), sent without waiting for the OK.
+async fn bare_loop(url: String, keys: Keys, kind: u16, feedback: bool) {
+    let client = Client::default();
+    client.add_relay(&url).await.unwrap();
+    client.connect().await;
+    client.wait_for_connection(Duration::from_secs(5)).await;
+    let mut notes = client.notifications();
+    let since = Timestamp::now();
+    client
+        .subscribe(Filter::new().kind(Kind::from(kind)).since(since), None)
+        .await
+        .unwrap();
+    let wraps = Filter::new()
+        .kind(Kind::GiftWrap)
+        .pubkey(keys.public_key())
+        .since(Timestamp::from(since.as_secs().saturating_sub(3 * 86_400)));
+    client.subscribe(wraps, None).await.unwrap();
+    let relays = vec![url];
+    while let Ok(note) = notes.recv().await {
+        let RelayPoolNotification::Event { event, .. } = note else {
+            continue;
+        };
+        // nostr-sdk checked the event's signature before handing it over.
+        let (request, customer, wrapped) = if event.kind == Kind::GiftWrap {
+            let Ok(gift) = nip59::extract_rumor(&keys, &event).await else {
+                continue;
+            };
+            if gift.rumor.kind != Kind::from(kind) {
+                continue;
+            }
+            (gift.rumor, gift.sender, true)
+        } else {
+            let customer = event.pubkey;
+            (UnsignedEvent::from(*event), customer, false)
+        };
+        let Some(id) = request.id else { continue };
+        let input = request
+            .tags
+            .iter()
+            .find(|t| t.kind() == TagKind::i())
+            .and_then(|t| t.content())
+            .unwrap_or_default()
+            .to_owned();
+        let mut replies = Vec::new();
+        if feedback {
+            let tags = [
+                Tag::parse(["status", "processing"]).unwrap(),
+                Tag::event(id),
+                Tag::public_key(customer),
+            ];
+            replies.push(EventBuilder::new(Kind::from(7000), "").tags(tags));
+        }
+        let tags = [Tag::event(id), Tag::public_key(customer)];
+        replies.push(EventBuilder::new(Kind::from(kind + 1000), input).tags(tags));
+        for reply in replies {
+            let event = if wrapped {
+                let rumor = reply.build(keys.public_key());
+                EventBuilder::gift_wrap(&keys, &customer, rumor, [])
+                    .await
+                    .unwrap()
+            } else {
+                reply.sign_with_keys(&keys).unwrap()
+            };
+            let _ = client
+                .send_msg_to(relays.clone(), ClientMessage::event(event))
+                .await;
+        }
+    }
+}
+
+/// A customer: a nostr-sdk client that hears every result, and gift wraps to it.
+struct Customer {
+    keys: Keys,
+    client: Client,
+}
+
+impl Customer {
+    /// A customer; with `result_kinds`, it hears every result of those kinds (one customer
+    /// does, for all: the relay sends each result to one connection of the load).
+    async fn connect(url: &str, result_kinds: Option<&[Kind]>) -> Self {
+        let keys = Keys::generate();
+        let client = Client::default();
+        client.add_relay(url).await.unwrap();
+        client.connect().await;
+        client.wait_for_connection(Duration::from_secs(5)).await;
+        if let Some(kinds) = result_kinds {
+            let results = Filter::new().kinds(kinds.iter().copied());
+            client.subscribe(results, None).await.unwrap();
+        }
+        let wraps = Filter::new()
+            .kind(Kind::GiftWrap)
+            .pubkey(keys.public_key())
+            .since(Timestamp::from(
+                Timestamp::now().as_secs().saturating_sub(3 * 86_400),
+            ));
+        client.subscribe(wraps, None).await.unwrap();
+        Self { keys, client }
+    }
+
+    /// Request `n` of `kind`: the event to send, and the job id.
+    fn request(&self, kind: u16, n: usize) -> (Event, EventId) {
+        let event = EventBuilder::new(Kind::from(kind), "")
+            .tags([Tag::parse(["i", &format!("job {n}"), "text"]).unwrap()])
+            .sign_with_keys(&self.keys)
+            .unwrap();
+        let id = event.id;
+        (event, id)
+    }
+
+    /// Request `n` of `kind` gift-wrapped to `provider`.
+    async fn wrapped_request(&self, kind: u16, n: usize, provider: &PublicKey) -> (Event, EventId) {
+        let mut rumor = EventBuilder::new(Kind::from(kind), "")
+            .tags([Tag::parse(["i", &format!("job {n}"), "text"]).unwrap()])
+            .build(self.keys.public_key());
+        let id = rumor.id();
+        let wrap = EventBuilder::gift_wrap(&self.keys, provider, rumor, [])
+            .await
+            .unwrap();
+        (wrap, id)
+    }
+}
+
+/// The job a result answers: its `e` tag, or (for a gift wrap to `keys`) its rumor's, if the
+/// rumor is a result (not feedback).
+async fn answered(event: &Event, keys: &Keys) -> Option<EventId> {
+    if event.kind == Kind::GiftWrap {
+        let gift = nip59::extract_rumor(keys, event).await.ok()?;
+        if gift.rumor.kind.as_u16() == 7000 {
+            return None;
+        }
+        return gift.rumor.tags.event_ids().next().copied();
+    }
+    event.tags.event_ids().next().copied()
+}
+
+/// Sends `jobs` (customer index, event, job id) with at most `window` in flight and waits for
+/// every result: each job's latency from its send to its result.
+async fn run_jobs(
+    customers: &[Customer],
+    jobs: Vec<(usize, Event, EventId)>,
+    window: usize,
+) -> Vec<Duration> {
+    // The first customer hears every result, and gift-wrapped loads come from it alone.
+    let mut listener = customers[0].client.notifications();
+    let mut sent: HashMap<EventId, Instant> = HashMap::new();
+    let mut latencies = Vec::with_capacity(jobs.len());
+    let total = jobs.len();
+    let mut queue = jobs.into_iter();
+    let send = |(customer, event, id): (usize, Event, EventId),
+                sent: &mut HashMap<EventId, Instant>| {
+        sent.insert(id, Instant::now());
+        let client = customers[customer].client.clone();
+        async move {
+            let relays: Vec<_> = client.relays().await.into_keys().collect();
+            client
+                .send_msg_to(relays, ClientMessage::event(event))
+                .await
+                .unwrap();
+        }
+    };
+    for job in queue.by_ref().take(window) {
+        send(job, &mut sent).await;
+    }
+    while latencies.len() < total {
+        let Ok(note) = tokio::time::timeout(RESULT_TIMEOUT, listener.recv()).await else {
+            panic!("{} results did not come", total - latencies.len());
+        };
+        let RelayPoolNotification::Event { event, .. } = note.expect("the relay pool is up") else {
+            continue;
+        };
+        let Some(job) = answered(&event, &customers[0].keys).await else {
+            continue;
+        };
+        if let Some(at) = sent.remove(&job) {
+            latencies.push(at.elapsed());
+            if let Some(job) = queue.next() {
+                send(job, &mut sent).await;
+            }
+        }
+    }
+    latencies
+}
+
+/// A load: how many jobs, how many in flight, gift-wrapped or not.
+#[derive(Clone, Copy)]
+struct Load {
+    name: &'static str,
+    jobs: usize,
+    window: usize,
+    wrapped: bool,
+}
+
+const LOADS: [Load; 5] = [
+    Load {
+        name: "one at a time (200 jobs)",
+        jobs: 200,
+        window: 1,
+        wrapped: false,
+    },
+    Load {
+        name: "burst of 200",
+        jobs: 200,
+        window: WINDOW,
+        wrapped: false,
+    },
+    Load {
+        name: "burst of 2,000",
+        jobs: 2_000,
+        window: WINDOW,
+        wrapped: false,
+    },
+    Load {
+        name: "gift-wrapped, one at a time (100 jobs)",
+        jobs: 100,
+        window: 1,
+        wrapped: true,
+    },
+    Load {
+        name: "gift-wrapped, burst of 200",
+        jobs: 200,
+        window: WINDOW,
+        wrapped: true,
+    },
+];
+
+/// Runs `load` once against `side`.
+fn run_load(
+    load_rt: &Runtime,
+    customers: &[Customer],
+    side: &Side,
+    load: Load,
+    n: &mut usize,
+) -> Run {
+    let provider = side.keys.public_key();
+    let jobs: Vec<(usize, Event, EventId)> = load_rt.block_on(async {
+        let mut jobs = Vec::with_capacity(load.jobs);
+        for i in 0..load.jobs {
+            *n += 1;
+            // Gift-wrapped loads come from one customer (its wraps reach it alone).
+            let who = if load.wrapped { 0 } else { i % customers.len() };
+            let (event, id) = if load.wrapped {
+                customers[who]
+                    .wrapped_request(side.kind, *n, &provider)
+                    .await
+            } else {
+                customers[who].request(side.kind, *n)
+            };
+            jobs.push((who, event, id));
+        }
+        jobs
+    });
+    let cpu = threads_cpu(side.threads);
+    let start = Instant::now();
+    let latencies = load_rt.block_on(run_jobs(customers, jobs, load.window));
+    let took = start.elapsed().as_secs_f64();
+    Run {
+        jobs_per_sec: load.jobs as f64 / took,
+        cpu_per_job: (threads_cpu(side.threads) - cpu) / load.jobs as f64,
+        latencies,
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn percentile(latencies: &[Duration], p: f64) -> f64 {
+    let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let i = ((ms.len() as f64 - 1.0) * p).round() as usize;
+    ms.get(i).copied().unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let measured = !std::env::args().any(|a| a == "--test");
+    let rounds = if measured { ROUNDS } else { 1 };
+    let relay_rt = runtime("relay");
+    let load_rt = runtime("load");
+    let sides = [
+        Side {
+            name: "SDK",
+            threads: "sdk",
+            kind: echo::KIND,
+            keys: Keys::generate(),
+            work: "2 checks (nostr-sdk, the provider), 2 signatures (processing, result)",
+            wrapped_work: "2+1 checks, 2 ECDH to open; 2 replies wrapped: 4 signatures, 4 ECDH",
+        },
+        Side {
+            name: "bare",
+            threads: "bare-plain",
+            kind: echo::OTHER_KIND,
+            keys: Keys::generate(),
+            work: "1 check (nostr-sdk), 1 signature",
+            wrapped_work: "1+1 checks, 2 ECDH to open; 1 reply wrapped: 2 signatures, 2 ECDH",
+        },
+        Side {
+            name: "bare + feedback",
+            threads: "bare-fb",
+            kind: echo::THIRD_KIND,
+            keys: Keys::generate(),
+            work: "1 check (nostr-sdk), 2 signatures",
+            wrapped_work: "1+1 checks, 2 ECDH to open; 2 replies wrapped: 4 signatures, 4 ECDH",
+        },
+    ];
+    let url = relay_rt.block_on(async {
+        // LocalRelay's default limit is 60 events a minute per connection.
+        let limit = RateLimit {
+            max_reqs: 500,
+            notes_per_minute: u32::MAX,
+        };
+        let relay = LocalRelay::new(RelayBuilder::default().rate_limit(limit));
+        local_relay::serve(relay).await.unwrap()
+    });
+    // The SDK as the README shows it, with the limits lifted for this load.
+    let sdk_rt = runtime(sides[0].threads);
+    let config = ProviderConfig::new([Kind::from(echo::KIND)])
+        .relays([url.clone()])
+        .admission(Admission {
+            max_live_jobs: 4 * WINDOW,
+            rate_limit: None,
+            global_rate_limit: None,
+            ..Admission::default()
+        });
+    let sdk = ProviderRuntime::new(sides[0].keys.clone(), config).task(Arc::new(Echo));
+    sdk_rt.spawn(sdk.run(std::future::pending()));
+    let bare_rt = runtime(sides[1].threads);
+    bare_rt.spawn(bare_loop(
+        url.clone(),
+        sides[1].keys.clone(),
+        sides[1].kind,
+        false,
+    ));
+    let feedback_rt = runtime(sides[2].threads);
+    feedback_rt.spawn(bare_loop(
+        url.clone(),
+        sides[2].keys.clone(),
+        sides[2].kind,
+        true,
+    ));
+    let result_kinds: Vec<Kind> = sides.iter().map(|s| Kind::from(s.kind + 1000)).collect();
+    let customers = load_rt.block_on(async {
+        let mut customers = Vec::new();
+        for _ in 0..CUSTOMERS {
+            let hears = customers.is_empty().then_some(result_kinds.as_slice());
+            customers.push(Customer::connect(&url, hears).await);
+        }
+        customers
+    });
+    // Everyone subscribed: one job each to warm up.
+    let mut n = 0usize;
+    let warm = Load {
+        name: "warm-up",
+        jobs: 20,
+        window: 20,
+        wrapped: false,
+    };
+    for side in &sides {
+        run_load(&load_rt, &customers, side, warm, &mut n);
+    }
+
+    let mut runs: BTreeMap<(usize, usize), Vec<Run>> = BTreeMap::new();
+    for round in 0..rounds {
+        for (l, load) in LOADS.iter().enumerate() {
+            let order: Vec<usize> = (0..sides.len())
+                .map(|i| (i + round + l) % sides.len())
+                .collect();
+            for s in order {
+                let run = run_load(&load_rt, &customers, &sides[s], *load, &mut n);
+                runs.entry((l, s)).or_default().push(run);
+            }
+        }
+    }
+
+    println!(
+        "\nend to end, {rounds} round(s) of each load, each side in turn (medians of the rounds; \
+         latency percentiles over all jobs; CPU of the side's own threads a job):"
+    );
+    for (l, load) in LOADS.iter().enumerate() {
+        println!("{}:", load.name);
+        let mut cpu = [0.0; 3];
+        let mut p50 = [0.0; 3];
+        for (s, side) in sides.iter().enumerate() {
+            let these = &runs[&(l, s)];
+            let latencies: Vec<Duration> = these.iter().flat_map(|r| r.latencies.clone()).collect();
+            cpu[s] = median(these.iter().map(|r| r.cpu_per_job).collect());
+            p50[s] = percentile(&latencies, 0.5);
+            println!(
+                "  {:<16} {:>6.0} jobs/s  p50 {:>6.2} ms  p99 {:>6.2} ms  CPU {:>5.0} us a job  ({})",
+                side.name,
+                median(these.iter().map(|r| r.jobs_per_sec).collect()),
+                p50[s],
+                percentile(&latencies, 0.99),
+                cpu[s] * 1e6,
+                if load.wrapped { side.wrapped_work } else { side.work },
+            );
+        }
+        let limit = 1.2;
+        println!(
+            "  SDK vs bare + feedback: CPU {:.2}x ({:.2} of the {limit}x limit), p50 latency \
+             {:.2}x; SDK vs bare: CPU {:.2}x, p50 latency {:.2}x",
+            cpu[0] / cpu[2],
+            cpu[0] / cpu[2] / limit,
+            p50[0] / p50[2],
+            cpu[0] / cpu[1],
+            p50[0] / p50[1],
+        );
+    }
+}
