@@ -409,7 +409,7 @@ impl ProviderRuntime {
         unpublished.lock().tracking = tracking;
         // The relays' `OK`s reach the worker through the loop (the one reader of the relay
         // pool's notifications), so the worker is not woken by every other notification.
-        let (oks_tx, oks_rx) = mpsc::unbounded_channel();
+        let oks = OkQueue::default();
         let worker = tokio::spawn(relay_worker(
             client.clone(),
             Relays {
@@ -419,7 +419,7 @@ impl ProviderRuntime {
             },
             commands_rx,
             reconnected_rx,
-            oks_rx,
+            oks.clone(),
             unpublished.clone(),
             seen.clone(),
         ));
@@ -440,6 +440,11 @@ impl ProviderRuntime {
         let mut lease_lost = false;
 
         tokio::pin!(shutdown);
+        // One timer for the provider's wake-ups, set again only when the wake-up time
+        // changes (a new timer every turn costs two trips through tokio's timer wheel).
+        let sleep = tokio::time::sleep(super::MAX_SLEEP);
+        tokio::pin!(sleep);
+        let mut sleeping_until: Option<Option<nostr::Timestamp>> = None;
         loop {
             host.drain(&mut provider);
             let mut write_at = None;
@@ -460,7 +465,11 @@ impl ProviderRuntime {
                 None => {}
             }
             let wake = provider.poll_timeout();
-            let sleep = tokio::time::sleep(wake.map(until).unwrap_or(Duration::from_secs(3600)));
+            if sleeping_until != Some(wake) {
+                let after = wake.map(until).unwrap_or(Duration::from_secs(3600));
+                sleep.as_mut().reset(tokio::time::Instant::now() + after);
+                sleeping_until = Some(wake);
+            }
             // While the relay worker is behind (the command queue is full and this turn's
             // commands wait in the backlog), no input is taken: the backlog stays within one
             // turn's outputs, and relay events wait in nostr-sdk's buffer.
@@ -484,6 +493,7 @@ impl ProviderRuntime {
                     }
                     Ok(RelayPoolNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => {
                         tracing::warn!("relay pool shut down");
+                        oks.close();
                         break;
                     }
                     Ok(RelayPoolNotification::Message {
@@ -491,7 +501,7 @@ impl ProviderRuntime {
                         message: RelayMessage::EndOfStoredEvents(id),
                     }) => seen.end_of_stored(&relay_url, id.as_str()),
                     Ok(RelayPoolNotification::Message { relay_url, message }) => {
-                        forward_ok(&oks_tx, relay_url, message);
+                        oks.push(relay_url, message, false);
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         // The relays still have what was missed: ask for it again.
@@ -543,7 +553,11 @@ impl ProviderRuntime {
                         }
                     }
                 }
-                () = sleep, if taking && wake.is_some() => provider.handle_timeout(now()),
+                () = &mut sleep, if taking && wake.is_some() => {
+                    // Fired: set again next turn, whatever the wake-up time is then.
+                    sleeping_until = None;
+                    provider.handle_timeout(now());
+                }
                 () = sleep_until(write_at), if write_at.is_some() => {}
             }
         }
@@ -567,13 +581,14 @@ impl ProviderRuntime {
             loop {
                 match notifications.recv().await {
                     Ok(RelayPoolNotification::Message { relay_url, message }) => {
-                        forward_ok(&oks_tx, relay_url, message);
+                        oks.push(relay_url, message, true);
                     }
                     Ok(RelayPoolNotification::Shutdown)
                     | Err(broadcast::error::RecvError::Closed) => break,
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 }
             }
+            oks.close();
         });
         let finish = async move {
             for command in backlog {
@@ -965,7 +980,7 @@ async fn relay_worker(
     relays: Relays,
     mut commands: mpsc::Receiver<Command>,
     mut reconnected: mpsc::Receiver<RelayUrl>,
-    mut oks: mpsc::UnboundedReceiver<RelayOk>,
+    oks: OkQueue,
     unpublished: SharedUnpublished,
     seen: SeenTimes,
 ) {
@@ -981,25 +996,48 @@ async fn relay_worker(
     let mut open = true;
     while open || worker.outbox.untaken() > 0 {
         let wake = worker.next_wake();
-        tokio::select! {
+        let step = tokio::select! {
             command = commands.recv(), if open => match command {
-                Some(command) => worker.command(command).await,
-                None => open = false,
+                Some(command) => Step::Command(command),
+                None => Step::Closed,
             },
-            Some(relay) = reconnected.recv() => worker.reconnected(relay).await,
-            ok = oks.recv() => match ok {
-                Some(ok) => worker.ok(&ok.relay, ok.event, ok.status, &ok.message),
-                // The relay pool shut down.
-                None => return,
-            },
+            Some(relay) = reconnected.recv() => Step::Reconnected(relay),
+            () = oks.woken() => Step::Oks,
             () = async {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
-            } => worker.due().await,
+            } => Step::Due,
+        };
+        // The `OK`s that came meanwhile first: what they settle is not sent again.
+        let (taken, pool_closed) = oks.take();
+        for ok in taken {
+            worker.ok(&ok.relay, ok.event, ok.status, &ok.message);
+        }
+        match step {
+            Step::Command(command) => worker.command(command).await,
+            Step::Closed => open = false,
+            Step::Reconnected(relay) => worker.reconnected(relay).await,
+            Step::Oks => {}
+            Step::Due => worker.due().await,
+        }
+        if pool_closed {
+            return;
         }
     }
+}
+
+/// What woke the relay worker.
+enum Step {
+    Command(Command),
+    /// The loop stopped sending commands.
+    Closed,
+    Reconnected(RelayUrl),
+    /// `OK`s came while the loop is stopping.
+    Oks,
+    /// A retry is due.
+    Due,
 }
 
 /// A relay's `OK` to an event the worker sent.
@@ -1010,20 +1048,59 @@ struct RelayOk {
     message: String,
 }
 
-/// Hands the worker a relay's `OK`; other messages are not its business.
-fn forward_ok(oks: &mpsc::UnboundedSender<RelayOk>, relay: RelayUrl, message: RelayMessage<'_>) {
-    if let RelayMessage::Ok {
-        event_id,
-        status,
-        message,
-    } = message
-    {
-        let _ = oks.send(RelayOk {
+/// The relays' `OK`s, from the loop to the relay worker. The worker reads them whenever it
+/// wakes for anything else (a command, or its retry timer at the latest), so an `OK` costs
+/// no wake-up of its own; once the loop has stopped, each one wakes it (it is finishing).
+#[derive(Clone, Default)]
+struct OkQueue {
+    /// The `OK`s not read yet, and whether the relay pool shut down.
+    queue: Arc<std::sync::Mutex<(Vec<RelayOk>, bool)>>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl OkQueue {
+    /// Queues `message` if it is an `OK` (other messages are not the worker's business);
+    /// wakes the worker when `wake`.
+    fn push(&self, relay: RelayUrl, message: RelayMessage<'_>, wake: bool) {
+        let RelayMessage::Ok {
+            event_id,
+            status,
+            message,
+        } = message
+        else {
+            return;
+        };
+        self.lock().0.push(RelayOk {
             relay,
             event: event_id,
             status,
             message: message.into_owned(),
         });
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The relay pool shut down: the worker stops.
+    fn close(&self) {
+        self.lock().1 = true;
+        self.wake.notify_one();
+    }
+
+    /// The `OK`s queued, and whether the pool shut down.
+    fn take(&self) -> (Vec<RelayOk>, bool) {
+        let mut queue = self.lock();
+        (std::mem::take(&mut queue.0), queue.1)
+    }
+
+    async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<RelayOk>, bool)> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
