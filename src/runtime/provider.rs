@@ -345,7 +345,8 @@ impl ProviderRuntime {
         let mut notifications = client.notifications();
         client.connect().await;
         client.wait_for_connection(connect_timeout).await;
-        let pool: HashSet<RelayUrl> = client.relays().await.into_keys().collect();
+        let handles = client.relays().await;
+        let pool: HashSet<RelayUrl> = handles.keys().cloned().collect();
 
         let announce = config.announcement.is_some();
         let stored = match (&records, &store) {
@@ -409,7 +410,7 @@ impl ProviderRuntime {
         unpublished.lock().tracking = tracking;
         // The relays' `OK`s reach the worker through the loop (the one reader of the relay
         // pool's notifications), so the worker is not woken by every other notification.
-        let oks = OkQueue::default();
+        let oks = WorkerBooks::default();
         let worker = tokio::spawn(relay_worker(
             client.clone(),
             Relays {
@@ -436,6 +437,8 @@ impl ProviderRuntime {
             unpublished: unpublished.clone(),
             fleet,
             capacity: Capacity::new(max_running_tasks),
+            relays: handles,
+            books: oks.clone(),
         };
         let mut lease_lost = false;
 
@@ -761,16 +764,61 @@ struct Host {
     fleet: bool,
     /// Tasks and claims waiting for room.
     capacity: Capacity,
+    /// The configured relays: an event for them only is handed to them here, at once (a
+    /// relay's send only queues the message), and the worker is told after (see `WorkerBooks`).
+    relays: HashMap<RelayUrl, nostr_sdk::Relay>,
+    /// What the worker reads when it wakes.
+    books: WorkerBooks,
 }
 
 impl Host {
+    /// The relays `relays` names, when they are all configured ones (all of them when it
+    /// names none); `None` when one is not (a relay a request named: the worker connects).
+    fn direct_targets(&self, relays: &[String]) -> Option<HashSet<RelayUrl>> {
+        let mut targets = HashSet::new();
+        for relay in relays.iter().filter_map(|r| RelayUrl::parse(r).ok()) {
+            if !self.relays.contains_key(&relay) {
+                return None;
+            }
+            targets.insert(relay);
+        }
+        if targets.is_empty() {
+            targets = self.relays.keys().cloned().collect();
+        }
+        Some(targets)
+    }
+
+    /// Hands `event` to `targets` (configured relays) at once (a relay's send only queues
+    /// the message), and tells the worker, which keeps the books and sends it again if no
+    /// relay takes it.
+    fn publish_directly(&self, event: Event, targets: HashSet<RelayUrl>) {
+        let mut handed = true;
+        for relay in &targets {
+            if let Some(handle) = self.relays.get(relay) {
+                if let Err(e) = handle.send_msg(ClientMessage::event(event.clone())) {
+                    tracing::debug!(%relay, id = %event.id, "cannot send the event: {e}");
+                    handed = false;
+                }
+            }
+        }
+        self.books.sent(SentByLoop {
+            event,
+            targets,
+            handed,
+            at: Instant::now(),
+        });
+    }
+
     /// Does everything the provider asks until it asks for nothing.
     fn drain(&mut self, provider: &mut Provider) {
         while let Some(output) = provider.poll_output() {
             match output {
                 Output::Relay(RelayCommand::Publish { event, relays }) => {
                     self.unpublished.lock().add(&event, &relays);
-                    self.send(Command::Publish(event, relays));
+                    match self.direct_targets(&relays) {
+                        Some(targets) => self.publish_directly(event, targets),
+                        None => self.send(Command::Publish(event, relays)),
+                    }
                 }
                 Output::Relay(RelayCommand::Subscribe { id, filter }) => {
                     self.send(Command::Subscribe(id, filter))
@@ -956,7 +1004,10 @@ struct PendingSubscription {
 
 /// Carries out the provider's relay commands, in order, so its loop never waits for a relay.
 ///
-/// - Events are handed to the relays in the order the provider published them and kept until
+/// - An event for the configured relays only is handed to them by the loop itself (a relay's
+///   send only queues the message) and reaches the worker's books through [`WorkerBooks`], read
+///   at every wake-up and at least every [`BOOKS_INTERVAL`]; an event for a relay a request
+///   named comes as a command (the worker connects first). Either way it is kept until
 ///   each relay answers `OK` (a `duplicate:` answer counts as taken; `blocked:`, `invalid:`,
 ///   `pow:`, `restricted:` and `error:` are final). A relay that fails, refuses for now
 ///   (`rate-limited:`) or does not answer within 10 s gets the event again later, with a
@@ -980,7 +1031,7 @@ async fn relay_worker(
     relays: Relays,
     mut commands: mpsc::Receiver<Command>,
     mut reconnected: mpsc::Receiver<RelayUrl>,
-    oks: OkQueue,
+    oks: WorkerBooks,
     unpublished: SharedUnpublished,
     seen: SeenTimes,
 ) {
@@ -994,8 +1045,15 @@ async fn relay_worker(
         outbox: Outbox::default(),
     };
     let mut open = true;
-    while open || worker.outbox.untaken() > 0 {
-        let wake = worker.next_wake();
+    let mut pool_closed = worker.read_books(&oks);
+    while !pool_closed && (open || worker.outbox.untaken() > 0) {
+        // The loop's events and the `OK`s are read at every wake-up, and at least every
+        // `BOOKS_INTERVAL`: an event the loop sent is sent again from here if no relay takes it.
+        let wake = worker
+            .next_wake()
+            .map_or(Instant::now() + BOOKS_INTERVAL, |at| {
+                at.min(Instant::now() + BOOKS_INTERVAL)
+            });
         let step = tokio::select! {
             command = commands.recv(), if open => match command {
                 Some(command) => Step::Command(command),
@@ -1003,18 +1061,11 @@ async fn relay_worker(
             },
             Some(relay) = reconnected.recv() => Step::Reconnected(relay),
             () = oks.woken() => Step::Oks,
-            () = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => Step::Due,
+            () = tokio::time::sleep_until(wake) => Step::Due,
         };
-        // The `OK`s that came meanwhile first: what they settle is not sent again.
-        let (taken, pool_closed) = oks.take();
-        for ok in taken {
-            worker.ok(&ok.relay, ok.event, ok.status, &ok.message);
-        }
+        // What the loop sent and the `OK`s that came meanwhile first: what they settle is
+        // not sent again.
+        pool_closed = worker.read_books(&oks);
         match step {
             Step::Command(command) => worker.command(command).await,
             Step::Closed => open = false,
@@ -1022,11 +1073,12 @@ async fn relay_worker(
             Step::Oks => {}
             Step::Due => worker.due().await,
         }
-        if pool_closed {
-            return;
-        }
+        pool_closed |= worker.read_books(&oks);
     }
 }
+
+/// How often at least the relay worker reads the events the loop sent and the `OK`s.
+const BOOKS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What woke the relay worker.
 enum Step {
@@ -1052,13 +1104,31 @@ struct RelayOk {
 /// wakes for anything else (a command, or its retry timer at the latest), so an `OK` costs
 /// no wake-up of its own; once the loop has stopped, each one wakes it (it is finishing).
 #[derive(Clone, Default)]
-struct OkQueue {
-    /// The `OK`s not read yet, and whether the relay pool shut down.
-    queue: Arc<std::sync::Mutex<(Vec<RelayOk>, bool)>>,
+struct WorkerBooks {
+    /// The events the loop sent, the `OK`s, both not read yet, and whether the relay pool
+    /// shut down.
+    queue: Arc<std::sync::Mutex<Books>>,
     wake: Arc<tokio::sync::Notify>,
 }
 
-impl OkQueue {
+/// What [`WorkerBooks`] holds.
+#[derive(Default)]
+struct Books {
+    sent: Vec<SentByLoop>,
+    oks: Vec<RelayOk>,
+    closed: bool,
+}
+
+/// An event the loop handed to the relays itself, for the worker's books.
+struct SentByLoop {
+    event: Event,
+    targets: HashSet<RelayUrl>,
+    /// Whether every relay took the message into its queue.
+    handed: bool,
+    at: Instant,
+}
+
+impl WorkerBooks {
     /// Queues `message` if it is an `OK` (other messages are not the worker's business);
     /// wakes the worker when `wake`.
     fn push(&self, relay: RelayUrl, message: RelayMessage<'_>, wake: bool) {
@@ -1070,7 +1140,7 @@ impl OkQueue {
         else {
             return;
         };
-        self.lock().0.push(RelayOk {
+        self.lock().oks.push(RelayOk {
             relay,
             event: event_id,
             status,
@@ -1081,23 +1151,32 @@ impl OkQueue {
         }
     }
 
+    /// The loop sent an event itself.
+    fn sent(&self, sent: SentByLoop) {
+        self.lock().sent.push(sent);
+    }
+
     /// The relay pool shut down: the worker stops.
     fn close(&self) {
-        self.lock().1 = true;
+        self.lock().closed = true;
         self.wake.notify_one();
     }
 
-    /// The `OK`s queued, and whether the pool shut down.
-    fn take(&self) -> (Vec<RelayOk>, bool) {
-        let mut queue = self.lock();
-        (std::mem::take(&mut queue.0), queue.1)
+    /// The events sent and the `OK`s queued, and whether the pool shut down.
+    fn take(&self) -> (Vec<SentByLoop>, Vec<RelayOk>, bool) {
+        let mut books = self.lock();
+        (
+            std::mem::take(&mut books.sent),
+            std::mem::take(&mut books.oks),
+            books.closed,
+        )
     }
 
     async fn woken(&self) {
         self.wake.notified().await;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<RelayOk>, bool)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Books> {
         self.queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -1207,6 +1286,22 @@ impl RelayWorker {
         };
         self.outbox.sent(seq, handed, Instant::now());
         self.settle();
+    }
+
+    /// Takes into the books the events the loop sent and the `OK`s (in that order: an `OK`
+    /// follows its event); whether the relay pool shut down.
+    fn read_books(&mut self, books: &WorkerBooks) -> bool {
+        let (sent, oks, closed) = books.take();
+        for sent in sent {
+            let seq = self.outbox.add(sent.event, sent.targets, sent.at);
+            let _ = self.outbox.send(seq, None);
+            self.outbox.sent(seq, sent.handed, sent.at);
+        }
+        for ok in oks {
+            self.ok(&ok.relay, ok.event, ok.status, &ok.message);
+        }
+        self.settle();
+        closed
     }
 
     /// A relay's `OK` (or not) for an event.
@@ -1364,6 +1459,8 @@ mod tests {
             unpublished: SharedUnpublished::default(),
             fleet: false,
             capacity: Capacity::new(None),
+            relays: HashMap::new(),
+            books: WorkerBooks::default(),
         };
         (host, rx)
     }
