@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use nostr_dvm::nip57::ZapRequestBuilder;
 use nostr_dvm::nip90::{FeedbackStatus, JobFeedback, JobInput, JobRequest, JobResult};
-use nostr_dvm::nostr::{Event, EventId, Filter, Keys, Kind, PublicKey, Timestamp};
+use nostr_dvm::nostr::{Event, EventId, Keys, Kind, PublicKey, Timestamp};
 use nostr_dvm::provider::{Admission, Provider, ProviderConfig};
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
 use nostr_dvm::runtime::{PostgresSettings, PostgresStore, ProviderRuntime, RecordStore};
@@ -30,7 +30,7 @@ use nostr_dvm::testing::{TestLightningNode, TestZapper};
 use nostr_relay_builder::builder::RateLimit;
 use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use rand::rngs::OsRng;
-use support::children::customer_client;
+use support::children::{customer_client, results_per_job};
 use support::children::{kill_9, take_runs, LoggedShout};
 use support::local_relay;
 use support::postgres::TestPostgres;
@@ -316,21 +316,7 @@ async fn three_processes_answer_every_job_once_through_a_kill_and_a_database_res
         kill_9(child).await;
     }
 
-    let results = customers
-        .client
-        .fetch_events(
-            Filter::new()
-                .kind(Kind::from(KIND + 1000))
-                .author(provider_keys.public_key()),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-    let mut on_relay: BTreeMap<EventId, usize> = BTreeMap::new();
-    for event in results.iter() {
-        let result = JobResult::from_event(event, None).expect("a result the provider signed");
-        *on_relay.entry(result.request_id).or_default() += 1;
-    }
+    let on_relay = results_per_job(&customers.client, provider_keys.public_key(), KIND).await;
     let jobs = &customers.jobs;
     assert_eq!(jobs.len(), JOBS);
     assert_eq!(jobs.values().filter(|j| j.paid).count(), PAID);

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use nostr_dvm::bolt11::Invoice;
 use nostr_dvm::nip90::{FeedbackStatus, JobFeedback, JobInput, JobRequest, JobResult};
-use nostr_dvm::nostr::{Event, EventId, Filter, Keys, Kind, PublicKey, Timestamp};
+use nostr_dvm::nostr::{Event, EventId, Keys, Kind, PublicKey, Timestamp};
 use nostr_dvm::provider::{Admission, Provider, ProviderConfig};
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
 use nostr_dvm::runtime::{
@@ -59,7 +59,7 @@ use nostr_relay_builder::builder::RateLimit;
 use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use rand::rngs::OsRng;
 use rand::RngCore;
-use support::children::customer_client;
+use support::children::{customer_client, results_per_job};
 use support::children::{kill_9, log_run, read_runs};
 use support::lnbits::{Lnbits, LnbitsTestWallet};
 use support::local_relay;
@@ -553,21 +553,7 @@ async fn a_fleet_paid_by_lnbits_invoices_finds_the_payments_made_while_a_process
     }
 
     // 6. One invoice, one payment and one result per job.
-    let results = customer
-        .client
-        .fetch_events(
-            Filter::new()
-                .kind(Kind::from(KIND + 1000))
-                .author(fleet.keys.public_key()),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-    let mut on_relay: BTreeMap<EventId, usize> = BTreeMap::new();
-    for event in results.iter() {
-        let result = JobResult::from_event(event, None).expect("a result the provider signed");
-        *on_relay.entry(result.request_id).or_default() += 1;
-    }
+    let on_relay = results_per_job(&customer.client, fleet.keys.public_key(), KIND).await;
     let jobs = &customer.jobs;
     assert_eq!(jobs.len(), JOBS);
     for (id, job) in jobs {

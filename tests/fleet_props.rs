@@ -148,6 +148,16 @@ impl Fleet {
         (0..MEMBERS).filter(|m| self.members[*m].alive).collect()
     }
 
+    /// Member `m`'s task for `job` finished; what it hands out then is carried out. A late
+    /// result for a job that ended meanwhile is the host's error: fine.
+    fn finish_task(&mut self, m: usize, job: EventId) {
+        let h = &mut self.members[m].h;
+        let _ =
+            h.provider
+                .handle_task_result(h.now(), job, Ok(TaskOutput::new(format!("done {job}"))));
+        self.drain(m);
+    }
+
     /// Carries out what member `m` hands out now, and takes its next update.
     fn drain(&mut self, m: usize) {
         let out = self.members[m].h.drain();
@@ -282,14 +292,7 @@ impl Fleet {
                 }
                 let i = usize::from(pick) % self.members[m].running.len();
                 let job = self.members[m].running.remove(i);
-                let h = &mut self.members[m].h;
-                // A late result for a job that ended meanwhile is the host's error: fine.
-                let _ = h.provider.handle_task_result(
-                    h.now(),
-                    job,
-                    Ok(TaskOutput::new(format!("done {job}"))),
-                );
-                self.drain(m);
+                self.finish_task(m, job);
             }
             Action::Tick { secs } => {
                 for m in alive {
@@ -362,13 +365,7 @@ impl Fleet {
                 while !self.members[m].running.is_empty() {
                     busy = true;
                     let job = self.members[m].running.remove(0);
-                    let h = &mut self.members[m].h;
-                    let _ = h.provider.handle_task_result(
-                        h.now(),
-                        job,
-                        Ok(TaskOutput::new(format!("done {job}"))),
-                    );
-                    self.drain(m);
+                    self.finish_task(m, job);
                 }
             }
             let open: Vec<(EventId, EventId)> = self

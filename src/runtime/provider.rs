@@ -795,7 +795,8 @@ impl Host {
         let mut handed = true;
         for relay in &targets {
             if let Some(handle) = self.relays.get(relay) {
-                if let Err(e) = handle.send_msg(ClientMessage::event(event.clone())) {
+                let message = ClientMessage::Event(std::borrow::Cow::Borrowed(&event));
+                if let Err(e) = handle.send_msg(message) {
                     tracing::debug!(%relay, id = %event.id, "cannot send the event: {e}");
                     handed = false;
                 }

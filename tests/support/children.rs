@@ -76,6 +76,29 @@ pub async fn customer_client(
     (client, notifications)
 }
 
+/// How many results of `kind` signed by `author` the relay holds for each job, fetched
+/// through `client`: every result must parse as one `author` signed.
+pub async fn results_per_job(
+    client: &nostr_dvm::runtime::nostr_sdk::Client,
+    author: nostr_dvm::nostr::PublicKey,
+    kind: u16,
+) -> BTreeMap<EventId, usize> {
+    let filter = nostr_dvm::nostr::Filter::new()
+        .kind(Kind::from(kind + 1000))
+        .author(author);
+    let results = client
+        .fetch_events(filter, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut per_job: BTreeMap<EventId, usize> = BTreeMap::new();
+    for event in results.iter() {
+        let result = nostr_dvm::nip90::JobResult::from_event(event, None)
+            .expect("a result the provider signed");
+        *per_job.entry(result.request_id).or_default() += 1;
+    }
+    per_job
+}
+
 /// The runs logged in `runs` so far: the processes that ran each job, in order.
 pub fn read_runs(runs: &PathBuf) -> BTreeMap<EventId, Vec<String>> {
     let log = std::fs::read_to_string(runs).unwrap_or_default();
