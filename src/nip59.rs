@@ -300,6 +300,10 @@ pub struct UnwrapOptions {
     /// The largest plaintext, in bytes, either layer may decrypt to. Defaults to
     /// [`crate::nip44::DEFAULT_MAX_PLAINTEXT_LEN`].
     pub max_plaintext_len: usize,
+    /// The caller checked the wrap's signature already (a relay client that checks every
+    /// event it delivers): the wrap's id is still checked (one hash), its signature is not
+    /// checked again. The seal's id and signature are always checked. Off by default.
+    pub wrap_signature_checked: bool,
 }
 
 impl Default for UnwrapOptions {
@@ -314,7 +318,14 @@ impl UnwrapOptions {
         Self {
             allow_seal_expiration: false,
             max_plaintext_len: nip44::DEFAULT_MAX_PLAINTEXT_LEN,
+            wrap_signature_checked: false,
         }
+    }
+
+    /// Sets [`UnwrapOptions::wrap_signature_checked`].
+    pub const fn wrap_signature_checked(mut self, checked: bool) -> Self {
+        self.wrap_signature_checked = checked;
+        self
     }
 
     /// Sets [`UnwrapOptions::allow_seal_expiration`].
@@ -552,7 +563,7 @@ pub fn unwrap_with(
     if !crate::nip01::verify_id(wrap) {
         return Err(Error::InvalidWrap(EventFault::Id));
     }
-    if !wrap.verify_signature_with_ctx(nostr::SECP256K1) {
+    if !options.wrap_signature_checked && !wrap.verify_signature_with_ctx(nostr::SECP256K1) {
         return Err(Error::InvalidWrap(EventFault::Signature));
     }
     let key = ConversationKey::derive(receiver.secret_key(), &wrap.pubkey)

@@ -278,6 +278,22 @@ fn the_same_wrap_from_five_relays_is_opened_once() {
 }
 
 #[test]
+fn a_broken_copy_of_a_wrap_delivered_first_does_not_shadow_the_real_one() {
+    let mut h = Harness::new(|c| c);
+    let request = h.request(|b| b);
+    let good = wrap(&mut h, &request);
+    let another = h.request(|b| b.param("n", "5"));
+    let other = wrap(&mut h, &another);
+    // A hostile relay delivers the wrap first with a signature that does not sign it, then
+    // with its content changed under the same id: both refused.
+    assert!(run_tasks(&h.send(with_signature_of(&good, &other))).is_empty());
+    assert!(run_tasks(&h.send(with_content(&good, "garbage"))).is_empty());
+    // The real wrap, from another relay, is still opened, once.
+    assert_eq!(run_tasks(&h.send(good.clone())), [request.id]);
+    assert!(run_tasks(&h.send(good)).is_empty());
+}
+
+#[test]
 fn wraps_too_large_or_for_others_are_refused_before_any_ecdh() {
     let mut h = Harness::new(|c| {
         c.admission(Admission {
@@ -619,6 +635,12 @@ fn a_seal_inside_a_host_checked_wrap_is_still_checked() {
         .unwrap();
     h.provider.handle_verified_event(h.now(), forged);
     assert!(run_tasks(&h.drain()).is_empty());
-    h.provider.handle_verified_event(h.now(), good);
+    // The wrap's own signature is what the host vouches for: a wrap whose signature does not
+    // sign it is refused handed in plainly, and opened when vouched for.
+    let another = h.request(|b| b.param("n", "4"));
+    let other = wrap(&mut h, &another);
+    let badly_signed = with_signature_of(&good, &other);
+    assert!(run_tasks(&h.send(badly_signed.clone())).is_empty());
+    h.provider.handle_verified_event(h.now(), badly_signed);
     assert_eq!(run_tasks(&h.drain()), [request.id]);
 }

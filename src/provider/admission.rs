@@ -72,17 +72,23 @@ impl Provider {
     /// when it names this provider, is no larger than a request the provider would take could
     /// make it, and carries the proof of work asked of requests (on the wrap's id, as NIP-59
     /// suggests); all of that before any ECDH.
+    ///
+    /// A wrap's id counts as seen only once the wrap proved authentic (its id and signature):
+    /// a copy with a broken signature (or content that does not match its id), delivered
+    /// first by a hostile relay, is refused and forgotten, so the real wrap is still opened.
     pub(super) fn on_gift_wrap(&mut self, now: Timestamp, wrap: Event) {
         if !self.seen_wraps.insert(wrap.id) {
             return;
         }
         self.dirty = true;
         if !self.tags_us(&wrap) {
+            self.seen_wraps.remove(&wrap.id);
             self.refuse_event(wrap.id, "gift wrap for someone else");
             return;
         }
         let max = self.max_wrap_content();
         if wrap.content.len() > max {
+            self.seen_wraps.remove(&wrap.id);
             self.notify(Notification::JobRejected {
                 job: wrap.id,
                 reason: RejectReason::TooLarge {
@@ -93,6 +99,7 @@ impl Provider {
         }
         let min_pow = self.config.admission.min_pow;
         if min_pow > 0 && !crate::nip13::meets_pow(&wrap, min_pow) {
+            self.seen_wraps.remove(&wrap.id);
             self.notify(Notification::JobRejected {
                 job: wrap.id,
                 reason: RejectReason::InsufficientPow {
@@ -101,9 +108,19 @@ impl Provider {
             });
             return;
         }
-        let gift = match nip59::unwrap(&self.keys, &wrap) {
+        // A wrap the host vouched for (`handle_verified_event`) has its id checked only.
+        let options = nip59::UnwrapOptions::new()
+            .wrap_signature_checked(self.signed_by_host == Some(wrap.id));
+        let gift = match nip59::unwrap_with(&self.keys, &wrap, &options) {
             Ok(gift) => gift,
             Err(e) => {
+                if matches!(
+                    e,
+                    nip59::Error::InvalidWrap(_) | nip59::Error::NotAGiftWrap(_)
+                ) {
+                    // Not the wrap its id names: the real one may still come.
+                    self.seen_wraps.remove(&wrap.id);
+                }
                 self.refuse_event(wrap.id, &format!("gift wrap: {e}"));
                 return;
             }

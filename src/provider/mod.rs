@@ -616,7 +616,7 @@ impl Provider {
     /// [`handle_event`](Self::handle_event) for an event whose signature the host checked
     /// already: nostr-sdk checks every event it delivers from a subscription, so the bundled
     /// runtime hands them in here and the provider spares a second signature check of each
-    /// request, deletion and zap receipt. The id is still checked against the content (one
+    /// request, gift wrap, deletion and early zap receipt. The id is still checked against the content (one
     /// hash), so the host's check of any event with this id vouches for exactly this one. The
     /// events inside it (a gift wrap's seal, a zap receipt's zap request, the request a
     /// result carries) are checked as always. Hand in only events whose signature was
