@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use nostr_dvm::nostr::nips::nip59;
 use nostr_dvm::nostr::{
-    ClientMessage, Event, EventBuilder, EventId, Filter, Keys, Kind, PublicKey, Tag, TagKind,
-    Timestamp, UnsignedEvent,
+    ClientMessage, Event, EventBuilder, EventId, Filter, JsonUtil, Keys, Kind, PublicKey, Tag,
+    TagKind, Timestamp, UnsignedEvent,
 };
 use nostr_dvm::provider::{Admission, ProviderConfig};
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
@@ -68,6 +68,7 @@ struct Side {
 struct Run {
     jobs_per_sec: f64,
     cpu_per_job: f64,
+    sleeps_per_job: f64,
     latencies: Vec<Duration>,
 }
 
@@ -81,10 +82,13 @@ fn runtime(name: &str) -> Runtime {
         .unwrap()
 }
 
-/// CPU seconds used so far by the threads whose name starts with `prefix` (the kernel's
-/// nanosecond count of each thread's time on a CPU, `/proc/self/task/*/schedstat`).
-fn threads_cpu(prefix: &str) -> f64 {
+/// What the threads whose name starts with `prefix` used so far: CPU seconds (the kernel's
+/// nanosecond count of each thread's time on a CPU, `/proc/self/task/*/schedstat`) and how
+/// many times they went to sleep (`voluntary_ctxt_switches` in `status`: each one is a
+/// wake-up later).
+fn threads_usage(prefix: &str) -> (f64, u64) {
     let mut ns = 0.0;
+    let mut sleeps = 0;
     for entry in std::fs::read_dir("/proc/self/task").into_iter().flatten() {
         let path = entry.map(|e| e.path()).unwrap_or_default();
         let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
@@ -97,12 +101,21 @@ fn threads_cpu(prefix: &str) -> f64 {
             .next()
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0);
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        sleeps += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
     }
-    ns / 1e9
+    (ns / 1e9, sleeps)
 }
 
 /// A bare nostr-sdk echo loop on `url`: each request (or gift-wrapped request) gets one
 /// result (and first `processing` feedback when `feedback`), sent without waiting for the OK.
+/// The replies carry the tags NIP-90 gives them, as the SDK's do: a result its `request` (the
+/// request's JSON), `e`, `i` and `p` tags (a gift-wrapped one `e` and `p`: its customer has the
+/// request), feedback its `status`, `e` and `p` tags; so both sides send the same bytes.
 async fn bare_loop(url: String, keys: Keys, kind: u16, feedback: bool) {
     let client = Client::default();
     client.add_relay(&url).await.unwrap();
@@ -125,23 +138,30 @@ async fn bare_loop(url: String, keys: Keys, kind: u16, feedback: bool) {
             continue;
         };
         // nostr-sdk checked the event's signature before handing it over.
-        let (request, customer, wrapped) = if event.kind == Kind::GiftWrap {
+        // The request's JSON for the `request` tag (none for a gift-wrapped one).
+        let (request, customer, request_json) = if event.kind == Kind::GiftWrap {
             let Ok(gift) = nip59::extract_rumor(&keys, &event).await else {
                 continue;
             };
             if gift.rumor.kind != Kind::from(kind) {
                 continue;
             }
-            (gift.rumor, gift.sender, true)
+            (gift.rumor, gift.sender, None)
         } else {
             let customer = event.pubkey;
-            (UnsignedEvent::from(*event), customer, false)
+            let json = event.as_json();
+            (UnsignedEvent::from(*event), customer, Some(json))
         };
+        let wrapped = request_json.is_none();
         let Some(id) = request.id else { continue };
-        let input = request
+        let inputs: Vec<Tag> = request
             .tags
             .iter()
-            .find(|t| t.kind() == TagKind::i())
+            .filter(|t| t.kind() == TagKind::i())
+            .cloned()
+            .collect();
+        let input = inputs
+            .first()
             .and_then(|t| t.content())
             .unwrap_or_default()
             .to_owned();
@@ -154,7 +174,15 @@ async fn bare_loop(url: String, keys: Keys, kind: u16, feedback: bool) {
             ];
             replies.push(EventBuilder::new(Kind::from(7000), "").tags(tags));
         }
-        let tags = [Tag::event(id), Tag::public_key(customer)];
+        let mut tags = Vec::with_capacity(3 + inputs.len());
+        if let Some(json) = request_json {
+            tags.push(Tag::parse(["request", json.as_str()]).unwrap());
+        }
+        tags.push(Tag::event(id));
+        if !wrapped {
+            tags.extend(inputs);
+        }
+        tags.push(Tag::public_key(customer));
         replies.push(EventBuilder::new(Kind::from(kind + 1000), input).tags(tags));
         for reply in replies {
             let event = if wrapped {
@@ -353,13 +381,15 @@ fn run_load(
         }
         jobs
     });
-    let cpu = threads_cpu(side.threads);
+    let (cpu, sleeps) = threads_usage(side.threads);
     let start = Instant::now();
     let latencies = load_rt.block_on(run_jobs(customers, jobs, load.window));
     let took = start.elapsed().as_secs_f64();
+    let (cpu_after, sleeps_after) = threads_usage(side.threads);
     Run {
         jobs_per_sec: load.jobs as f64 / took,
-        cpu_per_job: (threads_cpu(side.threads) - cpu) / load.jobs as f64,
+        cpu_per_job: (cpu_after - cpu) / load.jobs as f64,
+        sleeps_per_job: (sleeps_after - sleeps) as f64 / load.jobs as f64,
         latencies,
     }
 }
@@ -378,6 +408,13 @@ fn percentile(latencies: &[Duration], p: f64) -> f64 {
 
 fn main() {
     let measured = !std::env::args().any(|a| a == "--test");
+    // `cargo bench --bench end_to_end -- gift` runs the loads whose name holds "gift".
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let chosen =
+        |load: &Load| only.is_empty() || only.iter().any(|o| load.name.contains(o.as_str()));
     let rounds = if measured { ROUNDS } else { 1 };
     let relay_rt = runtime("relay");
     let load_rt = runtime("load");
@@ -387,8 +424,8 @@ fn main() {
             threads: "sdk",
             kind: echo::KIND,
             keys: Keys::generate(),
-            work: "2 checks (nostr-sdk, the provider), 2 signatures (processing, result)",
-            wrapped_work: "2+1 checks, 2 ECDH to open; 2 replies wrapped: 4 signatures, 4 ECDH",
+            work: "1 check (nostr-sdk) and the id's hash, 2 signatures (processing, result)",
+            wrapped_work: "1+1 checks and the wrap id's hash, 2 ECDH to open; 2 replies wrapped: 4 signatures, 4 ECDH",
         },
         Side {
             name: "bare",
@@ -465,7 +502,7 @@ fn main() {
 
     let mut runs: BTreeMap<(usize, usize), Vec<Run>> = BTreeMap::new();
     for round in 0..rounds {
-        for (l, load) in LOADS.iter().enumerate() {
+        for (l, load) in LOADS.iter().enumerate().filter(|(_, l)| chosen(l)) {
             let order: Vec<usize> = (0..sides.len())
                 .map(|i| (i + round + l) % sides.len())
                 .collect();
@@ -480,7 +517,7 @@ fn main() {
         "\nend to end, {rounds} round(s) of each load, each side in turn (medians of the rounds; \
          latency percentiles over all jobs; CPU of the side's own threads a job):"
     );
-    for (l, load) in LOADS.iter().enumerate() {
+    for (l, load) in LOADS.iter().enumerate().filter(|(_, l)| chosen(l)) {
         println!("{}:", load.name);
         let mut cpu = [0.0; 3];
         let mut p50 = [0.0; 3];
@@ -490,13 +527,19 @@ fn main() {
             cpu[s] = median(these.iter().map(|r| r.cpu_per_job).collect());
             p50[s] = percentile(&latencies, 0.5);
             println!(
-                "  {:<16} {:>6.0} jobs/s  p50 {:>6.2} ms  p99 {:>6.2} ms  CPU {:>5.0} us a job  ({})",
+                "  {:<16} {:>6.0} jobs/s  p50 {:>6.2} ms  p99 {:>6.2} ms  CPU {:>5.0} us, \
+                 {:>4.1} wake-ups a job  ({})",
                 side.name,
                 median(these.iter().map(|r| r.jobs_per_sec).collect()),
                 p50[s],
                 percentile(&latencies, 0.99),
                 cpu[s] * 1e6,
-                if load.wrapped { side.wrapped_work } else { side.work },
+                median(these.iter().map(|r| r.sleeps_per_job).collect()),
+                if load.wrapped {
+                    side.wrapped_work
+                } else {
+                    side.work
+                },
             );
         }
         let limit = 1.2;

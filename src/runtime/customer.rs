@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 #[cfg(feature = "lnurl")]
 use super::lnurl::{LnurlClient, LnurlPay};
 use super::outbox::OK_TIMEOUT;
-use super::resubscribe::SeenTimes;
+use super::resubscribe::{RelayHandles, SeenTimes};
 use super::{now, until, watch_reconnections, RuntimeError, SnapshotStore, Wallet};
 use crate::bolt11::Invoice;
 use crate::customer::{
@@ -84,6 +84,8 @@ pub struct CustomerRuntime {
     /// The newest event each relay sent on each subscription: a re-subscription asks only
     /// for what may have been missed.
     seen: SeenTimes,
+    /// The relays' handles, to read which connection an event came on.
+    handles: RelayHandles,
     reconnected: mpsc::Receiver<RelayUrl>,
     /// Pays what the customer asks, when set.
     wallet: Option<Arc<dyn Wallet>>,
@@ -183,7 +185,8 @@ impl CustomerRuntime {
         client.connect().await;
         client.wait_for_connection(options.timeout).await;
         let seen = SeenTimes::default();
-        let reconnected = watch_reconnections(&client, seen.clone()).await;
+        let reconnected = watch_reconnections(&client).await;
+        let handles = RelayHandles::new(client.clone());
         let customer = customer()?;
         let mut runtime = Self {
             customer,
@@ -192,6 +195,7 @@ impl CustomerRuntime {
             pending: VecDeque::new(),
             live: HashMap::new(),
             seen,
+            handles,
             reconnected,
             wallet: None,
             store: None,
@@ -530,7 +534,7 @@ impl CustomerRuntime {
                     Ok(RelayPoolNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => {
                         return None;
                     }
-                    Ok(note) => self.take(note),
+                    Ok(note) => self.take(note).await,
                     Err(broadcast::error::RecvError::Lagged(n)) => self.lagged(n).await,
                 },
                 Some(relay) = self.reconnected.recv() => self.resubscribe(vec![relay]).await,
@@ -547,13 +551,14 @@ impl CustomerRuntime {
 
     /// Feeds a relay event to the customer (and notes its date); notes the end of a relay's
     /// stored events.
-    fn take(&mut self, note: RelayPoolNotification) {
+    async fn take(&mut self, note: RelayPoolNotification) {
         match note {
             RelayPoolNotification::Event {
                 relay_url,
                 subscription_id,
                 event,
             } => {
+                self.handles.note(&self.seen, &relay_url).await;
                 let now = now();
                 self.seen
                     .event(&relay_url, subscription_id.as_str(), event.created_at, now);
@@ -562,7 +567,10 @@ impl CustomerRuntime {
             RelayPoolNotification::Message {
                 relay_url,
                 message: RelayMessage::EndOfStoredEvents(id),
-            } => self.seen.end_of_stored(&relay_url, id.as_str()),
+            } => {
+                self.handles.note(&self.seen, &relay_url).await;
+                self.seen.end_of_stored(&relay_url, id.as_str());
+            }
             _ => {}
         }
     }
@@ -655,7 +663,7 @@ impl CustomerRuntime {
                     refusals.push("relay pool shut down".into());
                     break;
                 }
-                Ok(note) => self.take(note),
+                Ok(note) => self.take(note).await,
                 Err(broadcast::error::RecvError::Lagged(n)) => self.lagged(n).await,
             }
         }

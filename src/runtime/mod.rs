@@ -112,9 +112,8 @@ mod wallet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nostr::{EventId, Timestamp};
-use nostr_sdk::pool::RelayNotification;
-use nostr_sdk::{Client, RelayStatus, RelayUrl};
-use tokio::sync::{broadcast, mpsc};
+use nostr_sdk::{Client, RelayUrl};
+use tokio::sync::mpsc;
 
 pub use customer::{ConnectOptions, CustomerRuntime};
 #[cfg(feature = "lnbits")]
@@ -137,7 +136,6 @@ pub use test_backend::TestLightningBackend;
 pub use wallet::Wallet;
 
 use crate::provider::PaymentProof;
-use resubscribe::SeenTimes;
 
 /// How many relay commands (publishes, subscriptions) the provider loop queues for its relay
 /// worker before it stops taking input. See [Queues](self#queues).
@@ -148,6 +146,10 @@ pub const REPORT_CAPACITY: usize = 256;
 pub const SETTLEMENT_CAPACITY: usize = 256;
 /// How many relay (re)connections wait for a runtime at most.
 pub const RECONNECTION_CAPACITY: usize = 64;
+
+/// How often the runtimes look whether a relay reconnected (to send it their subscriptions
+/// and unconfirmed events again).
+pub const RECONNECTION_POLL: Duration = Duration::from_millis(250);
 
 /// Re-export of the `nostr-sdk` version the runtime is built on.
 pub use nostr_sdk;
@@ -310,42 +312,39 @@ impl Settlements {
     }
 }
 
-/// Reports each (re)connection of any relay of `client`, from now on, by its URL (and tells
-/// `seen` of every change of a relay's connection, so that stored events count anew).
+/// Reports each (re)connection of any relay of `client`, from now on, by its URL.
 ///
 /// nostr-sdk re-sends a relay's subscriptions when it reconnects, but not when the
 /// reconnection comes within the second of the subscription, nor after the relay sent
-/// `CLOSED` with an error prefix; the runtimes re-send theirs on every report. The queue
-/// holds [`RECONNECTION_CAPACITY`] reports; a watcher waits for room. A watcher that missed
-/// status changes reports a reconnection (sending the subscriptions again is harmless).
-async fn watch_reconnections(client: &Client, seen: SeenTimes) -> mpsc::Receiver<RelayUrl> {
+/// `CLOSED` with an error prefix; the runtimes re-send theirs on every report. A watcher
+/// reads each relay's count of connections (nostr-sdk's stats, an atomic) every
+/// [`RECONNECTION_POLL`] rather than listening to the relay's notifications, which carry
+/// every message it sends (a wake-up per message). A relay that reconnected twice between
+/// two looks is reported once. The queue holds [`RECONNECTION_CAPACITY`] reports; the
+/// watcher waits for room, and stops when the queue's reader is gone.
+async fn watch_reconnections(client: &Client) -> mpsc::Receiver<RelayUrl> {
     let (tx, rx) = mpsc::channel(RECONNECTION_CAPACITY);
-    for (url, relay) in client.relays().await {
-        let mut notifications = relay.notifications();
-        let tx = tx.clone();
-        let seen = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                let connected = match notifications.recv().await {
-                    Ok(RelayNotification::RelayStatus { status }) => {
-                        seen.connection_changed(&url);
-                        status == RelayStatus::Connected
+    let relays: Vec<(RelayUrl, nostr_sdk::Relay)> = client.relays().await.into_iter().collect();
+    let mut counts: Vec<usize> = relays.iter().map(|(_, r)| r.stats().success()).collect();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RECONNECTION_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if tx.is_closed() {
+                return;
+            }
+            for ((url, relay), count) in relays.iter().zip(counts.iter_mut()) {
+                let connections = relay.stats().success();
+                if connections != *count {
+                    *count = connections;
+                    if tx.send(url.clone()).await.is_err() {
+                        return;
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        seen.connection_changed(&url);
-                        true
-                    }
-                    Ok(RelayNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => {
-                        return
-                    }
-                    Ok(_) => false,
-                };
-                if connected && tx.send(url.clone()).await.is_err() {
-                    return;
                 }
             }
-        });
-    }
+        }
+    });
     rx
 }
 

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::capacity::Capacity;
 use super::outbox::{Outbox, RETRY_FIRST_DELAY, RETRY_MAX_DELAY};
-use super::resubscribe::SeenTimes;
+use super::resubscribe::{RelayHandles, SeenTimes};
 use super::store_writer::{Done, StoreWriter};
 use super::{
     now, until, watch_reconnections, InvoiceRequest, LightningBackend, NoLightning, PendingInvoice,
@@ -405,7 +405,8 @@ impl ProviderRuntime {
 
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_CAPACITY);
         let seen = SeenTimes::default();
-        let reconnected_rx = watch_reconnections(&client, seen.clone()).await;
+        let reconnected_rx = watch_reconnections(&client).await;
+        let mut connections = RelayHandles::new(client.clone());
         let unpublished = SharedUnpublished::default();
         unpublished.lock().tracking = tracking;
         // The relays' `OK`s reach the worker through the loop (the one reader of the relay
@@ -489,6 +490,7 @@ impl ProviderRuntime {
                 },
                 note = notifications.recv(), if taking => match note {
                     Ok(RelayPoolNotification::Event { relay_url, subscription_id, event }) => {
+                        connections.note(&seen, &relay_url).await;
                         let now = now();
                         seen.event(&relay_url, subscription_id.as_str(), event.created_at, now);
                         // nostr-sdk checked its signature before handing it over.
@@ -502,7 +504,10 @@ impl ProviderRuntime {
                     Ok(RelayPoolNotification::Message {
                         relay_url,
                         message: RelayMessage::EndOfStoredEvents(id),
-                    }) => seen.end_of_stored(&relay_url, id.as_str()),
+                    }) => {
+                        connections.note(&seen, &relay_url).await;
+                        seen.end_of_stored(&relay_url, id.as_str());
+                    }
                     Ok(RelayPoolNotification::Message { relay_url, message }) => {
                         oks.push(relay_url, message, false);
                     }

@@ -52,6 +52,42 @@ pub fn resubscription_since(filter: &Filter, newest_seen: Option<Timestamp>) -> 
     Some(original.max(floor))
 }
 
+/// nostr-sdk's handles of the relays events come from, kept to read each one's count of
+/// connections (for [`SeenTimes::connection`]) without asking the pool every time. It holds
+/// the relays of the pool (configured ones and the few a request may add), no more.
+#[derive(Debug)]
+pub(super) struct RelayHandles {
+    client: nostr_sdk::Client,
+    relays: HashMap<RelayUrl, nostr_sdk::Relay>,
+}
+
+impl RelayHandles {
+    pub(super) fn new(client: nostr_sdk::Client) -> Self {
+        Self {
+            client,
+            relays: HashMap::new(),
+        }
+    }
+
+    /// How many times `relay` connected so far; `None` when it is not in the pool.
+    pub(super) async fn connections(&mut self, relay: &RelayUrl) -> Option<usize> {
+        if let Some(handle) = self.relays.get(relay) {
+            return Some(handle.stats().success());
+        }
+        let handle = self.client.relay(relay).await.ok()?;
+        let count = handle.stats().success();
+        self.relays.insert(relay.clone(), handle);
+        Some(count)
+    }
+
+    /// Notes in `seen` that `relay` sends something now, on which connection.
+    pub(super) async fn note(&mut self, seen: &SeenTimes, relay: &RelayUrl) {
+        if let Some(count) = self.connections(relay).await {
+            seen.connection(relay, count);
+        }
+    }
+}
+
 /// What one relay sent on one subscription.
 #[derive(Debug, Default, Clone)]
 struct Seen {
@@ -78,13 +114,45 @@ struct Seen {
 /// re-subscription skip the older half. A relay's (dis)connection starts a new stored batch.
 /// Events dated in the future count as dated now, so a relay cannot push its `since` ahead;
 /// each relay's events count only for that relay.
+///
+/// A relay's new connection is noticed by its count of connections (nostr-sdk counts one
+/// before it reads anything on the new connection), which the loops pass with what the relay
+/// sends ([`connection`](Self::connection)): so it is noticed before the first stored event
+/// of the new connection counts.
 #[derive(Debug, Default, Clone)]
-pub(super) struct SeenTimes(Arc<Mutex<HashMap<RelayUrl, HashMap<String, Seen>>>>);
+pub(super) struct SeenTimes {
+    subscriptions: Arc<Mutex<HashMap<RelayUrl, HashMap<String, Seen>>>>,
+    /// Each relay's count of connections when it last sent something.
+    connections: Arc<Mutex<HashMap<RelayUrl, usize>>>,
+}
 
 impl SeenTimes {
     fn lock(&self) -> MutexGuard<'_, HashMap<RelayUrl, HashMap<String, Seen>>> {
         // Nothing panics while holding it; if something did, the data is still consistent.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.subscriptions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `relay` sends something on its connection number `count`: when that is a new
+    /// connection since it last sent something, what it sends next is stored events again
+    /// ([`connection_changed`](Self::connection_changed)).
+    pub(super) fn connection(&self, relay: &RelayUrl, count: usize) {
+        let changed = {
+            let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+            match connections.get_mut(relay) {
+                Some(last) if *last == count => false,
+                Some(last) => {
+                    *last = count;
+                    true
+                }
+                None => {
+                    connections.insert(relay.clone(), count);
+                    false
+                }
+            }
+        };
+        if changed {
+            self.connection_changed(relay);
+        }
     }
 
     /// A `REQ` for `filter` under `id` is about to go to `relay`: returns the filter to send
@@ -279,6 +347,33 @@ mod tests {
         assert_eq!(
             seen.request(&a, "req", &requests(1_000)).since,
             Some(ts(95_000 - RESUBSCRIBE_MARGIN_SECS))
+        );
+    }
+
+    #[test]
+    fn an_event_on_a_new_connection_starts_a_stored_batch() {
+        let seen = SeenTimes::default();
+        let (a, now) = (relay(1), ts(100_000));
+        seen.request(&a, "req", &requests(1_000));
+        seen.connection(&a, 1);
+        seen.end_of_stored(&a, "req");
+        // Live on the first connection: counts at once.
+        seen.connection(&a, 1);
+        seen.event(&a, "req", ts(50_000), now);
+        // The relay reconnected (nostr-sdk resubscribed on its own): its stored events,
+        // newest first, count only at EOSE; the connection drops again before it.
+        seen.connection(&a, 2);
+        seen.event(&a, "req", ts(90_000), now);
+        assert_eq!(
+            seen.request(&a, "req", &requests(1_000)).since,
+            Some(ts(50_000 - RESUBSCRIBE_MARGIN_SECS))
+        );
+        seen.connection(&a, 2);
+        seen.event(&a, "req", ts(90_000), now);
+        seen.end_of_stored(&a, "req");
+        assert_eq!(
+            seen.request(&a, "req", &requests(1_000)).since,
+            Some(ts(90_000 - RESUBSCRIBE_MARGIN_SECS))
         );
     }
 
