@@ -4,7 +4,9 @@
 //!
 //! - **SDK**: `ProviderRuntime` with the `Echo` task, no store (the store's cost is the storage
 //!   issue's figure, `--bench store`), admission limits lifted for the load (four customer keys
-//!   send thousands of jobs a minute).
+//!   send thousands of jobs a minute); twice: **on loop**, the task's runs first polled on the
+//!   provider loop (`TaskStart::FirstPollOnLoop`: the echo does nothing before it returns), and
+//!   **spawned**, each run a tokio task (`TaskStart::Spawn`, the default).
 //! - **bare**: a nostr-sdk client that takes each request (nostr-sdk verified its signature),
 //!   signs one result and sends it: the ceiling of this relay and load.
 //! - **bare + feedback**: the same, also signing and sending `processing` feedback first, as the
@@ -31,6 +33,7 @@ use nostr_dvm::nostr::{
 use nostr_dvm::provider::{Admission, ProviderConfig};
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
 use nostr_dvm::runtime::ProviderRuntime;
+use nostr_dvm::task::TaskStart;
 use nostr_relay_builder::builder::RateLimit;
 use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use tokio::runtime::Runtime;
@@ -418,14 +421,25 @@ fn main() {
     let rounds = if measured { ROUNDS } else { 1 };
     let relay_rt = runtime("relay");
     let load_rt = runtime("load");
+    let sdk_work = "1 check (nostr-sdk) and the id's hash, 2 signatures (processing, result)";
+    let sdk_wrapped_work =
+        "1+1 checks and the wrap id's hash, 2 ECDH to open; 2 replies wrapped: 4 signatures, 4 ECDH";
     let sides = [
         Side {
-            name: "SDK",
-            threads: "sdk",
+            name: "SDK, on loop",
+            threads: "sdk-loop",
             kind: echo::KIND,
             keys: Keys::generate(),
-            work: "1 check (nostr-sdk) and the id's hash, 2 signatures (processing, result)",
-            wrapped_work: "1+1 checks and the wrap id's hash, 2 ECDH to open; 2 replies wrapped: 4 signatures, 4 ECDH",
+            work: sdk_work,
+            wrapped_work: sdk_wrapped_work,
+        },
+        Side {
+            name: "SDK, spawned",
+            threads: "sdk-spawn",
+            kind: echo::FOURTH_KIND,
+            keys: Keys::generate(),
+            work: sdk_work,
+            wrapped_work: sdk_wrapped_work,
         },
         Side {
             name: "bare",
@@ -453,32 +467,36 @@ fn main() {
         let relay = LocalRelay::new(RelayBuilder::default().rate_limit(limit));
         local_relay::serve(relay).await.unwrap()
     });
-    // The SDK as the README shows it, with the limits lifted for this load.
-    let sdk_rt = runtime(sides[0].threads);
-    let config = ProviderConfig::new([Kind::from(echo::KIND)])
-        .relays([url.clone()])
-        .admission(Admission {
-            max_live_jobs: 4 * WINDOW,
-            rate_limit: None,
-            global_rate_limit: None,
-            ..Admission::default()
-        });
-    let sdk = ProviderRuntime::new(sides[0].keys.clone(), config).task(Arc::new(Echo));
-    sdk_rt.spawn(sdk.run(std::future::pending()));
-    let bare_rt = runtime(sides[1].threads);
-    bare_rt.spawn(bare_loop(
-        url.clone(),
-        sides[1].keys.clone(),
-        sides[1].kind,
-        false,
-    ));
-    let feedback_rt = runtime(sides[2].threads);
-    feedback_rt.spawn(bare_loop(
-        url.clone(),
-        sides[2].keys.clone(),
-        sides[2].kind,
-        true,
-    ));
+    // The SDK as the README shows it, with the limits lifted for this load: the echo task's
+    // runs first polled on the loop (it does nothing before it returns), and spawned.
+    let mut provider_rts = Vec::new();
+    for (side, start) in sides[..2]
+        .iter()
+        .zip([TaskStart::FirstPollOnLoop, TaskStart::Spawn])
+    {
+        let rt = runtime(side.threads);
+        let config = ProviderConfig::new([Kind::from(side.kind)])
+            .relays([url.clone()])
+            .admission(Admission {
+                max_live_jobs: 4 * WINDOW,
+                rate_limit: None,
+                global_rate_limit: None,
+                ..Admission::default()
+            });
+        let sdk = ProviderRuntime::new(side.keys.clone(), config).task(Arc::new(Echo(start)));
+        rt.spawn(sdk.run(std::future::pending()));
+        provider_rts.push(rt);
+    }
+    for (side, feedback) in sides[2..].iter().zip([false, true]) {
+        let rt = runtime(side.threads);
+        rt.spawn(bare_loop(
+            url.clone(),
+            side.keys.clone(),
+            side.kind,
+            feedback,
+        ));
+        provider_rts.push(rt);
+    }
     let result_kinds: Vec<Kind> = sides.iter().map(|s| Kind::from(s.kind + 1000)).collect();
     let customers = load_rt.block_on(async {
         let mut customers = Vec::new();
@@ -519,8 +537,8 @@ fn main() {
     );
     for (l, load) in LOADS.iter().enumerate().filter(|(_, l)| chosen(l)) {
         println!("{}:", load.name);
-        let mut cpu = [0.0; 3];
-        let mut p50 = [0.0; 3];
+        let mut cpu = [0.0; 4];
+        let mut p50 = [0.0; 4];
         for (s, side) in sides.iter().enumerate() {
             let these = &runs[&(l, s)];
             let latencies: Vec<Duration> = these.iter().flat_map(|r| r.latencies.clone()).collect();
@@ -543,14 +561,17 @@ fn main() {
             );
         }
         let limit = 1.2;
-        println!(
-            "  SDK vs bare + feedback: CPU {:.2}x ({:.2} of the {limit}x limit), p50 latency \
-             {:.2}x; SDK vs bare: CPU {:.2}x, p50 latency {:.2}x",
-            cpu[0] / cpu[2],
-            cpu[0] / cpu[2] / limit,
-            p50[0] / p50[2],
-            cpu[0] / cpu[1],
-            p50[0] / p50[1],
-        );
+        for sdk in 0..2 {
+            println!(
+                "  {} vs bare + feedback: CPU {:.2}x ({:.2} of the {limit}x limit), p50 latency \
+                 {:.2}x; vs bare: CPU {:.2}x, p50 latency {:.2}x",
+                sides[sdk].name,
+                cpu[sdk] / cpu[3],
+                cpu[sdk] / cpu[3] / limit,
+                p50[sdk] / p50[3],
+                cpu[sdk] / cpu[2],
+                p50[sdk] / p50[2],
+            );
+        }
     }
 }

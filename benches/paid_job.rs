@@ -61,7 +61,11 @@ fn provider(url: &str, invoice_key: Option<&str>, lnbits_url: &str) -> PublicKey
         }
         None => runtime = ProviderRuntime::new(keys.clone(), config),
     }
-    tokio::spawn(runtime.task(Arc::new(Echo)).run(std::future::pending()));
+    tokio::spawn(
+        runtime
+            .task(Arc::new(Echo::default()))
+            .run(std::future::pending()),
+    );
     keys.public_key()
 }
 

@@ -57,7 +57,8 @@ fn main() {
         let config = ProviderConfig::new([Kind::from(KIND)])
             .relays([url.clone()])
             .admission(admission);
-        let runtime = ProviderRuntime::new(Keys::generate(), config).task(Arc::new(Echo));
+        let runtime =
+            ProviderRuntime::new(Keys::generate(), config).task(Arc::new(Echo::default()));
         tokio::spawn(runtime.run(std::future::pending()));
         let mut customers = Vec::new();
         for _ in 0..CUSTOMERS {

@@ -309,13 +309,14 @@ fn main() {
         let url = local_relay::serve(relay.clone()).await.unwrap();
         (relay, url)
     });
-    let bare = ProviderRuntime::new(Keys::generate(), config(&url, KIND)).task(Arc::new(Echo));
+    let bare =
+        ProviderRuntime::new(Keys::generate(), config(&url, KIND)).task(Arc::new(Echo::default()));
     let dir = std::env::temp_dir().join(format!("nostr-dvm-bench-runtime-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let sqlite = SqliteStore::open(dir.join("provider.sqlite")).unwrap();
     let stored = ProviderRuntime::new(Keys::generate(), config(&url, OTHER_KIND))
-        .task(Arc::new(Echo))
+        .task(Arc::new(Echo::default()))
         .record_store(sqlite);
     let (bare, stored, mut ratios) = paired_throughput(&rt, &url, bare, stored);
     let _ = std::fs::remove_dir_all(&dir);

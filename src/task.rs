@@ -40,6 +40,30 @@ pub trait Task: Send + Sync {
 
     /// Does the work. `progress` sends `partial` feedback to the customer while it runs.
     async fn run(&self, request: TaskRequest, progress: Progress) -> Result<TaskOutput, TaskError>;
+
+    /// How a host starts this task's runs: [`TaskStart::Spawn`] (the default) unless the
+    /// task's runs do nothing slow before their first `.await`.
+    fn start(&self) -> TaskStart {
+        TaskStart::Spawn
+    }
+}
+
+/// How the `runtime` feature's provider starts a task's run ([`Task::start`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskStart {
+    /// Each run is a tokio task of its own, off the provider's loop: a run that computes
+    /// before it awaits anything holds a worker thread, not the loop. The safe default.
+    #[default]
+    Spawn,
+    /// The provider's loop polls each run once itself, and spawns it as a tokio task only
+    /// if it is not finished then. A run that finishes without waiting (a lookup, a cache
+    /// hit, a quick transform) then costs no tokio task, no hand-off to another thread and no
+    /// report through a queue: about a sixth of the runtime's CPU a job for an echo task
+    /// (`cargo bench --bench end_to_end`). Only for tasks whose code before each `.await`
+    /// is quick: while it runs, the loop takes no relay event and no payment. A panic in
+    /// it fails the job, as in a spawned run; partial results it reports come before its
+    /// result, in order.
+    FirstPollOnLoop,
 }
 
 /// Everything a task needs to do one job.

@@ -7,8 +7,7 @@ mod support;
 
 use std::sync::Arc;
 
-use nostr_dvm::customer::{CustomerConfig, Delivery, Notification as CustomerNote, Output};
-use nostr_dvm::nip90::{JobInput, JobRequest};
+use nostr_dvm::customer::CustomerConfig;
 use nostr_dvm::nostr::{Event, EventBuilder, EventId, Filter, Keys, Kind, Tag};
 use nostr_dvm::provider::{Notification as ProviderNote, PaymentPolicy, ProviderConfig};
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
@@ -18,7 +17,10 @@ use nostr_dvm::runtime::{
 };
 use nostr_dvm::task::{FixedPrice, Progress, Task, TaskError, TaskOutput, TaskRequest};
 use nostr_dvm::testing::TestLightningNode;
-use support::{customer_output, provider_note, relay, wait_for, Gated, Running, Shout, KIND, WAIT};
+use support::{
+    cancel_while_waiting, panic_fails_job_and_next_is_served, provider_note, relay, wait_for,
+    Gated, Running, Shout, KIND, WAIT,
+};
 use tokio::sync::{broadcast, mpsc, Semaphore};
 
 /// A plain nostr-sdk client, subscribed to the answers to `request` before publishing it
@@ -172,14 +174,6 @@ fn free_provider_with(
     (runtime, notes)
 }
 
-async fn submit_text(customer: &mut CustomerRuntime, provider: &Keys, text: &str) -> EventId {
-    let request = JobRequest::builder(Kind::from(KIND)).input(JobInput::text(text));
-    customer
-        .submit(request, Delivery::To(provider.public_key()))
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_task_fails_its_job_and_the_provider_serves_the_next() {
     let (_relay, url) = relay().await;
@@ -190,24 +184,7 @@ async fn a_panicking_task_fails_its_job_and_the_provider_serves_the_next() {
         .await
         .unwrap();
 
-    let job = submit_text(&mut customer, &provider, "panic").await;
-    let reason = customer_output(&mut customer, |o| match o {
-        Output::Notify(CustomerNote::Failed { job: j, reason, .. }) if j == job => Some(reason),
-        Output::Notify(CustomerNote::Result { .. }) => panic!("a panicking task has no result"),
-        _ => None,
-    })
-    .await;
-    assert_eq!(reason, "the task failed", "the panic message stays private");
-
-    let job = submit_text(&mut customer, &provider, "still here").await;
-    let content = customer_output(&mut customer, |o| match o {
-        Output::Notify(CustomerNote::Result {
-            job: j, content, ..
-        }) if j == job => Some(content),
-        _ => None,
-    })
-    .await;
-    assert_eq!(content, "STILL HERE");
+    panic_fails_job_and_next_is_served(&mut customer, &provider).await;
 
     running.stop().await;
     customer.disconnect().await;
@@ -224,31 +201,7 @@ async fn a_job_cancelled_while_running_is_aborted_and_gets_no_result() {
         .await
         .unwrap();
 
-    let job = submit_text(&mut customer, &provider, "never mind").await;
-    provider_note(&mut notes, |n| match n {
-        ProviderNote::JobStarted { job: j, .. } if *j == job => Some(()),
-        _ => None,
-    })
-    .await;
-    customer.cancel(job).await.unwrap();
-    provider_note(&mut notes, |n| match n {
-        ProviderNote::JobCancelled { job: j } if *j == job => Some(()),
-        ProviderNote::JobCompleted { .. } => panic!("a cancelled job completed"),
-        _ => None,
-    })
-    .await;
-
-    // The aborted task never takes its permit: a second job takes it and completes, and the
-    // provider publishes no result for the first.
-    gate.add_permits(1);
-    let second = submit_text(&mut customer, &provider, "this one").await;
-    let completed = provider_note(&mut notes, |n| match n {
-        ProviderNote::JobCompleted { job } => Some(*job),
-        _ => None,
-    })
-    .await;
-    assert_eq!(completed, second);
-    assert_eq!(gate.available_permits(), 0);
+    cancel_while_waiting(&mut customer, &provider, &mut notes, &gate, "never mind").await;
 
     running.stop().await;
     customer.disconnect().await;

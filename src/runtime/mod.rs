@@ -6,7 +6,8 @@
 //!
 //! - [`ProviderRuntime`] connects a nostr-sdk `Client` to the provider's relays, feeds every
 //!   relay event to the provider, runs each [`Task`](crate::task::Task) on tokio (progress and
-//!   results come back through a channel), asks a [`LightningBackend`] for invoices and takes
+//!   results come back through a channel; a task whose runs start quickly may have them first
+//!   polled on the loop, [`TaskStart`](crate::task::TaskStart)), asks a [`LightningBackend`] for invoices and takes
 //!   its settlements, sleeps until [`Provider::poll_timeout`](crate::provider::Provider::poll_timeout),
 //!   and hands what changed in each turn to a [`RecordStore`] ([`SqliteStore`], the
 //!   recommended one: one file, written by a thread of its own with group commit), holding
@@ -105,6 +106,7 @@ mod resubscribe;
 mod sqlite_store;
 mod store;
 mod store_writer;
+mod task_runs;
 #[cfg(feature = "test-util")]
 mod test_backend;
 mod wallet;

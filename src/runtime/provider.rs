@@ -3,6 +3,7 @@
 use crate::relay::RelayCommand;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -18,13 +19,14 @@ use super::capacity::Capacity;
 use super::outbox::{Outbox, RETRY_FIRST_DELAY, RETRY_MAX_DELAY};
 use super::resubscribe::{RelayHandles, SeenTimes};
 use super::store_writer::{Done, StoreWriter};
+use super::task_runs::{self, EarlyPartials, FirstPoll};
 use super::{
     now, until, watch_reconnections, InvoiceRequest, LightningBackend, NoLightning, PendingInvoice,
     RecordStore, RuntimeError, Settlements, SnapshotStore, COMMAND_CAPACITY, REPORT_CAPACITY,
     SETTLEMENT_CAPACITY,
 };
 use crate::provider::{Notification, Output, PaymentProof, Provider, ProviderConfig, RefundDue};
-use crate::task::{Progress, Task, TaskError, TaskOutput};
+use crate::task::{Progress, Task, TaskError, TaskOutput, TaskStart};
 
 type NotifyHook = Arc<dyn Fn(&Notification) + Send + Sync>;
 type RefundHook = Arc<dyn Fn(&RefundDue) + Send + Sync>;
@@ -163,7 +165,8 @@ impl ProviderRuntime {
         self
     }
 
-    /// Adds a task. A job runs on the first task whose [`Task::kinds`] has its request kind.
+    /// Adds a task. A job runs on the first task whose [`Task::kinds`] has its request kind,
+    /// started as its [`Task::start`] says.
     pub fn task(mut self, task: Arc<dyn Task>) -> Self {
         self.tasks.push(task);
         self
@@ -347,6 +350,15 @@ impl ProviderRuntime {
         client.wait_for_connection(connect_timeout).await;
         let handles = client.relays().await;
         let pool: HashSet<RelayUrl> = handles.keys().cloned().collect();
+        // The configured relays as the provider names them in its publishes.
+        let config_relay_texts: HashMap<String, RelayUrl> = config
+            .relays
+            .iter()
+            .filter_map(|text| {
+                let url = RelayUrl::parse(text).ok()?;
+                handles.contains_key(&url).then(|| (text.clone(), url))
+            })
+            .collect();
 
         let announce = config.announcement.is_some();
         let stored = match (&records, &store) {
@@ -408,7 +420,12 @@ impl ProviderRuntime {
         let reconnected_rx = watch_reconnections(&client).await;
         let mut connections = RelayHandles::new(client.clone());
         let unpublished = SharedUnpublished::default();
-        unpublished.lock().tracking = tracking;
+        {
+            let mut unpublished = unpublished.lock();
+            unpublished.tracking = tracking;
+            // Without a store nothing is saved: the events need no copy here.
+            unpublished.keep = records.is_some() || store.is_some();
+        }
         // The relays' `OK`s reach the worker through the loop (the one reader of the relay
         // pool's notifications), so the worker is not woken by every other notification.
         let oks = WorkerBooks::default();
@@ -438,6 +455,7 @@ impl ProviderRuntime {
             unpublished: unpublished.clone(),
             fleet,
             capacity: Capacity::new(max_running_tasks),
+            relay_texts: config_relay_texts,
             relays: handles,
             books: oks.clone(),
         };
@@ -719,10 +737,15 @@ struct Unpublished {
     /// it ([`Provider::handle_published`]), from `published`.
     tracking: bool,
     published: Vec<EventId>,
+    /// Whether a store saves them (without one, nothing is kept here).
+    keep: bool,
 }
 
 impl Unpublished {
     fn add(&mut self, event: &Event, relays: &[String]) {
+        if !self.keep {
+            return;
+        }
         self.next += 1;
         self.order.insert(event.id, self.next);
         self.events
@@ -772,6 +795,9 @@ struct Host {
     /// The configured relays: an event for them only is handed to them here, at once (a
     /// relay's send only queues the message), and the worker is told after (see `WorkerBooks`).
     relays: HashMap<RelayUrl, nostr_sdk::Relay>,
+    /// The configured relays' URLs by the text the configuration gives (no parsing a URL for
+    /// each event).
+    relay_texts: HashMap<String, RelayUrl>,
     /// What the worker reads when it wakes.
     books: WorkerBooks,
 }
@@ -781,7 +807,11 @@ impl Host {
     /// names none); `None` when one is not (a relay a request named: the worker connects).
     fn direct_targets(&self, relays: &[String]) -> Option<HashSet<RelayUrl>> {
         let mut targets = HashSet::new();
-        for relay in relays.iter().filter_map(|r| RelayUrl::parse(r).ok()) {
+        let parsed = relays.iter().filter_map(|r| match self.relay_texts.get(r) {
+            Some(url) => Some(url.clone()),
+            None => RelayUrl::parse(r).ok(),
+        });
+        for relay in parsed {
             if !self.relays.contains_key(&relay) {
                 return None;
             }
@@ -922,24 +952,63 @@ impl Host {
         }
     }
 
-    /// Runs a task on tokio; a panic becomes a task error, an abort reports nothing.
-    /// Starts the task of `request` (or fails the job when no task serves its kind).
+    /// Starts the task of `request` (or fails the job when no task serves its kind): as a
+    /// tokio task, or first polled here ([`TaskStart::FirstPollOnLoop`]) and spawned only if it
+    /// is not finished then. A panic becomes a task error; an aborted run reports nothing.
     fn start_task(&mut self, provider: &mut Provider, request: crate::task::TaskRequest) {
         let job = request.job;
         let kind = request.request.kind;
-        match self.tasks.iter().find(|t| t.kinds().contains(&kind)) {
-            Some(task) => {
-                let handle = self.spawn_task(task.clone(), request);
-                if let Some(old) = self.running.insert(job, handle) {
-                    old.abort();
-                }
+        let Some(task) = self
+            .tasks
+            .iter()
+            .find(|t| t.kinds().contains(&kind))
+            .cloned()
+        else {
+            let error = TaskError::new(format!("no task serves kind {kind}"));
+            self.take_result(provider, job, Err(error));
+            return;
+        };
+        let on_loop = task.start() == TaskStart::FirstPollOnLoop;
+        let early = if on_loop {
+            EarlyPartials::keeping(REPORT_CAPACITY)
+        } else {
+            EarlyPartials::none()
+        };
+        let progress_tx = self.reports.clone();
+        let partials = early.clone();
+        // Progress only says how far the task got: when the queue is full it is dropped
+        // rather than making the task wait.
+        let progress = Progress::new(move |partial| {
+            let Some(partial) = partials.offer(partial) else {
+                return;
+            };
+            if progress_tx
+                .try_send(Report::Progress(job, partial))
+                .is_err()
+            {
+                tracing::debug!(%job, "report queue full or closed: progress dropped");
             }
-            None => {
-                let error = TaskError::new(format!("no task serves kind {kind}"));
-                if let Err(e) = provider.handle_task_result(now(), job, Err(error)) {
-                    tracing::debug!("report not taken: {e}");
-                }
+        });
+        // The run owns its task (a tokio task outlives this call).
+        let run: task_runs::Run = Box::pin(async move { task.run(request, progress).await });
+        let run = if on_loop {
+            let first = task_runs::first_poll(run);
+            for partial in early.finish() {
+                self.report(provider, Report::Progress(job, partial));
             }
+            match first {
+                FirstPoll::Finished(result) => {
+                    self.take_result(provider, job, result);
+                    return;
+                }
+                FirstPoll::Pending(run) => run,
+            }
+        } else {
+            run
+        };
+        let handle = self.spawn_run(job, run);
+        if let Some(old) = self.running.insert(job, handle) {
+            old.abort();
         }
     }
 
@@ -950,25 +1019,12 @@ impl Host {
         }
     }
 
-    fn spawn_task(&self, task: Arc<dyn Task>, request: crate::task::TaskRequest) -> AbortHandle {
-        let job = request.job;
-        let progress_tx = self.reports.clone();
-        // Progress only says how far the task got: when the queue is full it is dropped
-        // rather than making the task wait.
-        let progress = Progress::new(move |partial| {
-            if progress_tx
-                .try_send(Report::Progress(job, partial))
-                .is_err()
-            {
-                tracing::debug!(%job, "report queue full or closed: progress dropped");
-            }
-        });
+    /// One tokio task per run: the run, a panic in it caught, then its report. Aborting it
+    /// drops both (an aborted job reports nothing).
+    fn spawn_run(&self, job: EventId, run: task_runs::Run) -> AbortHandle {
         let reports = self.reports.clone();
-        // One tokio task per job: the task's future, a panic in it caught, then its report.
-        // Aborting it drops both (an aborted job reports nothing).
         let handle = tokio::spawn(async move {
-            let run = std::panic::AssertUnwindSafe(task.run(request, progress));
-            let result = match futures_util::FutureExt::catch_unwind(run).await {
+            let result = match futures_util::FutureExt::catch_unwind(AssertUnwindSafe(run)).await {
                 Ok(result) => result,
                 Err(_) => Err(TaskError::new("the task failed")),
             };
@@ -978,8 +1034,19 @@ impl Host {
         handle.abort_handle()
     }
 
+    /// Hands a run's result to the provider.
+    fn take_result(
+        &mut self,
+        provider: &mut Provider,
+        job: EventId,
+        result: Result<TaskOutput, TaskError>,
+    ) {
+        let taken = provider.handle_task_result(now(), job, result);
+        Self::log_refusal(taken);
+    }
+
     fn report(&mut self, provider: &mut Provider, report: Report) {
-        let result = match report {
+        let taken = match report {
             Report::Progress(job, partial) => provider.handle_task_progress(now(), job, partial),
             Report::Done(job, result) => {
                 self.running.remove(&job);
@@ -988,7 +1055,12 @@ impl Host {
             }
             Report::Invoice(job, invoice) => provider.handle_invoice(now(), job, invoice),
         };
-        match result {
+        Self::log_refusal(taken);
+    }
+
+    /// Logs why the provider did not take a report.
+    fn log_refusal(taken: Result<(), crate::provider::Error>) {
+        match taken {
             Ok(()) => {}
             // The backend's invoice was refused: the job failed, and the operator must know.
             Err(e @ crate::provider::Error::InvalidInvoice { .. }) => {
@@ -1466,6 +1538,7 @@ mod tests {
             fleet: false,
             capacity: Capacity::new(None),
             relays: HashMap::new(),
+            relay_texts: HashMap::new(),
             books: WorkerBooks::default(),
         };
         (host, rx)

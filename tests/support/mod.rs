@@ -189,3 +189,79 @@ pub async fn result_content(
     })
     .await
 }
+
+/// Submits a job with text input `text` to `provider`, a job whose run waits for a permit of
+/// `gate`, cancels it while it runs, and checks that its run was aborted: the provider tells
+/// of the cancellation (never of its completion), and a second job, given the one permit,
+/// completes while the first never took it.
+pub async fn cancel_while_waiting(
+    customer: &mut CustomerRuntime,
+    provider: &nostr_dvm::nostr::Keys,
+    notes: &mut mpsc::UnboundedReceiver<ProviderNote>,
+    gate: &Semaphore,
+    text: &str,
+) {
+    let job = submit_text(customer, provider, text).await;
+    provider_note(notes, |n| match n {
+        ProviderNote::JobStarted { job: j, .. } if *j == job => Some(()),
+        _ => None,
+    })
+    .await;
+    customer.cancel(job).await.unwrap();
+    provider_note(notes, |n| match n {
+        ProviderNote::JobCancelled { job: j } if *j == job => Some(()),
+        ProviderNote::JobCompleted { .. } => panic!("a cancelled job completed"),
+        _ => None,
+    })
+    .await;
+
+    // The aborted run never takes its permit: a second job takes it and completes, and the
+    // provider publishes no result for the first.
+    gate.add_permits(1);
+    let second = submit_text(customer, provider, text).await;
+    let completed = provider_note(notes, |n| match n {
+        ProviderNote::JobCompleted { job } => Some(*job),
+        _ => None,
+    })
+    .await;
+    assert_eq!(completed, second);
+    assert_eq!(gate.available_permits(), 0);
+}
+
+/// Submits a job of [`KIND`] with text input `text`, to `provider`.
+pub async fn submit_text(
+    customer: &mut CustomerRuntime,
+    provider: &nostr_dvm::nostr::Keys,
+    text: &str,
+) -> nostr_dvm::nostr::EventId {
+    let request = nostr_dvm::nip90::JobRequest::builder(Kind::from(KIND))
+        .input(nostr_dvm::nip90::JobInput::text(text));
+    customer
+        .submit(
+            request,
+            nostr_dvm::customer::Delivery::To(provider.public_key()),
+        )
+        .await
+        .unwrap()
+}
+
+/// Submits a job with text input `panic`, whose task panics, and checks that it fails with a
+/// reason that keeps the panic's message private, then that the provider serves the next job
+/// (`still here`, upper-cased).
+pub async fn panic_fails_job_and_next_is_served(
+    customer: &mut CustomerRuntime,
+    provider: &nostr_dvm::nostr::Keys,
+) {
+    use nostr_dvm::customer::Notification as CustomerNote;
+    let job = submit_text(customer, provider, "panic").await;
+    let reason = customer_output(customer, |o| match o {
+        Output::Notify(CustomerNote::Failed { job: j, reason, .. }) if j == job => Some(reason),
+        Output::Notify(CustomerNote::Result { .. }) => panic!("a panicking task has no result"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, "the task failed", "the panic message stays private");
+
+    let job = submit_text(customer, provider, "still here").await;
+    assert_eq!(result_content(customer, job).await, "STILL HERE");
+}
