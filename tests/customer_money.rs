@@ -3,6 +3,7 @@
 //! BOLT11 invoices.
 #![cfg(feature = "test-util")]
 
+use nostr_dvm::customer::WalletFailure;
 use nostr_dvm::customer::{
     self, Customer, CustomerConfig, Delivery, Error, InvoiceError, Notification, Output,
     PaymentOutcome, PaymentRef, PaymentState,
@@ -564,16 +565,17 @@ fn a_failed_payment_frees_the_budget_but_its_invoice_is_not_paid_again() {
         _ => panic!("not auto-paid: {:?}", b.out),
     };
     let now = b.now;
-    let failed = PaymentOutcome::Failed {
-        reason: "no route".into(),
-    };
+    let failed = PaymentOutcome::failed(WalletFailure::PaymentFailed, "no route");
     b.customer
         .handle_payment_outcome(now, PaymentRef::Invoice(hash), failed)
         .unwrap();
-    assert!(b
-        .drain()
-        .iter()
-        .any(|o| matches!(o, Output::Notify(Notification::PaymentFailed { .. }))));
+    assert!(b.drain().iter().any(|o| matches!(
+        o,
+        Output::Notify(Notification::PaymentFailed {
+            failure: WalletFailure::PaymentFailed,
+            ..
+        })
+    )));
     assert_eq!(b.customer.committed_msat(&job), 0);
     assert!(matches!(
         b.customer.pay(now, job, provider.public_key()),

@@ -29,6 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use nostr_dvm::customer::WalletFailure;
 use nostr_dvm::customer::{
     Currency, Customer, CustomerConfig, CustomerSnapshot, Delivery, Notification, Output,
     PaymentOutcome, PaymentRef,
@@ -417,17 +418,17 @@ impl Case {
                 Output::LookupPayment { payment, .. } => {
                     let outcome = match self.wallet.get(payment).map(|p| p.outcome) {
                         // Never reached the wallet (lost in the crash): it failed.
-                        None => PaymentOutcome::Failed {
-                            reason: "unknown to the wallet".into(),
-                        },
+                        None => {
+                            PaymentOutcome::failed(WalletFailure::NotFound, "unknown to the wallet")
+                        }
                         Some(None) => PaymentOutcome::Pending,
                         Some(Some(Ok(fee_msat))) => PaymentOutcome::Paid {
                             preimage: None,
                             fee_msat,
                         },
-                        Some(Some(Err(()))) => PaymentOutcome::Failed {
-                            reason: "failed".into(),
-                        },
+                        Some(Some(Err(()))) => {
+                            PaymentOutcome::failed(WalletFailure::PaymentFailed, "failed")
+                        }
                     };
                     self.customer
                         .handle_payment_outcome(self.now, *payment, outcome)
@@ -676,9 +677,7 @@ impl Case {
                     }
                     Wallet::Failed => {
                         payment.outcome = Some(Err(()));
-                        PaymentOutcome::Failed {
-                            reason: "no route".into(),
-                        }
+                        PaymentOutcome::failed(WalletFailure::PaymentFailed, "no route")
                     }
                     Wallet::Pending => PaymentOutcome::Pending,
                 };
@@ -865,9 +864,7 @@ fn check_run(setup: &Setup, actions: &[(Action, bool)]) -> Result<(), TestCaseEr
         let reported = case.customer.handle_payment_outcome(
             case.now,
             reference,
-            PaymentOutcome::Failed {
-                reason: "gave up".into(),
-            },
+            PaymentOutcome::failed(WalletFailure::PaymentFailed, "gave up"),
         );
         prop_assert!(reported.is_ok(), "{reported:?}");
     }

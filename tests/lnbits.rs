@@ -21,7 +21,7 @@ use nostr_dvm::nostr::{EventId, Filter, Keys, Kind, Timestamp};
 use nostr_dvm::provider::{Notification as ProviderNote, PaymentProof, PaymentVia, ProviderConfig};
 use nostr_dvm::runtime::{
     CustomerRuntime, LnbitsBackend, LnbitsWallet, LnurlClient, LnurlError, LnurlPay, MemoryStore,
-    ProviderRuntime, RuntimeError, SnapshotStore, Wallet,
+    ProviderRuntime, RuntimeError, Wallet,
 };
 use nostr_dvm::task::FixedPrice;
 use rand::rngs::OsRng;
@@ -29,7 +29,8 @@ use sha2::{Digest, Sha256};
 use support::lnbits::{Lnbits, LnbitsTestWallet};
 use support::zapper::LnbitsZapper;
 use support::{
-    customer_output, provider_note, relay, result_content, CountingShout, Running, KIND, WAIT,
+    counted_runtime, customer_output, provider_note, relay, result_content, CountingShout, Running,
+    KIND, WAIT,
 };
 use tokio::sync::mpsc;
 
@@ -73,16 +74,7 @@ impl PaidProvider {
         let backend = LnbitsBackend::new(lnbits.url(), &wallet.invoice_key)
             .expect("loopback http is accepted")
             .poll_interval(Duration::from_secs(1));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let store: Arc<dyn SnapshotStore> = self.store.clone();
-        let runtime = ProviderRuntime::new(self.keys.clone(), config)
-            .task(Arc::new(CountingShout(self.runs.clone())))
-            .lightning(backend)
-            .store_shared(store)
-            .on_notification(move |note| {
-                let _ = tx.send(note.clone());
-            });
-        (runtime, rx)
+        counted_runtime(&self.keys, &self.runs, &self.store, config, backend)
     }
 }
 

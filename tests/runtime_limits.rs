@@ -18,8 +18,8 @@ use nostr_dvm::provider::{
 };
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayOptions, RelayPoolNotification};
 use nostr_dvm::runtime::{
-    LightningBackend, ProviderRuntime, TestLightningBackend, RESUBSCRIBE_MARGIN_SECS,
-    SETTLEMENT_CAPACITY,
+    LightningBackend, ProviderRuntime, TestLightningBackend, RECONNECTION_POLL,
+    RESUBSCRIBE_MARGIN_SECS, SETTLEMENT_CAPACITY,
 };
 use nostr_dvm::task::FixedPrice;
 use nostr_dvm::testing::TestLightningNode;
@@ -306,7 +306,14 @@ async fn a_reconnection_asks_only_for_what_was_missed_and_gets_it() {
     proxy.restore();
     assert_eq!(result_of(&mut answers, second.id).await, "SECOND");
     let later = Timestamp::from(first.created_at.as_secs() - RESUBSCRIBE_MARGIN_SECS);
-    let sinces = recorder.request_sinces(mark);
+    // The runtime sees the reconnection within `RECONNECTION_POLL` (nostr-sdk may have sent
+    // its own re-subscription, with the old filter, before).
+    let deadline = tokio::time::Instant::now() + RECONNECTION_POLL * 8;
+    let mut sinces = recorder.request_sinces(mark);
+    while !sinces.contains(&Some(later)) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        sinces = recorder.request_sinces(mark);
+    }
     assert!(
         sinces.contains(&Some(later)),
         "the runtime re-subscribed from the first job minus the margin: {sinces:?}"

@@ -94,7 +94,9 @@ pub use invoice::{check_invoice, CheckedInvoice, InvoiceError};
 /// The Lightning networks ([`CustomerConfig::network`]).
 pub use lightning_invoice::Currency;
 pub use output::{Error, Notification, Output, RelayCommand};
-pub use payment::{Payment, PaymentOutcome, PaymentRef, PaymentRequest, PaymentState};
+pub use payment::{
+    Payment, PaymentOutcome, PaymentRef, PaymentRequest, PaymentState, WalletFailure,
+};
 pub use snapshot::CustomerSnapshot;
 
 /// The most event ids remembered per job to ignore re-delivered answers.

@@ -5,7 +5,7 @@ use nostr::{Event, EventId, PublicKey};
 use serde::{Deserialize, Serialize};
 
 use super::invoice::InvoiceError;
-use super::payment::PaymentRef;
+use super::payment::{PaymentRef, WalletFailure};
 use crate::nip90::FeedbackStatus;
 pub use crate::relay::RelayCommand;
 
@@ -137,6 +137,9 @@ pub enum Notification {
         provider: PublicKey,
         /// Which payment.
         payment: PaymentRef,
+        /// Which kind of failure.
+        #[serde(default)]
+        failure: WalletFailure,
         /// What the wallet said.
         reason: String,
     },

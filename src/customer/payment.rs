@@ -33,11 +33,52 @@ pub enum PaymentOutcome {
     /// It failed for good, or (answering [`Output::LookupPayment`]) the wallet never started
     /// it. Its budget is free again; the same invoice is still never handed out again.
     Failed {
+        /// Which kind of failure: what the application may do about it.
+        failure: WalletFailure,
         /// What the wallet said.
         reason: String,
     },
     /// Still in flight (answering [`Output::LookupPayment`]): report again when it settles.
     Pending,
+}
+
+impl PaymentOutcome {
+    /// A failure of this kind, for this reason.
+    pub fn failed(failure: WalletFailure, reason: impl Into<String>) -> Self {
+        Self::Failed {
+            failure,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why a payment failed, as the wallet (or the runtime before it) says: the kinds NIP-47
+/// wallets report, which other wallets map onto. Nothing was paid in any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum WalletFailure {
+    /// The wallet has not enough funds for the amount and its fee reserve.
+    InsufficientBalance,
+    /// The wallet's spending budget for this connection is used up.
+    BudgetExceeded,
+    /// The wallet refuses requests this fast: try again later.
+    RateLimited,
+    /// The wallet does not offer this (an unsupported NIP-47 method).
+    Unsupported,
+    /// The wallet does not allow this key or this operation.
+    NotAllowed,
+    /// Paying could cost more in routing fees than the limit allows: not tried.
+    FeeAboveLimit,
+    /// The payment was tried and failed (no route, timeout at the node, expired invoice).
+    PaymentFailed,
+    /// The wallet has no such payment: it never made it (answering a look-up).
+    NotFound,
+    /// The payment was not handed to the wallet (the intent could not be stored, no invoice
+    /// could be had).
+    NotSent,
+    /// Anything else.
+    #[default]
+    Other,
 }
 
 /// Where a payment stands.
@@ -404,7 +445,7 @@ impl Customer {
                     fee_msat,
                 }
             }
-            PaymentOutcome::Failed { reason } => {
+            PaymentOutcome::Failed { failure, reason } => {
                 if p.state != PaymentState::InFlight {
                     return Ok(());
                 }
@@ -413,6 +454,7 @@ impl Customer {
                     job,
                     provider,
                     payment,
+                    failure,
                     reason,
                 }
             }

@@ -20,7 +20,7 @@ use super::{now, until, watch_reconnections, RuntimeError, SnapshotStore, Wallet
 use crate::bolt11::Invoice;
 use crate::customer::{
     discover, Customer, CustomerConfig, CustomerSnapshot, Delivery, Output, PaymentOutcome,
-    PaymentRef,
+    PaymentRef, WalletFailure,
 };
 use crate::nip89::{HandlerInfo, HANDLER_INFO_KIND};
 use crate::nip90::JobRequestBuilder;
@@ -442,7 +442,8 @@ impl CustomerRuntime {
                     if let Err(e) = self.save(true) {
                         let reason = format!("not paid: the snapshot could not be saved: {e}");
                         tracing::error!("{reason}");
-                        (payment, None, PaymentOutcome::Failed { reason })
+                        let outcome = PaymentOutcome::failed(WalletFailure::NotSent, reason);
+                        (payment, None, outcome)
                     } else {
                         let outcome = wallet.pay_invoice(&bolt11, max_fee_msat).await;
                         (payment, Some(payment_hash), outcome)
@@ -462,7 +463,8 @@ impl CustomerRuntime {
                         }
                         Err(reason) => {
                             tracing::warn!("zap not paid: {reason}");
-                            (payment, None, PaymentOutcome::Failed { reason })
+                            let outcome = PaymentOutcome::failed(WalletFailure::NotSent, reason);
+                            (payment, None, outcome)
                         }
                     }
                 }
@@ -474,8 +476,12 @@ impl CustomerRuntime {
                     payment,
                     hash: None,
                 } => {
-                    let reason = "no invoice was recorded for this zap: it was never paid".into();
-                    (payment, None, PaymentOutcome::Failed { reason })
+                    let reason = "no invoice was recorded for this zap: it was never paid";
+                    (
+                        payment,
+                        None,
+                        PaymentOutcome::failed(WalletFailure::NotFound, reason),
+                    )
                 }
             };
             if let (PaymentOutcome::Pending, Some(hash)) = (&outcome, hash) {

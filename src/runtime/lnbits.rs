@@ -12,29 +12,23 @@
 //! not spend). It travels in a header: plain `http://` is refused unless the host is a
 //! loopback address or [`LnbitsBackend::allow_insecure_http`] says so.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::bolt11::Invoice;
 use futures_util::StreamExt;
-use nostr::EventId;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
+use super::pending_invoices::PendingInvoices;
 use super::{InvoiceRequest, LightningBackend, PendingInvoice, Settlements, Wallet};
-use crate::customer::PaymentOutcome;
+use crate::customer::{PaymentOutcome, WalletFailure};
 use crate::provider::PaymentProof;
 
 /// How long one HTTP call to LNbits may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The longest wait between two websocket connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// An invoice unpaid this long after its expiry is no longer watched.
-const EXPIRED_GRACE_SECS: u64 = 3_600;
 
 /// What can go wrong setting up an LNbits connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -282,29 +276,7 @@ pub struct LnbitsBackend {
 #[derive(Debug)]
 struct Inner {
     api: LnbitsApi,
-    /// How often pending invoices are polled, in milliseconds.
-    poll_interval_ms: AtomicU64,
-    /// Invoices not yet reported paid: payment hash -> (job, unix expiry).
-    pending: Mutex<HashMap<[u8; 32], (EventId, u64)>>,
-    /// Wakes the watcher to poll at once.
-    poll_now: Notify,
-    watcher: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Inner {
-    fn poll_interval(&self) -> Duration {
-        Duration::from_millis(self.poll_interval_ms.load(Ordering::Relaxed))
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Ok(mut watcher) = self.watcher.lock() {
-            if let Some(task) = watcher.take() {
-                task.abort();
-            }
-        }
-    }
+    invoices: PendingInvoices,
 }
 
 impl LnbitsBackend {
@@ -324,10 +296,7 @@ impl LnbitsBackend {
     /// Sets how often every pending invoice's status is polled besides the websocket's
     /// reports (default 60 s; at least 1 s). Takes effect from the next wait.
     pub fn poll_interval(self, every: Duration) -> Self {
-        let millis = every.max(Duration::from_secs(1)).as_millis();
-        self.inner
-            .poll_interval_ms
-            .store(u64::try_from(millis).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.inner.invoices.set_poll_interval(every);
         self
     }
 
@@ -340,19 +309,14 @@ impl LnbitsBackend {
         Ok(Self {
             inner: Arc::new(Inner {
                 api: LnbitsApi::new(url, key, allow_http)?,
-                poll_interval_ms: AtomicU64::new(
-                    u64::try_from(poll_interval.as_millis()).unwrap_or(u64::MAX),
-                ),
-                pending: Mutex::new(HashMap::new()),
-                poll_now: Notify::new(),
-                watcher: Mutex::new(None),
+                invoices: PendingInvoices::new(poll_interval),
             }),
         })
     }
 
     /// How many invoices it watches for payment.
     pub fn pending_invoices(&self) -> usize {
-        self.inner.pending.lock().map(|p| p.len()).unwrap_or(0)
+        self.inner.invoices.len()
     }
 }
 
@@ -370,20 +334,12 @@ impl LightningBackend for LnbitsBackend {
             .create_invoice(sats, &memo, request.expiry_secs, extra)
             .await?;
         let expires = super::now().as_secs().saturating_add(request.expiry_secs);
-        if let Ok(mut pending) = self.inner.pending.lock() {
-            pending.insert(hash, (request.job, expires));
-        }
+        self.inner.invoices.add(hash, request.job, expires);
         Ok(bolt11)
     }
 
     fn watch(&self, invoices: Vec<PendingInvoice>) {
-        if let Ok(mut pending) = self.inner.pending.lock() {
-            for invoice in invoices {
-                let expires = invoice_expiry(&invoice.bolt11).unwrap_or(u64::MAX);
-                pending.insert(invoice.payment_hash, (invoice.job, expires));
-            }
-        }
-        self.inner.poll_now.notify_one();
+        self.inner.invoices.restore(invoices);
     }
 
     fn attach(&self, settlements: Settlements) {
@@ -393,11 +349,7 @@ impl LightningBackend for LnbitsBackend {
         };
         let inner = Arc::downgrade(&self.inner);
         let task = handle.spawn(watch(inner, settlements));
-        if let Ok(mut watcher) = self.inner.watcher.lock() {
-            if let Some(old) = watcher.replace(task) {
-                old.abort();
-            }
-        }
+        self.inner.invoices.set_watcher(task);
     }
 }
 
@@ -454,14 +406,16 @@ impl LnbitsWallet {
                 preimage: Some(preimage),
                 fee_msat,
             },
-            Ok((InvoiceStatus::Failed, _)) => PaymentOutcome::Failed {
-                reason: "LNbits reports the payment failed".into(),
-            },
+            Ok((InvoiceStatus::Failed, _)) => PaymentOutcome::failed(
+                WalletFailure::PaymentFailed,
+                "LNbits reports the payment failed",
+            ),
             Ok((InvoiceStatus::Pending, _)) => PaymentOutcome::Pending,
             // This wallet has no such payment: it never started it.
-            Err(CallError::Refused(404, _)) => PaymentOutcome::Failed {
-                reason: "LNbits has no such payment: it was never made".into(),
-            },
+            Err(CallError::Refused(404, _)) => PaymentOutcome::failed(
+                WalletFailure::NotFound,
+                "LNbits has no such payment: it was never made",
+            ),
             Err(e) => {
                 tracing::warn!("LNbits payment {}: {e}", hex(hash));
                 PaymentOutcome::Pending
@@ -473,21 +427,25 @@ impl LnbitsWallet {
 #[async_trait::async_trait]
 impl Wallet for LnbitsWallet {
     async fn pay_invoice(&self, bolt11: &str, max_fee_msat: u64) -> PaymentOutcome {
-        let failed = |reason: String| PaymentOutcome::Failed { reason };
         let invoice = match Invoice::parse(bolt11) {
             Ok(invoice) => invoice,
-            Err(e) => return failed(e.to_string()),
+            Err(e) => return PaymentOutcome::failed(WalletFailure::Other, e.to_string()),
         };
         let hash = invoice.payment_hash();
         match self.fee_reserve(bolt11).await {
             Ok(reserve) if reserve > max_fee_msat => {
-                return failed(format!(
-                    "LNbits may spend up to {reserve} msat on fees, above the limit of \
-                     {max_fee_msat} msat: not paid"
-                ))
+                return PaymentOutcome::failed(
+                    WalletFailure::FeeAboveLimit,
+                    format!(
+                        "LNbits may spend up to {reserve} msat on fees, above the limit of \
+                         {max_fee_msat} msat: not paid"
+                    ),
+                )
             }
             Ok(_) => {}
-            Err(e) => return failed(format!("not paid: {e}")),
+            Err(e) => {
+                return PaymentOutcome::failed(WalletFailure::Other, format!("not paid: {e}"))
+            }
         }
         let url = format!("{}/api/v1/payments", self.api.base);
         let body = json!({ "out": true, "bolt11": bolt11 });
@@ -498,7 +456,14 @@ impl Wallet for LnbitsWallet {
         {
             Ok(_) => self.outcome(&hash).await,
             // A refusal (4xx), or LNbits's own "payment failed" (520): nothing was paid.
-            Err(CallError::Refused(status, why)) if status < 500 || status == 520 => failed(why),
+            Err(CallError::Refused(status, why)) if status < 500 || status == 520 => {
+                let failure = if why.to_lowercase().contains("insufficient balance") {
+                    WalletFailure::InsufficientBalance
+                } else {
+                    WalletFailure::PaymentFailed
+                };
+                PaymentOutcome::failed(failure, why)
+            }
             // It may have gone through: look it up rather than call it failed.
             Err(CallError::Refused(_, why) | CallError::Unknown(why)) => {
                 tracing::warn!("LNbits payment {}: {why}", hex(&hash));
@@ -529,7 +494,6 @@ async fn watch(inner: std::sync::Weak<Inner>, settlements: Settlements) {
         match connected {
             Ok((mut socket, _)) => {
                 backoff = Duration::from_secs(1);
-                let every = backend.poll_interval();
                 drop(backend);
                 loop {
                     let Some(backend) = inner.upgrade() else {
@@ -550,12 +514,7 @@ async fn watch(inner: std::sync::Weak<Inner>, settlements: Settlements) {
                             }
                             None => break,
                         },
-                        () = backend.poll_now.notified() => {
-                            if !poll(&backend, &settlements).await {
-                                return;
-                            }
-                        }
-                        () = tokio::time::sleep(every) => {
+                        () = backend.invoices.until_next_poll() => {
                             if !poll(&backend, &settlements).await {
                                 return;
                             }
@@ -565,7 +524,7 @@ async fn watch(inner: std::sync::Weak<Inner>, settlements: Settlements) {
             }
             Err(e) => {
                 tracing::warn!("LNbits websocket {}: {e}", redact(&url));
-                let every = backend.poll_interval();
+                let every = backend.invoices.poll_interval();
                 drop(backend);
                 // Until it reconnects, the polls still find payments.
                 tokio::time::sleep(backoff.min(every)).await;
@@ -577,11 +536,7 @@ async fn watch(inner: std::sync::Weak<Inner>, settlements: Settlements) {
 
 /// Polls every pending invoice; `false` once the runtime has stopped.
 async fn poll(backend: &Inner, settlements: &Settlements) -> bool {
-    let hashes: Vec<[u8; 32]> = match backend.pending.lock() {
-        Ok(pending) => pending.keys().copied().collect(),
-        Err(_) => return false,
-    };
-    check(backend, settlements, &hashes).await
+    check(backend, settlements, &backend.invoices.hashes()).await
 }
 
 /// Asks LNbits for the status of each of `hashes` that is pending and reports the paid ones;
@@ -589,12 +544,7 @@ async fn poll(backend: &Inner, settlements: &Settlements) -> bool {
 async fn check(backend: &Inner, settlements: &Settlements, hashes: &[[u8; 32]]) -> bool {
     let now = super::now().as_secs();
     for hash in hashes {
-        let Some((job, expires)) = backend
-            .pending
-            .lock()
-            .ok()
-            .and_then(|p| p.get(hash).copied())
-        else {
+        let Some((job, expires)) = backend.invoices.get(hash) else {
             continue;
         };
         match backend.api.status(hash).await {
@@ -605,20 +555,12 @@ async fn check(backend: &Inner, settlements: &Settlements, hashes: &[[u8; 32]]) 
                 {
                     return false;
                 }
-                if let Ok(mut pending) = backend.pending.lock() {
-                    pending.remove(hash);
-                }
+                backend.invoices.remove(hash);
             }
-            Ok(InvoiceStatus::Failed) => {
-                if let Ok(mut pending) = backend.pending.lock() {
-                    pending.remove(hash);
-                }
-            }
+            Ok(InvoiceStatus::Failed) => backend.invoices.remove(hash),
             Ok(InvoiceStatus::Pending) => {
-                if now > expires.saturating_add(EXPIRED_GRACE_SECS) {
-                    if let Ok(mut pending) = backend.pending.lock() {
-                        pending.remove(hash);
-                    }
+                if PendingInvoices::given_up(expires, now) {
+                    backend.invoices.remove(hash);
                 }
             }
             Err(e) => tracing::warn!("LNbits status of job {job}'s invoice: {e}"),
@@ -673,13 +615,6 @@ fn parse_hash(s: &str) -> Option<[u8; 32]> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The unix time `bolt11` expires at.
-fn invoice_expiry(bolt11: &str) -> Option<u64> {
-    Invoice::parse(bolt11)
-        .ok()
-        .map(|invoice| invoice.expires_at())
 }
 
 /// `s` cut to at most `max` bytes, on a character boundary.

@@ -97,6 +97,8 @@ mod lnbits;
 #[cfg(feature = "lnurl")]
 mod lnurl;
 mod outbox;
+#[cfg(any(feature = "lnbits", feature = "nwc"))]
+mod pending_invoices;
 #[cfg(feature = "postgres")]
 mod postgres_store;
 mod provider;
@@ -110,6 +112,8 @@ mod task_runs;
 #[cfg(feature = "test-util")]
 mod test_backend;
 mod wallet;
+#[cfg(feature = "nwc")]
+mod wallet_connect;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -136,6 +140,11 @@ pub use store_writer::{MAX_RETRY_PAUSE, MIN_WRITE_INTERVAL};
 #[cfg(feature = "test-util")]
 pub use test_backend::TestLightningBackend;
 pub use wallet::Wallet;
+#[cfg(feature = "nwc")]
+pub use wallet_connect::{
+    NwcBackend, NwcError, NwcWallet, DEFAULT_POLL_INTERVAL as NWC_DEFAULT_POLL_INTERVAL,
+    DEFAULT_REQUEST_TIMEOUT as NWC_DEFAULT_REQUEST_TIMEOUT,
+};
 
 use crate::provider::PaymentProof;
 

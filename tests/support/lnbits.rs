@@ -235,7 +235,7 @@ async fn check(what: &str, sent: reqwest::Result<reqwest::Response>) -> Value {
 }
 
 /// Where installs are cached.
-fn realparts_dir() -> PathBuf {
+pub fn realparts_dir() -> PathBuf {
     std::env::var_os("NOSTR_DVM_REALPARTS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".realparts"))
@@ -274,7 +274,7 @@ fn install() -> Result<PathBuf, String> {
     Ok(venv)
 }
 
-fn log_file(path: &Path) -> Result<File, String> {
+pub fn log_file(path: &Path) -> Result<File, String> {
     File::options()
         .create(true)
         .append(true)
@@ -283,7 +283,7 @@ fn log_file(path: &Path) -> Result<File, String> {
 }
 
 /// The last lines of a log.
-fn tail(path: &Path) -> String {
+pub fn tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
@@ -356,7 +356,7 @@ async fn start() -> Result<Lnbits, String> {
         .spawn()
         .map_err(|e| format!("cannot start LNbits: {e}"))?;
     fs::create_dir_all(data.join("db")).map_err(|e| e.to_string())?;
-    watchdog(&server, &data)?;
+    watchdog(&server, Some(&data))?;
 
     let url = format!("http://127.0.0.1:{port}");
     wait_healthy(&mut server, &url, &log).await?;
@@ -387,14 +387,16 @@ async fn start() -> Result<Lnbits, String> {
     })
 }
 
-/// Stops `server` and removes `data` once this test process is gone.
-fn watchdog(server: &Child, data: &Path) -> Result<(), String> {
+/// Stops `server` (and removes `data`, if given) once this test process is gone.
+pub fn watchdog(server: &Child, data: Option<&Path>) -> Result<(), String> {
+    let cleanup = data
+        .map(|d| format!("; rm -rf '{}'", d.display()))
+        .unwrap_or_default();
     let script = format!(
         "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill {child} 2>/dev/null; \
-         sleep 3; kill -9 {child} 2>/dev/null; rm -rf '{data}'",
+         sleep 3; kill -9 {child} 2>/dev/null{cleanup}",
         me = std::process::id(),
         child = server.id(),
-        data = data.display(),
     );
     Command::new("sh")
         .args(["-c", &script])
@@ -403,7 +405,7 @@ fn watchdog(server: &Child, data: &Path) -> Result<(), String> {
         .stderr(Stdio::null())
         .spawn()
         .map(drop)
-        .map_err(|e| format!("cannot start the LNbits watchdog: {e}"))
+        .map_err(|e| format!("cannot start the watchdog of a test server: {e}"))
 }
 
 /// Waits until LNbits answers its health check, or fails with its log.

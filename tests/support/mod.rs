@@ -9,6 +9,8 @@ pub mod faults;
 pub mod lnbits;
 #[path = "../../examples/support/local_relay.rs"]
 pub mod local_relay;
+#[cfg(all(feature = "nwc", feature = "lnbits", unix))]
+pub mod nwc;
 #[cfg(all(feature = "postgres", unix))]
 pub mod postgres;
 #[cfg(feature = "lnbits")]
@@ -264,4 +266,25 @@ pub async fn panic_fails_job_and_next_is_served(
 
     let job = submit_text(customer, provider, "still here").await;
     assert_eq!(result_content(customer, job).await, "STILL HERE");
+}
+
+/// A runtime for a provider whose keys, run counter and snapshot store outlive it (restarts
+/// share them): `config`, `backend`, the [`CountingShout`] task, and its notifications.
+pub fn counted_runtime(
+    keys: &nostr_dvm::nostr::Keys,
+    runs: &Arc<std::sync::atomic::AtomicUsize>,
+    store: &Arc<nostr_dvm::runtime::MemoryStore>,
+    config: nostr_dvm::provider::ProviderConfig,
+    backend: impl nostr_dvm::runtime::LightningBackend + 'static,
+) -> (ProviderRuntime, mpsc::UnboundedReceiver<ProviderNote>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let store: Arc<dyn nostr_dvm::runtime::SnapshotStore> = store.clone();
+    let runtime = ProviderRuntime::new(keys.clone(), config)
+        .task(Arc::new(CountingShout(runs.clone())))
+        .lightning(backend)
+        .store_shared(store)
+        .on_notification(move |note| {
+            let _ = tx.send(note.clone());
+        });
+    (runtime, rx)
 }

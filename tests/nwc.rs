@@ -1,0 +1,259 @@
+//! Real money through Nostr Wallet Connect: a real NIP-47 wallet service (Alby's
+//! `NWCWalletService`, started by the test support) over wallets of a real LNbits, on a real
+//! relay. A provider invoices into one NWC wallet ([`NwcBackend`]) and a customer pays from
+//! another ([`NwcWallet`]). The service sends no NIP-47 notifications: these tests exercise
+//! the polling path (`lookup_invoice`); the notification path is tested in the crate's unit
+//! tests with recorded notification content.
+#![cfg(all(feature = "nwc", feature = "lnbits", feature = "test-util", unix))]
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nostr_dvm::customer::{
+    CustomerConfig, Delivery, Notification as CustomerNote, Output, PaymentOutcome, WalletFailure,
+};
+use nostr_dvm::nip90::{JobInput, JobRequest};
+use nostr_dvm::nostr::{EventId, Keys, Kind};
+use nostr_dvm::provider::{Notification as ProviderNote, ProviderConfig};
+use nostr_dvm::runtime::{
+    CustomerRuntime, MemoryStore, NwcBackend, NwcWallet, ProviderRuntime, Wallet,
+};
+use nostr_dvm::task::FixedPrice;
+use support::lnbits::{Lnbits, LnbitsTestWallet};
+use support::nwc::NwcService;
+use support::{
+    counted_runtime, customer_output, provider_note, relay, result_content, Running, KIND,
+};
+use tokio::sync::mpsc;
+
+/// The price of a job in these tests: 21 sats.
+const PRICE_MSAT: u64 = 21_000;
+
+/// A priced provider invoicing into the NWC wallet at `uri`.
+struct NwcProvider {
+    keys: Keys,
+    runs: Arc<AtomicUsize>,
+    store: Arc<MemoryStore>,
+}
+
+impl NwcProvider {
+    fn new() -> Self {
+        Self {
+            keys: Keys::generate(),
+            runs: Arc::new(AtomicUsize::new(0)),
+            store: Arc::new(MemoryStore::default()),
+        }
+    }
+
+    /// A runtime of this provider (keys, store and run counter shared by every restart).
+    fn runtime(
+        &self,
+        relay: &str,
+        uri: &str,
+    ) -> (ProviderRuntime, mpsc::UnboundedReceiver<ProviderNote>) {
+        let config = ProviderConfig::new([Kind::from(KIND)])
+            .relays([relay.to_owned()])
+            .pricing(FixedPrice(PRICE_MSAT));
+        let backend = NwcBackend::new(uri)
+            .expect("a connection URI")
+            .poll_interval(Duration::from_secs(1));
+        counted_runtime(&self.keys, &self.runs, &self.store, config, backend)
+    }
+}
+
+/// The test LNbits, a provider's empty wallet and a customer's wallet of `sats`.
+async fn wallets(sats: u64) -> (&'static Lnbits, LnbitsTestWallet, LnbitsTestWallet) {
+    let lnbits = Lnbits::shared();
+    let earner = lnbits.wallet("provider").await;
+    let payer = lnbits.wallet("customer").await;
+    if sats > 0 {
+        lnbits.fund(&payer, sats).await;
+    }
+    (lnbits, earner, payer)
+}
+
+/// A customer on `relay` paying from the NWC wallet at `uri`, up to the price and the fee
+/// allowance without asking.
+async fn paying_customer(relay: &str, uri: &str) -> CustomerRuntime {
+    let mut config = CustomerConfig::new([relay.to_owned()]);
+    config.auto_pay_limit_msat = Some(PRICE_MSAT + config.max_fee_msat);
+    let mut customer = CustomerRuntime::connect(Keys::generate(), config)
+        .await
+        .expect("the customer connects");
+    customer.set_wallet(Arc::new(NwcWallet::new(uri).expect("a connection URI")));
+    customer
+}
+
+async fn submit(customer: &mut CustomerRuntime, provider: &Keys) -> EventId {
+    let request = JobRequest::builder(Kind::from(KIND)).input(JobInput::text("pay me"));
+    customer
+        .submit(request, Delivery::To(provider.public_key()))
+        .await
+        .expect("the request goes out")
+}
+
+#[tokio::test]
+async fn a_priced_job_is_paid_from_an_nwc_wallet_into_an_nwc_wallet() {
+    let (lnbits, earner, payer) = wallets(1_000).await;
+    let (_relay, url) = relay().await;
+    let earning = NwcService::start(&url, &earner, 0).await;
+    let paying = NwcService::start(&url, &payer, 0).await;
+    let provider = NwcProvider::new();
+    let (runtime, mut notes) = provider.runtime(&url, &earning.uri);
+    let running = Running::start(runtime);
+    let mut customer = paying_customer(&url, &paying.uri).await;
+
+    let job = submit(&mut customer, &provider.keys).await;
+    let paid = customer_output(&mut customer, |o| match o {
+        Output::Notify(CustomerNote::Paid { amount_msat, .. }) => Some(amount_msat),
+        Output::Notify(CustomerNote::PaymentFailed { reason, .. }) => panic!("{reason}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(paid, PRICE_MSAT);
+    assert_eq!(result_content(&mut customer, job).await, "PAY ME");
+    let received = provider_note(&mut notes, |n| match n {
+        ProviderNote::PaymentReceived { amount_msat, .. } => Some(*amount_msat),
+        _ => None,
+    })
+    .await;
+    assert_eq!(received, PRICE_MSAT);
+    assert_eq!(lnbits.balance_msat(&earner).await, PRICE_MSAT);
+    assert_eq!(lnbits.balance_msat(&payer).await, 1_000_000 - PRICE_MSAT);
+    assert_eq!(provider.runs.load(Ordering::SeqCst), 1);
+
+    running.stop().await;
+    customer.disconnect().await;
+}
+
+/// Submits a job to `provider` from a customer paying through `uri`, expects the payment to
+/// fail with `failure`, and checks that nothing ran and nothing moved.
+async fn refused(failure: WalletFailure, budget_msat: u64, fund_sats: u64) {
+    let (lnbits, earner, payer) = wallets(fund_sats).await;
+    let (_relay, url) = relay().await;
+    let earning = NwcService::start(&url, &earner, 0).await;
+    let paying = NwcService::start(&url, &payer, budget_msat).await;
+    let provider = NwcProvider::new();
+    let (runtime, _notes) = provider.runtime(&url, &earning.uri);
+    let running = Running::start(runtime);
+    let mut customer = paying_customer(&url, &paying.uri).await;
+
+    let job = submit(&mut customer, &provider.keys).await;
+    let said = customer_output(&mut customer, |o| match o {
+        Output::Notify(CustomerNote::PaymentFailed {
+            job: j, failure, ..
+        }) if j == job => Some(failure),
+        Output::Notify(CustomerNote::Paid { .. }) => panic!("the wallet paid"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(said, failure);
+    // The provider is still waiting: nothing ran, nothing moved.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(provider.runs.load(Ordering::SeqCst), 0);
+    assert_eq!(lnbits.balance_msat(&earner).await, 0);
+    assert_eq!(lnbits.balance_msat(&payer).await, fund_sats * 1_000);
+
+    running.stop().await;
+    customer.disconnect().await;
+}
+
+#[tokio::test]
+async fn a_wallet_over_its_budget_refuses_with_a_typed_error_and_nothing_runs() {
+    refused(WalletFailure::BudgetExceeded, PRICE_MSAT - 1_000, 1_000).await;
+}
+
+#[tokio::test]
+async fn a_wallet_without_the_funds_refuses_with_a_typed_error_and_nothing_runs() {
+    refused(WalletFailure::InsufficientBalance, 0, 10).await;
+}
+
+#[tokio::test]
+async fn a_job_paid_while_its_provider_is_down_is_found_by_lookup_on_restart() {
+    let (lnbits, earner, payer) = wallets(1_000).await;
+    let (_relay, url) = relay().await;
+    let earning = NwcService::start(&url, &earner, 0).await;
+    let paying = NwcService::start(&url, &payer, 0).await;
+    let provider = NwcProvider::new();
+    let (runtime, _notes) = provider.runtime(&url, &earning.uri);
+    let running = Running::start(runtime);
+    // No auto-pay: the customer pays when the test says so.
+    let mut config = CustomerConfig::new([url.clone()]);
+    config.auto_pay_limit_msat = None;
+    let mut customer = CustomerRuntime::connect(Keys::generate(), config)
+        .await
+        .expect("the customer connects");
+    customer.set_wallet(Arc::new(NwcWallet::new(&paying.uri).expect("a URI")));
+    let job = submit(&mut customer, &provider.keys).await;
+    let provider_pk = customer_output(&mut customer, |o| match o {
+        Output::Notify(CustomerNote::PaymentRequested {
+            provider,
+            bolt11: Some(_),
+            ..
+        }) => Some(provider),
+        _ => None,
+    })
+    .await;
+    running.stop().await;
+
+    customer.pay(job, provider_pk).await.expect("a payment");
+    customer_output(&mut customer, |o| match o {
+        Output::Notify(CustomerNote::Paid { .. }) => Some(()),
+        Output::Notify(CustomerNote::PaymentFailed { reason, .. }) => panic!("{reason}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(provider.runs.load(Ordering::SeqCst), 0);
+
+    // Back up: the restored provider looks its pending invoice up and runs the job once.
+    let (runtime, mut notes) = provider.runtime(&url, &earning.uri);
+    let running = Running::start(runtime);
+    assert_eq!(result_content(&mut customer, job).await, "PAY ME");
+    provider_note(&mut notes, |n| {
+        matches!(n, ProviderNote::JobCompleted { job: j } if *j == job).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(provider.runs.load(Ordering::SeqCst), 1);
+    assert_eq!(lnbits.balance_msat(&earner).await, PRICE_MSAT);
+
+    running.stop().await;
+    customer.disconnect().await;
+}
+
+#[tokio::test]
+async fn a_payment_is_looked_up_not_paid_again() {
+    let (lnbits, earner, payer) = wallets(1_000).await;
+    let (_relay, url) = relay().await;
+    let paying = NwcService::start(&url, &payer, 0).await;
+    let wallet = NwcWallet::new(&paying.uri).expect("a URI");
+    let (bolt11, hash) = lnbits.create_invoice(&earner, 5, "twice?").await;
+    let hash: [u8; 32] = hex::decode(hash).unwrap().try_into().unwrap();
+
+    // Never paid: the wallet has no such payment.
+    assert!(matches!(
+        wallet.lookup_payment(hash).await,
+        PaymentOutcome::Failed {
+            failure: WalletFailure::NotFound,
+            ..
+        }
+    ));
+    let first = wallet.pay_invoice(&bolt11, 0).await;
+    assert!(
+        matches!(
+            first,
+            PaymentOutcome::Paid {
+                preimage: Some(_),
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    // What a customer restarted after the payment asks: paid, with the preimage.
+    assert_eq!(wallet.lookup_payment(hash).await, first);
+    assert_eq!(lnbits.balance_msat(&payer).await, 1_000_000 - 5_000);
+    assert_eq!(lnbits.balance_msat(&earner).await, 5_000);
+}
