@@ -15,7 +15,8 @@
 //! prints every feedback, partial
 //! result and payment request, and exits with the result, or non-zero on an error, a
 //! timeout (`--timeout`) or a failed job. With an LNbits wallet (`--lnbits-url`,
-//! `--lnbits-admin-key`) it pays a valid invoice up to `--auto-pay SATS` itself; without one,
+//! `--lnbits-admin-key`) or a Nostr Wallet Connect one (`--nwc nostr+walletconnect://...`, or
+//! `$NOSTR_DVM_NWC`) it pays a valid invoice up to `--auto-pay SATS` itself; without one,
 //! on a payment request it prints the BOLT11 invoice for you to pay with yours, and keeps
 //! waiting. With `--zap` it pays by a NIP-57 zap instead, from the same wallet, to the
 //! lightning address of the provider's signed profile ([`CustomerRuntime::set_lnurl`],
@@ -40,7 +41,7 @@ use nostr_dvm::customer::{CustomerConfig, Delivery, Notification as CustomerNote
 use nostr_dvm::encryption::Scheme;
 use nostr_dvm::nip90::{JobInput, JobRequest};
 use nostr_dvm::nostr::{Keys, Kind, PublicKey};
-use nostr_dvm::runtime::{CustomerRuntime, LnbitsWallet, LnurlClient};
+use nostr_dvm::runtime::{CustomerRuntime, LnbitsWallet, LnurlClient, NwcWallet, Wallet};
 use support::{short, Clock, Flags, Running, Spec, SUMMARISE};
 
 /// The command line.
@@ -72,6 +73,10 @@ paying (without a wallet it prints the invoice for you to pay):
   --lnbits-admin-key KEY
                      that LNbits wallet's admin key, which spends: keep it secret
                      (default: $NOSTR_DVM_LNBITS_ADMIN_KEY)
+  --nwc URI          a Nostr Wallet Connect wallet to pay from (nostr+walletconnect://...;
+                     it needs pay_invoice and lookup_invoice; give the connection a budget
+                     in the wallet: NIP-47 carries no fee limit; the URI holds a secret:
+                     prefer the variable) (default: $NOSTR_DVM_NWC)
   --bid SATS         the most the job may pay the provider (the request's bid)
   --auto-pay SATS    pay a valid invoice of the provider without asking, up to this much
                      per job, routing fees included (default: 0, pay nothing)
@@ -79,7 +84,7 @@ paying (without a wallet it prints the invoice for you to pay):
                      least 2 sats by default, so raise it to pay through LNbits)
   --zap              pay by a NIP-57 zap instead of the invoice: to the lightning address
                      of the provider's profile (kind 0), whose service must take zaps,
-                     from the LNbits wallet, when the amount plus --max-fee is within
+                     from the wallet, when the amount plus --max-fee is within
                      --auto-pay; the zap request is signed with the customer's key
   --insecure-lnurl   with --zap: reach the provider's LNURL service over plain http (a
                      test service on 127.0.0.1 only, never for money on a network you do
@@ -99,6 +104,7 @@ TEXT is the job's text input (the arguments joined by spaces; the demo has a def
         "scheme",
         "lnbits-url",
         "lnbits-admin-key",
+        "nwc",
         "bid",
         "auto-pay",
         "max-fee",
@@ -219,15 +225,29 @@ async fn customer() -> support::Result<()> {
     if let Some(fee) = sats(&flags, "max-fee")? {
         config.max_fee_msat = fee;
     }
-    let wallet = lnbits_wallet(&flags)?;
+    let wallet: Option<(Arc<dyn Wallet>, String)> =
+        match (lnbits_wallet(&flags)?, support::nwc_uri(&flags)) {
+            (Some(_), Some(_)) => {
+                return Err("one wallet pays: --lnbits-url or --nwc, not both".into())
+            }
+            (Some((wallet, url)), None) => Some((Arc::new(wallet), format!("LNbits at {url}"))),
+            (None, Some(uri)) => {
+                let wallet = NwcWallet::new(&uri).map_err(|e| format!("--nwc: {e}"))?;
+                let named = format!("the NWC wallet {}", short(wallet.wallet()));
+                Some((Arc::new(wallet), named))
+            }
+            (None, None) => None,
+        };
     let auto_pay = config.auto_pay_limit_msat.unwrap_or(0);
     let max_fee = config.max_fee_msat;
     let has_wallet = wallet.is_some();
     let zap = flags.switch("zap");
     if zap && !has_wallet {
-        return Err("--zap pays from an LNbits wallet: add --lnbits-url and \
-                    --lnbits-admin-key"
-            .into());
+        return Err(
+            "--zap pays from a wallet: add --lnbits-url and --lnbits-admin-key, or \
+                    --nwc"
+                .into(),
+        );
     }
     if flags.switch("insecure-lnurl") && !zap {
         return Err("--insecure-lnurl is for the LNURL service of --zap: add --zap".into());
@@ -237,9 +257,9 @@ async fn customer() -> support::Result<()> {
         config.auto_pay_limit_msat = None;
     }
     let mut customer = CustomerRuntime::connect(identity.keys, config).await?;
-    if let Some((wallet, url)) = wallet {
-        clock.say("customer", format!("pays from LNbits at {url}"));
-        customer.set_wallet(Arc::new(wallet));
+    if let Some((wallet, named)) = wallet {
+        clock.say("customer", format!("pays from {named}"));
+        customer.set_wallet(wallet);
     }
     if zap {
         let mut lnurl = LnurlClient::new()?;
@@ -317,7 +337,7 @@ async fn customer() -> support::Result<()> {
             }
             match bolt11 {
                 Some(_) if has_wallet && !zap && within => {
-                    println!("             within --auto-pay: the LNbits wallet pays it")
+                    println!("             within --auto-pay: the wallet pays it")
                 }
                 Some(bolt11) => println!(
                     "             pay this invoice with your wallet (above --auto-pay, or no \
@@ -325,7 +345,7 @@ async fn customer() -> support::Result<()> {
                 ),
                 None => println!(
                     "             it sent no invoice: zap its feedback to pay (--zap, with \
-                     --auto-pay and an LNbits wallet, does it)"
+                     --auto-pay and a wallet, does it)"
                 ),
             }
             clock.say("customer", "waiting...");

@@ -30,7 +30,10 @@
 //! payments from LNbits, and the provider earns real sats. Without one, `--price` is refused
 //! unless `--test-invoices` says you only want to see the payment-required flow with
 //! [`TestLightningBackend`], whose invoices are signed by a made-up node that no wallet can
-//! pay (customers' jobs then expire after the payment window).
+//! pay (customers' jobs then expire after the payment window). Any Nostr Wallet Connect
+//! wallet works too (`--nwc nostr+walletconnect://...`, or `$NOSTR_DVM_NWC`; it needs
+//! `make_invoice` and `lookup_invoice`): [`NwcBackend`] invoices from it and finds payments by
+//! the wallet's notifications and by looking the pending invoices up.
 //!
 //! **Zaps.** `--lightning-address NAME@DOMAIN` makes the provider take NIP-57 zaps to that
 //! address, configured in one step: it reads the address's LNURL-pay service
@@ -63,8 +66,8 @@ use nostr_dvm::nostr::{Event, EventBuilder, Filter, Keys, Kind, PublicKey, Tag, 
 use nostr_dvm::provider::{Notification, ProviderConfig, RateLimit};
 use nostr_dvm::runtime::nostr_sdk::{Client, RelayPoolNotification};
 use nostr_dvm::runtime::{
-    LnbitsBackend, LnurlClient, LnurlError, LnurlPay, PostgresStore, ProviderRuntime, RecordStore,
-    SqliteStore, TestLightningBackend,
+    LnbitsBackend, LnurlClient, LnurlError, LnurlPay, NwcBackend, PostgresStore, ProviderRuntime,
+    RecordStore, SqliteStore, TestLightningBackend,
 };
 use nostr_dvm::testing::TestLightningNode;
 use support::{short, Clock, Flags, Spec, Summarise, SUMMARISE, TEXT};
@@ -92,8 +95,12 @@ usage: cargo run --example provider -- [options]
   --max-tasks N      run at most N tasks at once, the others wait (default: no limit); in a
                      fleet, a process claims a new job only while it has room for it
   --price SATS       a fixed pay-first price (default: free); on real relays it needs
-                     LNbits (--lnbits-url, --lnbits-invoice-key), a lightning address
-                     that takes zaps (--lightning-address), or --test-invoices
+                     LNbits (--lnbits-url, --lnbits-invoice-key), an NWC wallet (--nwc),
+                     a lightning address that takes zaps (--lightning-address), or
+                     --test-invoices
+  --nwc URI          a Nostr Wallet Connect wallet that invoices for this provider
+                     (nostr+walletconnect://...; it needs make_invoice and lookup_invoice;
+                     the URI holds a secret: prefer the variable) (default: $NOSTR_DVM_NWC)
   --lnbits-url URL   the LNbits server that invoices for this provider (https; http only
                      to 127.0.0.1) (default: $NOSTR_DVM_LNBITS_URL)
   --lnbits-invoice-key KEY
@@ -143,6 +150,7 @@ request names this provider and the refusal is not a flood defence):
         "lnbits-url",
         "lnbits-invoice-key",
         "lightning-address",
+        "nwc",
     ],
     switches: &["test-invoices", "nip44-extended", "insecure-lnurl"],
     positional: false,
@@ -151,7 +159,8 @@ request names this provider and the refusal is not a flood defence):
 /// Why `--price` is refused on real relays without LNbits or `--test-invoices`.
 const NO_LIGHTNING: &str = "--price on real relays needs a Lightning backend that issues \
 payable invoices: give an LNbits wallet with --lnbits-url and --lnbits-invoice-key (or \
-$NOSTR_DVM_LNBITS_URL and $NOSTR_DVM_LNBITS_INVOICE_KEY), or a lightning address that takes \
+$NOSTR_DVM_LNBITS_URL and $NOSTR_DVM_LNBITS_INVOICE_KEY), a Nostr Wallet Connect wallet with \
+--nwc (or $NOSTR_DVM_NWC), or a lightning address that takes \
 zaps with --lightning-address, or implement \
 nostr_dvm::runtime::LightningBackend for your node. --test-invoices uses a made-up test node \
 instead, whose invoices no wallet can pay, to see the payment-required flow.";
@@ -173,6 +182,13 @@ async fn provider() -> support::Result<()> {
         .checked_mul(1000)
         .ok_or("--price: too large")?;
     let lnbits = lnbits_backend(&flags)?;
+    let nwc = match support::nwc_uri(&flags) {
+        Some(uri) => Some(NwcBackend::new(&uri).map_err(|e| format!("--nwc: {e}"))?),
+        None => None,
+    };
+    if lnbits.is_some() && nwc.is_some() {
+        return Err("one wallet invoices: --lnbits-url or --nwc, not both".into());
+    }
     let address = flags
         .value("lightning-address")
         .map(str::to_owned)
@@ -184,7 +200,8 @@ async fn provider() -> support::Result<()> {
                 .into(),
         );
     }
-    let paid_somehow = lnbits.is_some() || address.is_some() || flags.switch("test-invoices");
+    let paid_somehow =
+        lnbits.is_some() || nwc.is_some() || address.is_some() || flags.switch("test-invoices");
     if price_msat > 0 && !offline && !paid_somehow {
         return Err(NO_LIGHTNING.into());
     }
@@ -255,8 +272,9 @@ async fn provider() -> support::Result<()> {
     config.nip44_extended_prefix = flags.switch("nip44-extended");
     if let (Some(address), Some(pay)) = (&address, &zaps) {
         config = config.zaps_via(pay)?;
-        // Without LNbits the only way to pay is a zap: ask for one, with no invoice.
-        config.zaps_only = lnbits.is_none();
+        // Without a wallet that invoices the only way to pay is a zap: ask for one, with no
+        // invoice.
+        config.zaps_only = lnbits.is_none() && nwc.is_none();
         if let Some(meta) = config.announcement.as_mut() {
             meta.lud16 = Some(address.clone());
         }
@@ -286,14 +304,19 @@ async fn provider() -> support::Result<()> {
     if let Some(n) = flags.number::<usize>("max-tasks")? {
         runtime = runtime.max_running_tasks(n);
     }
-    match lnbits {
-        Some((backend, url)) => {
+    match (lnbits, nwc) {
+        (Some((backend, url)), _) => {
             clock.say("provider", format!("invoices from LNbits at {url}"));
             runtime = runtime.lightning(backend);
         }
-        None if zaps.is_some() => {}
-        None if price_msat > 0 => runtime = runtime.lightning_shared(wallet.clone()),
-        None => {}
+        (None, Some(backend)) => {
+            let wallet = short(backend.wallet());
+            clock.say("provider", format!("invoices from the NWC wallet {wallet}"));
+            runtime = runtime.lightning(backend);
+        }
+        (None, None) if zaps.is_some() => {}
+        (None, None) if price_msat > 0 => runtime = runtime.lightning_shared(wallet.clone()),
+        (None, None) => {}
     }
     if let (Some(address), Some(pay)) = (&address, &zaps) {
         let zapper = pay.nostr_pubkey.map(short).unwrap_or_default();

@@ -3,6 +3,8 @@
 //! source, started by the test support):
 //! - the provider invoices from its LNbits wallet (`--lnbits-url`, `--lnbits-invoice-key`),
 //!   the customer pays from its own (`--lnbits-admin-key`, `--auto-pay`);
+//! - both through Nostr Wallet Connect (`--nwc`): a real NIP-47 service (Alby's, over the
+//!   LNbits wallets, tests/support/nwc.rs) on a relay of their own;
 //! - the provider is configured from its lightning address alone (`--lightning-address`),
 //!   the customer zaps it (`--zap`). Core LNbits has no NIP-57 zaps: the test's zapper
 //!   (tests/support/zapper.rs) stands in for a wallet's zap service, with LNbits invoices to
@@ -64,6 +66,7 @@ fn command(name: &str, args: &[String]) -> Command {
         .env_remove("NOSTR_DVM_LNBITS_INVOICE_KEY")
         .env_remove("NOSTR_DVM_LNBITS_ADMIN_KEY")
         .env_remove("NOSTR_DVM_LIGHTNING_ADDRESS")
+        .env_remove("NOSTR_DVM_NWC")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -182,13 +185,22 @@ async fn price_moved(lnbits: &Lnbits, earner: &LnbitsTestWallet, payer: &LnbitsT
     );
 }
 
+/// The customer example's flags to pay from `payer` through LNbits.
+fn lnbits_payer<'a>(lnbits: &'a Lnbits, payer: &'a LnbitsTestWallet) -> [&'a str; 4] {
+    [
+        "--lnbits-url",
+        lnbits.url(),
+        "--lnbits-admin-key",
+        &payer.admin_key,
+    ]
+}
+
 /// One paid job between the two examples on a fresh relay: the provider runs with its keys,
 /// state, price and `--jobs 1` plus `provider_flags` (and says `provider_says` on start), the
-/// customer pays from `payer` within 30 sats with `customer_flags`. Returns the customer's
-/// output, after the provider stopped on its own.
+/// customer pays from the wallet `customer_wallet` names within 30 sats with
+/// `customer_flags`. Returns the customer's output, after the provider stopped on its own.
 async fn paid_job(
-    lnbits: &Lnbits,
-    payer: &LnbitsTestWallet,
+    customer_wallet: &[&str],
     provider_flags: &[&str],
     provider_says: &str,
     customer_flags: &[&str],
@@ -219,10 +231,6 @@ async fn paid_job(
         &url,
         "--provider",
         &npub,
-        "--lnbits-url",
-        lnbits.url(),
-        "--lnbits-admin-key",
-        &payer.admin_key,
         "--auto-pay",
         "30",
         "--max-fee",
@@ -230,6 +238,7 @@ async fn paid_job(
         "--timeout",
         "60",
     ]);
+    flags.extend(args(customer_wallet));
     flags.extend(args(customer_flags));
     flags.push("Lightning pays for this summary. It is short.".into());
     let stdout = run_customer(&flags).await;
@@ -248,8 +257,34 @@ async fn the_examples_charge_and_pay_an_lnbits_invoice() {
         "--lnbits-invoice-key",
         &earner.invoice_key,
     ];
-    let stdout = paid_job(lnbits, &payer, &invoicing, "invoices from LNbits", &[]).await;
-    assert!(stdout.contains("the LNbits wallet pays it"), "{stdout}");
+    let paying = lnbits_payer(lnbits, &payer);
+    let stdout = paid_job(&paying, &invoicing, "invoices from LNbits", &[]).await;
+    assert!(stdout.contains("the wallet pays it"), "{stdout}");
+    price_moved(lnbits, &earner, &payer).await;
+}
+
+#[cfg(all(feature = "nwc", unix))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_examples_charge_and_pay_through_nostr_wallet_connect() {
+    let (lnbits, earner, payer) = wallets().await;
+    // The wallets' own relay, apart from the one the job goes through.
+    let (_wallet_relay, wallet_url) = relay().await;
+    let earning = support::nwc::NwcService::start(&wallet_url, &earner, 0).await;
+    let paying = support::nwc::NwcService::start(&wallet_url, &payer, 0).await;
+    let stdout = paid_job(
+        &["--nwc", &paying.uri],
+        &["--nwc", &earning.uri],
+        "invoices from the NWC wallet",
+        &[],
+    )
+    .await;
+    assert!(stdout.contains("pays from the NWC wallet"), "{stdout}");
+    assert!(stdout.contains("the wallet pays it"), "{stdout}");
+    // The connection secrets appear in no output.
+    for uri in [&earning.uri, &paying.uri] {
+        let secret = uri.rsplit("secret=").next().unwrap();
+        assert!(!stdout.contains(secret));
+    }
     price_moved(lnbits, &earner, &payer).await;
 }
 
@@ -261,7 +296,8 @@ async fn a_provider_configured_by_its_lightning_address_is_zapped_by_the_custome
     let zapper = LnbitsZapper::start(lnbits, earner.clone()).await;
     let address = ["--lightning-address", &zapper.address, "--insecure-lnurl"];
     let zap = ["--zap", "--insecure-lnurl"];
-    let stdout = paid_job(lnbits, &payer, &address, "takes zaps to", &zap).await;
+    let paying = lnbits_payer(lnbits, &payer);
+    let stdout = paid_job(&paying, &address, "takes zaps to", &zap).await;
     // Paid by zaps alone: the payment request carried no invoice.
     assert!(
         stdout.contains("zapping its lightning address (it sent no invoice)"),

@@ -75,6 +75,47 @@ async fn wallets(sats: u64) -> (&'static Lnbits, LnbitsTestWallet, LnbitsTestWal
     (lnbits, earner, payer)
 }
 
+/// A relay, two NWC wallet services over LNbits wallets (the provider's, empty, and the
+/// customer's, funded with `fund_sats` and allowed to spend `budget_msat`, 0: no budget) and
+/// a priced provider running on the relay, invoicing into its wallet.
+struct World {
+    lnbits: &'static Lnbits,
+    earner: LnbitsTestWallet,
+    payer: LnbitsTestWallet,
+    _relay: nostr_relay_builder::LocalRelay,
+    url: String,
+    earning: NwcService,
+    paying: NwcService,
+    provider: NwcProvider,
+    running: Running,
+}
+
+impl World {
+    async fn start(
+        fund_sats: u64,
+        budget_msat: u64,
+    ) -> (Self, mpsc::UnboundedReceiver<ProviderNote>) {
+        let (lnbits, earner, payer) = wallets(fund_sats).await;
+        let (relay, url) = relay().await;
+        let earning = NwcService::start(&url, &earner, 0).await;
+        let paying = NwcService::start(&url, &payer, budget_msat).await;
+        let provider = NwcProvider::new();
+        let (runtime, notes) = provider.runtime(&url, &earning.uri);
+        let world = Self {
+            lnbits,
+            earner,
+            payer,
+            _relay: relay,
+            url,
+            earning,
+            paying,
+            provider,
+            running: Running::start(runtime),
+        };
+        (world, notes)
+    }
+}
+
 /// A customer on `relay` paying from the NWC wallet at `uri`, up to the price and the fee
 /// allowance without asking.
 async fn paying_customer(relay: &str, uri: &str) -> CustomerRuntime {
@@ -95,53 +136,51 @@ async fn submit(customer: &mut CustomerRuntime, provider: &Keys) -> EventId {
         .expect("the request goes out")
 }
 
-#[tokio::test]
-async fn a_priced_job_is_paid_from_an_nwc_wallet_into_an_nwc_wallet() {
-    let (lnbits, earner, payer) = wallets(1_000).await;
-    let (_relay, url) = relay().await;
-    let earning = NwcService::start(&url, &earner, 0).await;
-    let paying = NwcService::start(&url, &payer, 0).await;
-    let provider = NwcProvider::new();
-    let (runtime, mut notes) = provider.runtime(&url, &earning.uri);
-    let running = Running::start(runtime);
-    let mut customer = paying_customer(&url, &paying.uri).await;
-
-    let job = submit(&mut customer, &provider.keys).await;
-    let paid = customer_output(&mut customer, |o| match o {
+/// Waits until the customer paid the price (its wallet, never a payment handed out to the
+/// host) and got `job`'s result.
+async fn paid_the_price_and_got_the_result(customer: &mut CustomerRuntime, job: EventId) {
+    let paid = customer_output(customer, |o| match o {
+        Output::PayInvoice { .. } => panic!("a payment handed out: {o:?}"),
         Output::Notify(CustomerNote::Paid { amount_msat, .. }) => Some(amount_msat),
         Output::Notify(CustomerNote::PaymentFailed { reason, .. }) => panic!("{reason}"),
         _ => None,
     })
     .await;
     assert_eq!(paid, PRICE_MSAT);
-    assert_eq!(result_content(&mut customer, job).await, "PAY ME");
+    assert_eq!(result_content(customer, job).await, "PAY ME");
+}
+
+#[tokio::test]
+async fn a_priced_job_is_paid_from_an_nwc_wallet_into_an_nwc_wallet() {
+    let (w, mut notes) = World::start(1_000, 0).await;
+    let mut customer = paying_customer(&w.url, &w.paying.uri).await;
+
+    let job = submit(&mut customer, &w.provider.keys).await;
+    paid_the_price_and_got_the_result(&mut customer, job).await;
     let received = provider_note(&mut notes, |n| match n {
         ProviderNote::PaymentReceived { amount_msat, .. } => Some(*amount_msat),
         _ => None,
     })
     .await;
     assert_eq!(received, PRICE_MSAT);
-    assert_eq!(lnbits.balance_msat(&earner).await, PRICE_MSAT);
-    assert_eq!(lnbits.balance_msat(&payer).await, 1_000_000 - PRICE_MSAT);
-    assert_eq!(provider.runs.load(Ordering::SeqCst), 1);
+    assert_eq!(w.lnbits.balance_msat(&w.earner).await, PRICE_MSAT);
+    assert_eq!(
+        w.lnbits.balance_msat(&w.payer).await,
+        1_000_000 - PRICE_MSAT
+    );
+    assert_eq!(w.provider.runs.load(Ordering::SeqCst), 1);
 
-    running.stop().await;
+    w.running.stop().await;
     customer.disconnect().await;
 }
 
 /// Submits a job to `provider` from a customer paying through `uri`, expects the payment to
 /// fail with `failure`, and checks that nothing ran and nothing moved.
 async fn refused(failure: WalletFailure, budget_msat: u64, fund_sats: u64) {
-    let (lnbits, earner, payer) = wallets(fund_sats).await;
-    let (_relay, url) = relay().await;
-    let earning = NwcService::start(&url, &earner, 0).await;
-    let paying = NwcService::start(&url, &payer, budget_msat).await;
-    let provider = NwcProvider::new();
-    let (runtime, _notes) = provider.runtime(&url, &earning.uri);
-    let running = Running::start(runtime);
-    let mut customer = paying_customer(&url, &paying.uri).await;
+    let (w, _notes) = World::start(fund_sats, budget_msat).await;
+    let mut customer = paying_customer(&w.url, &w.paying.uri).await;
 
-    let job = submit(&mut customer, &provider.keys).await;
+    let job = submit(&mut customer, &w.provider.keys).await;
     let said = customer_output(&mut customer, |o| match o {
         Output::Notify(CustomerNote::PaymentFailed {
             job: j, failure, ..
@@ -153,11 +192,11 @@ async fn refused(failure: WalletFailure, budget_msat: u64, fund_sats: u64) {
     assert_eq!(said, failure);
     // The provider is still waiting: nothing ran, nothing moved.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert_eq!(provider.runs.load(Ordering::SeqCst), 0);
-    assert_eq!(lnbits.balance_msat(&earner).await, 0);
-    assert_eq!(lnbits.balance_msat(&payer).await, fund_sats * 1_000);
+    assert_eq!(w.provider.runs.load(Ordering::SeqCst), 0);
+    assert_eq!(w.lnbits.balance_msat(&w.earner).await, 0);
+    assert_eq!(w.lnbits.balance_msat(&w.payer).await, fund_sats * 1_000);
 
-    running.stop().await;
+    w.running.stop().await;
     customer.disconnect().await;
 }
 
@@ -173,20 +212,15 @@ async fn a_wallet_without_the_funds_refuses_with_a_typed_error_and_nothing_runs(
 
 #[tokio::test]
 async fn a_job_paid_while_its_provider_is_down_is_found_by_lookup_on_restart() {
-    let (lnbits, earner, payer) = wallets(1_000).await;
-    let (_relay, url) = relay().await;
-    let earning = NwcService::start(&url, &earner, 0).await;
-    let paying = NwcService::start(&url, &payer, 0).await;
-    let provider = NwcProvider::new();
-    let (runtime, _notes) = provider.runtime(&url, &earning.uri);
-    let running = Running::start(runtime);
+    let (w, _notes) = World::start(1_000, 0).await;
+    let (lnbits, earner, provider) = (w.lnbits, &w.earner, &w.provider);
     // No auto-pay: the customer pays when the test says so.
-    let mut config = CustomerConfig::new([url.clone()]);
+    let mut config = CustomerConfig::new([w.url.clone()]);
     config.auto_pay_limit_msat = None;
     let mut customer = CustomerRuntime::connect(Keys::generate(), config)
         .await
         .expect("the customer connects");
-    customer.set_wallet(Arc::new(NwcWallet::new(&paying.uri).expect("a URI")));
+    customer.set_wallet(Arc::new(NwcWallet::new(&w.paying.uri).expect("a URI")));
     let job = submit(&mut customer, &provider.keys).await;
     let provider_pk = customer_output(&mut customer, |o| match o {
         Output::Notify(CustomerNote::PaymentRequested {
@@ -197,7 +231,7 @@ async fn a_job_paid_while_its_provider_is_down_is_found_by_lookup_on_restart() {
         _ => None,
     })
     .await;
-    running.stop().await;
+    w.running.stop().await;
 
     customer.pay(job, provider_pk).await.expect("a payment");
     customer_output(&mut customer, |o| match o {
@@ -209,7 +243,7 @@ async fn a_job_paid_while_its_provider_is_down_is_found_by_lookup_on_restart() {
     assert_eq!(provider.runs.load(Ordering::SeqCst), 0);
 
     // Back up: the restored provider looks its pending invoice up and runs the job once.
-    let (runtime, mut notes) = provider.runtime(&url, &earning.uri);
+    let (runtime, mut notes) = provider.runtime(&w.url, &w.earning.uri);
     let running = Running::start(runtime);
     assert_eq!(result_content(&mut customer, job).await, "PAY ME");
     provider_note(&mut notes, |n| {
@@ -218,7 +252,7 @@ async fn a_job_paid_while_its_provider_is_down_is_found_by_lookup_on_restart() {
     .await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(provider.runs.load(Ordering::SeqCst), 1);
-    assert_eq!(lnbits.balance_msat(&earner).await, PRICE_MSAT);
+    assert_eq!(lnbits.balance_msat(earner).await, PRICE_MSAT);
 
     running.stop().await;
     customer.disconnect().await;
@@ -256,4 +290,74 @@ async fn a_payment_is_looked_up_not_paid_again() {
     assert_eq!(wallet.lookup_payment(hash).await, first);
     assert_eq!(lnbits.balance_msat(&payer).await, 1_000_000 - 5_000);
     assert_eq!(lnbits.balance_msat(&earner).await, 5_000);
+}
+
+/// A wallet whose payments go through, but whose answer is lost (a timeout, a crash before
+/// the outcome was recorded): it says pending.
+struct AnswerLost(NwcWallet);
+
+#[async_trait::async_trait]
+impl Wallet for AnswerLost {
+    async fn pay_invoice(&self, bolt11: &str, max_fee_msat: u64) -> PaymentOutcome {
+        let outcome = self.0.pay_invoice(bolt11, max_fee_msat).await;
+        assert!(
+            matches!(outcome, PaymentOutcome::Paid { .. }),
+            "{outcome:?}"
+        );
+        PaymentOutcome::Pending
+    }
+
+    async fn lookup_payment(&self, _: [u8; 32]) -> PaymentOutcome {
+        PaymentOutcome::Pending
+    }
+}
+
+#[tokio::test]
+async fn the_same_invoice_is_never_paid_twice_across_a_customer_restart() {
+    use nostr_dvm::customer::CustomerSnapshot;
+    use nostr_dvm::runtime::{ConnectOptions, SnapshotStore};
+
+    let (w, _notes) = World::start(1_000, 0).await;
+    let (lnbits, earner, payer, provider, paying) =
+        (w.lnbits, &w.earner, &w.payer, &w.provider, &w.paying);
+
+    let keys = Keys::generate();
+    let mut config = CustomerConfig::new([w.url.clone()]);
+    config.auto_pay_limit_msat = Some(PRICE_MSAT + config.max_fee_msat);
+    let store = Arc::new(MemoryStore::<CustomerSnapshot>::default());
+    let mut customer = CustomerRuntime::connect(keys.clone(), config.clone())
+        .await
+        .unwrap();
+    customer.store(store.clone());
+    customer.set_wallet(Arc::new(AnswerLost(NwcWallet::new(&paying.uri).unwrap())));
+    let job = submit(&mut customer, &provider.keys).await;
+    // The wallet paid; the customer never heard so: it dies with the payment in flight.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while lnbits.balance_msat(payer).await == 1_000_000 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the wallet never paid"
+        );
+        tokio::select! {
+            _ = customer.next() => {}
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    customer.disconnect().await;
+
+    // Restored with a plain NWC wallet: the payment is looked up, found paid, not paid again.
+    let snapshot = store.load().unwrap().expect("saved before paying");
+    let mut customer =
+        CustomerRuntime::restore_with(keys, config, snapshot, ConnectOptions::default())
+            .await
+            .unwrap();
+    customer.store(store.clone());
+    customer.set_wallet(Arc::new(NwcWallet::new(&paying.uri).unwrap()));
+    paid_the_price_and_got_the_result(&mut customer, job).await;
+    assert_eq!(lnbits.balance_msat(payer).await, 1_000_000 - PRICE_MSAT);
+    assert_eq!(lnbits.balance_msat(earner).await, PRICE_MSAT);
+    assert_eq!(provider.runs.load(Ordering::SeqCst), 1);
+
+    w.running.stop().await;
+    customer.disconnect().await;
 }

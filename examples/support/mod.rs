@@ -474,6 +474,15 @@ pub fn lnbits_credentials(
     }
 }
 
+/// The Nostr Wallet Connect URI of `--nwc` (or `$NOSTR_DVM_NWC`), if given. It holds the
+/// secret that spends: it is never printed.
+pub fn nwc_uri(flags: &Flags) -> Option<String> {
+    flags
+        .value("nwc")
+        .map(str::to_owned)
+        .or_else(|| std::env::var("NOSTR_DVM_NWC").ok())
+}
+
 /// What an example accepts on its command line.
 pub struct Spec {
     /// Printed for `--help` (and after a usage error).
