@@ -361,3 +361,30 @@ async fn the_same_invoice_is_never_paid_twice_across_a_customer_restart() {
     w.running.stop().await;
     customer.disconnect().await;
 }
+
+#[tokio::test]
+async fn an_invoice_for_less_than_the_price_is_refused_not_issued() {
+    use nostr_dvm::runtime::{InvoiceRequest, LightningBackend};
+
+    let (_lnbits, earner, _payer) = wallets(0).await;
+    let (_relay, url) = relay().await;
+    let request = |amount_msat| InvoiceRequest {
+        job: EventId::all_zeros(),
+        amount_msat,
+        description: "a job".into(),
+        expiry_secs: 600,
+    };
+    // A wallet rounding 21.5 sats down to 21 would undercut the price: refused.
+    let careless = NwcService::start_rounding_down(&url, &earner).await;
+    let backend = NwcBackend::new(&careless.uri).unwrap();
+    let refused = backend.create_invoice(request(21_500)).await.unwrap_err();
+    assert!(refused.contains("less than the price"), "{refused}");
+    assert_eq!(backend.pending_invoices(), 0);
+    // Rounded up (22 sats), the invoice asks at least the price: issued and watched.
+    let careful = NwcService::start(&url, &earner, 0).await;
+    let backend = NwcBackend::new(&careful.uri).unwrap();
+    let bolt11 = backend.create_invoice(request(21_500)).await.unwrap();
+    let invoice = nostr_dvm::bolt11::Invoice::parse(&bolt11).unwrap();
+    assert_eq!(invoice.amount_msat(), Some(22_000));
+    assert_eq!(backend.pending_invoices(), 1);
+}

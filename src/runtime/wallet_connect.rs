@@ -616,4 +616,54 @@ mod tests {
         assert_eq!(notified_settlement(&wrong, &pending), None);
         assert_eq!(notified_settlement(&good, &HashMap::new()), None);
     }
+
+    /// A `payment_received` notification event as a wallet service publishes it (kind 23196,
+    /// NIP-04 encrypted to the client, tagged to it, signed by `wallet`).
+    fn notification_event(
+        wallet: &nostr::Keys,
+        client: &PublicKey,
+        preimage: &str,
+    ) -> nostr::Event {
+        let content = serde_json::json!({
+            "notification_type": "payment_received",
+            "notification": {
+                "type": "incoming", "state": "settled", "invoice": "lnbc10n1...",
+                "preimage": preimage, "payment_hash": HASH_OF_ZEROS, "amount": 1000,
+                "fees_paid": 0, "created_at": 1_700_000_000, "settled_at": 1_700_000_010
+            }
+        })
+        .to_string();
+        let encrypted = nostr::nips::nip04::encrypt(wallet.secret_key(), client, content).unwrap();
+        nostr::EventBuilder::new(nostr::Kind::WalletConnectNotification, encrypted)
+            .tag(nostr::Tag::public_key(*client))
+            .sign_with_keys(wallet)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_notification_event_from_the_wallet_settles_one_from_anyone_else_does_not() {
+        let wallet = nostr::Keys::generate();
+        let client = nostr::Keys::generate();
+        let relay = nostr::RelayUrl::parse("wss://relay.example").unwrap();
+        let uri = NostrWalletConnectURI::new(
+            wallet.public_key(),
+            vec![relay],
+            client.secret_key().clone(),
+            None,
+        );
+        let job = EventId::all_zeros();
+        let hash = bytes32(HASH_OF_ZEROS).unwrap();
+        let pending = HashMap::from([(hash, (job, u64::MAX))]);
+
+        let event = notification_event(&wallet, &client.public_key(), &"00".repeat(32));
+        let notification = Notification::from_event(&uri, &event).unwrap();
+        assert_eq!(
+            notified_settlement(&notification, &pending),
+            Some((hash, job, [0; 32]))
+        );
+        // The same notification from another key (the relay's, a stranger's) is refused.
+        let stranger = nostr::Keys::generate();
+        let forged = notification_event(&stranger, &client.public_key(), &"00".repeat(32));
+        assert!(Notification::from_event(&uri, &forged).is_err());
+    }
 }

@@ -41,16 +41,35 @@ impl NwcService {
     /// connection spend `budget_msat` in all (0: no budget). Panics, saying what is missing,
     /// when it cannot run.
     pub async fn start(relay: &str, wallet: &LnbitsTestWallet, budget_msat: u64) -> Self {
-        let relay = relay.to_owned();
-        let wallet = wallet.clone();
-        tokio::task::spawn_blocking(move || start(&relay, &wallet, budget_msat))
+        Self::spawn(relay, wallet, budget_msat, "up").await
+    }
+
+    /// A service like [`start`](Self::start)'s with no budget, whose `make_invoice` rounds
+    /// msat down to whole sats, as a careless wallet would.
+    pub async fn start_rounding_down(relay: &str, wallet: &LnbitsTestWallet) -> Self {
+        Self::spawn(relay, wallet, 0, "down").await
+    }
+
+    async fn spawn(
+        relay: &str,
+        wallet: &LnbitsTestWallet,
+        budget_msat: u64,
+        rounding: &str,
+    ) -> Self {
+        let (relay, wallet, rounding) = (relay.to_owned(), wallet.clone(), rounding.to_owned());
+        tokio::task::spawn_blocking(move || start(&relay, &wallet, budget_msat, &rounding))
             .await
             .expect("the start thread")
             .unwrap_or_else(|e| panic!("the NWC wallet service cannot run: {e}"))
     }
 }
 
-fn start(relay: &str, wallet: &LnbitsTestWallet, budget_msat: u64) -> Result<NwcService, String> {
+fn start(
+    relay: &str,
+    wallet: &LnbitsTestWallet,
+    budget_msat: u64,
+    rounding: &str,
+) -> Result<NwcService, String> {
     let dir = install()?;
     let service_keys = Keys::generate();
     let client_keys = Keys::generate();
@@ -65,6 +84,7 @@ fn start(relay: &str, wallet: &LnbitsTestWallet, budget_msat: u64) -> Result<Nwc
             &service_keys.secret_key().to_secret_hex(),
             &client_keys.public_key().to_hex(),
             &budget_msat.to_string(),
+            rounding,
         ])
         .current_dir(&dir)
         .stdin(Stdio::null())

@@ -1,15 +1,17 @@
 // A NIP-47 (Nostr Wallet Connect) wallet service for the tests: the protocol side is Alby's
 // NWCWalletService (npm @getalby/sdk), the money side a real LNbits wallet (its HTTP API).
-// usage: node service.mjs RELAY_URL LNBITS_URL ADMINKEY INKEY WALLET_SECRET_HEX CLIENT_PUBKEY_HEX BUDGET_MSAT
+// usage: node service.mjs RELAY_URL LNBITS_URL ADMINKEY INKEY WALLET_SECRET_HEX CLIENT_PUBKEY_HEX BUDGET_MSAT [ROUNDING]
 // BUDGET_MSAT is what the connection may spend in all (0: no budget): past it, pay_invoice
 // answers QUOTA_EXCEEDED, as wallets with per-connection budgets do. LNbits's errors map to
 // NIP-47 codes (not enough funds: INSUFFICIENT_BALANCE; no such payment: NOT_FOUND).
+// ROUNDING is how make_invoice turns msat into LNbits's whole sats: "up" (the default) or
+// "down", as a careless wallet would (its invoices then ask less than the amount asked).
 // Prints "ready <wallet pubkey>" once subscribed. It sends no NIP-47 notifications.
 import WebSocket from "ws";
 globalThis.WebSocket ??= WebSocket; // node 20 has no global WebSocket
 const { NWCWalletService, NWCWalletServiceKeyPair } = await import("@getalby/sdk");
 
-const [relay, lnbits, adminkey, inkey, walletSecret, clientPubkey, budgetArg] = process.argv.slice(2);
+const [relay, lnbits, adminkey, inkey, walletSecret, clientPubkey, budgetArg, rounding] = process.argv.slice(2);
 const budget = Number(budgetArg || 0);
 let spent = 0;
 
@@ -53,7 +55,8 @@ await service.subscribe(keypair, {
   getInfo: async () => ({ result: { alias: "lnbits-test", color: "", pubkey: "", network: "mainnet", block_height: 0, block_hash: "", methods }, error: undefined }),
   makeInvoice: async (req) => {
     try {
-      const sats = Math.ceil(req.amount / 1000); // NIP-47 amounts are msat; LNbits takes sats
+      // NIP-47 amounts are msat; LNbits takes sats
+      const sats = rounding === "down" ? Math.floor(req.amount / 1000) : Math.ceil(req.amount / 1000);
       const p = await api("POST", "/api/v1/payments", inkey, { out: false, amount: sats, memo: req.description || "", expiry: req.expiry });
       const st = await api("GET", `/api/v1/payments/${p.payment_hash}`, inkey);
       return { result: { ...tx({ ...st, bolt11: p.bolt11, payment_hash: p.payment_hash }, "incoming"), amount: sats * 1000 }, error: undefined };
