@@ -383,6 +383,10 @@ async fn an_invoice_for_less_than_the_price_is_refused_not_issued() {
     // Rounded up (22 sats), the invoice asks at least the price: issued and watched.
     let careful = NwcService::start(&url, &earner, 0).await;
     let backend = NwcBackend::new(&careful.uri).unwrap();
+    let methods = backend.methods().await.unwrap();
+    for needed in ["make_invoice", "lookup_invoice"] {
+        assert!(methods.iter().any(|m| m == needed), "{methods:?}");
+    }
     let bolt11 = backend.create_invoice(request(21_500)).await.unwrap();
     let invoice = nostr_dvm::bolt11::Invoice::parse(&bolt11).unwrap();
     assert_eq!(invoice.amount_msat(), Some(22_000));

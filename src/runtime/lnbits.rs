@@ -496,7 +496,8 @@ async fn watch(inner: std::sync::Weak<Inner>, settlements: Settlements) {
                 backoff = Duration::from_secs(1);
                 drop(backend);
                 loop {
-                    let Some(backend) = inner.upgrade() else {
+                    // No reference to the backend while waiting: dropping it stops this.
+                    let Some(next_poll) = inner.upgrade().map(|b| b.invoices.next_poll()) else {
                         return;
                     };
                     tokio::select! {
@@ -504,6 +505,9 @@ async fn watch(inner: std::sync::Weak<Inner>, settlements: Settlements) {
                             Some(Ok(message)) => {
                                 let text = message.into_text().unwrap_or_default();
                                 let hashes = mentioned_hashes(&text);
+                                let Some(backend) = inner.upgrade() else {
+                                    return;
+                                };
                                 if !hashes.is_empty() && !check(&backend, &settlements, &hashes).await {
                                     return;
                                 }
@@ -514,7 +518,10 @@ async fn watch(inner: std::sync::Weak<Inner>, settlements: Settlements) {
                             }
                             None => break,
                         },
-                        () = backend.invoices.until_next_poll() => {
+                        () = next_poll.wait() => {
+                            let Some(backend) = inner.upgrade() else {
+                                return;
+                            };
                             if !poll(&backend, &settlements).await {
                                 return;
                             }

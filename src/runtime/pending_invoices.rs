@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nostr::EventId;
@@ -27,7 +27,7 @@ pub(super) struct PendingInvoices {
     /// Payment hash -> (job, unix expiry).
     pending: Mutex<HashMap<[u8; 32], (EventId, u64)>>,
     /// Wakes the watcher to poll at once.
-    poll_now: Notify,
+    poll_now: Arc<Notify>,
     watcher: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -36,7 +36,7 @@ impl PendingInvoices {
         Self {
             poll_interval_ms: AtomicU64::new(millis(poll_interval)),
             pending: Mutex::new(HashMap::new()),
-            poll_now: Notify::new(),
+            poll_now: Arc::new(Notify::new()),
             watcher: Mutex::new(None),
         }
     }
@@ -69,7 +69,7 @@ impl PendingInvoices {
                 .unwrap_or(u64::MAX);
             self.add(invoice.payment_hash, invoice.job, expires);
         }
-        self.poll_now.notify_one();
+        self.poll_soon();
     }
 
     /// The job and expiry of the pending invoice with `hash`.
@@ -111,12 +111,19 @@ impl PendingInvoices {
         now > expires.saturating_add(EXPIRED_GRACE_SECS)
     }
 
-    /// Waits for a poll to be asked for, or for the poll interval.
-    pub(super) async fn until_next_poll(&self) {
-        tokio::select! {
-            () = self.poll_now.notified() => {}
-            () = tokio::time::sleep(self.poll_interval()) => {}
+    /// The wait for the next poll: a poll asked for, or the poll interval. It holds no
+    /// reference to the backend, so that dropping the backend (which aborts its watcher) is
+    /// not kept from happening by a watcher that waits.
+    pub(super) fn next_poll(&self) -> NextPoll {
+        NextPoll {
+            asked: self.poll_now.clone(),
+            every: self.poll_interval(),
         }
+    }
+
+    /// Asks the watcher to poll at once.
+    pub(super) fn poll_soon(&self) {
+        self.poll_now.notify_one();
     }
 
     /// Makes `task` the watcher, aborting the one before.
@@ -135,6 +142,21 @@ impl Drop for PendingInvoices {
             if let Some(task) = watcher.take() {
                 task.abort();
             }
+        }
+    }
+}
+
+/// See [`PendingInvoices::next_poll`].
+pub(super) struct NextPoll {
+    asked: Arc<Notify>,
+    every: Duration,
+}
+
+impl NextPoll {
+    pub(super) async fn wait(self) {
+        tokio::select! {
+            () = self.asked.notified() => {}
+            () = tokio::time::sleep(self.every) => {}
         }
     }
 }

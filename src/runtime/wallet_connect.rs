@@ -75,6 +75,17 @@ impl Connection {
     }
 }
 
+impl Connection {
+    async fn methods(&self) -> Result<Vec<String>, String> {
+        let info = self.client.get_info().await.map_err(|e| describe(&e))?;
+        Ok(info
+            .methods
+            .iter()
+            .filter_map(|m| serde_json::to_value(m).ok()?.as_str().map(str::to_owned))
+            .collect())
+    }
+}
+
 impl core::fmt::Debug for Connection {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("NwcConnection")
@@ -198,6 +209,12 @@ impl NwcBackend {
     pub fn wallet(&self) -> PublicKey {
         self.inner.connection.wallet
     }
+
+    /// The NIP-47 methods the wallet offers this connection (its `get_info` answer): a check
+    /// of the connection before serving (it needs `make_invoice` and `lookup_invoice`).
+    pub async fn methods(&self) -> Result<Vec<String>, String> {
+        self.inner.connection.methods().await
+    }
 }
 
 #[async_trait::async_trait]
@@ -318,20 +335,48 @@ async fn watch(inner: Weak<BackendInner>, settlements: Settlements) {
             }
         }
     };
-    let polled = async move {
-        loop {
-            let Some(backend) = inner.upgrade() else {
-                return;
-            };
-            if !poll(&backend, &settlements).await {
-                return;
+    let polled = {
+        let inner = inner.clone();
+        async move {
+            loop {
+                let Some(backend) = inner.upgrade() else {
+                    return;
+                };
+                if !poll(&backend, &settlements).await {
+                    return;
+                }
+                // No reference to the backend while waiting: dropping it stops this.
+                let next_poll = backend.invoices.next_poll();
+                drop(backend);
+                next_poll.wait().await;
             }
-            backend.invoices.until_next_poll().await;
         }
     };
     tokio::select! {
         () = notified => {}
         () = polled => {}
+        () = poll_on_reconnection(inner, client) => {}
+    }
+}
+
+/// Asks for a poll each time a relay of the wallet connects again (what was paid while the
+/// connection was down, notifications included, is found then), looking every
+/// [`RECONNECTION_POLL`](super::RECONNECTION_POLL); ends when the backend is dropped.
+async fn poll_on_reconnection(inner: Weak<BackendInner>, client: NWC) {
+    let mut connected: HashMap<nostr::RelayUrl, bool> = HashMap::new();
+    loop {
+        tokio::time::sleep(super::RECONNECTION_POLL).await;
+        let statuses = client.status().await;
+        let Some(backend) = inner.upgrade() else {
+            return;
+        };
+        for (relay, status) in statuses {
+            let now = status == nostr_sdk::RelayStatus::Connected;
+            // A relay seen down and now up: reconnected.
+            if connected.insert(relay, now) == Some(false) && now {
+                backend.invoices.poll_soon();
+            }
+        }
     }
 }
 
@@ -428,6 +473,12 @@ impl NwcWallet {
     /// The wallet service's public key.
     pub fn wallet(&self) -> PublicKey {
         self.connection.wallet
+    }
+
+    /// The NIP-47 methods the wallet offers this connection (its `get_info` answer): a check
+    /// of the connection before paying (it needs `pay_invoice` and `lookup_invoice`).
+    pub async fn methods(&self) -> Result<Vec<String>, String> {
+        self.connection.methods().await
     }
 }
 

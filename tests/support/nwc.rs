@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use nostr_dvm::nostr::Keys;
+use nostr_dvm::runtime::NwcWallet;
 
 use super::lnbits::{log_file, realparts_dir, tail, watchdog, Lnbits, LnbitsTestWallet};
 
@@ -57,10 +58,20 @@ impl NwcService {
         rounding: &str,
     ) -> Self {
         let (relay, wallet, rounding) = (relay.to_owned(), wallet.clone(), rounding.to_owned());
-        tokio::task::spawn_blocking(move || start(&relay, &wallet, budget_msat, &rounding))
-            .await
-            .expect("the start thread")
-            .unwrap_or_else(|e| panic!("the NWC wallet service cannot run: {e}"))
+        let service =
+            tokio::task::spawn_blocking(move || start(&relay, &wallet, budget_msat, &rounding))
+                .await
+                .expect("the start thread")
+                .unwrap_or_else(|e| panic!("the NWC wallet service cannot run: {e}"));
+        // It says it is ready once it sent its subscription, which the relay may not have
+        // taken yet: it is ready when it answers.
+        let probe = NwcWallet::with_timeout(&service.uri, Duration::from_secs(2)).unwrap();
+        let mut tries = 0;
+        while let Err(e) = probe.methods().await {
+            tries += 1;
+            assert!(tries < 15, "the NWC wallet service does not answer: {e}");
+        }
+        service
     }
 }
 
