@@ -623,12 +623,15 @@ fn a_paid_outcome_is_checked_and_recorded() {
     b.customer
         .handle_payment_outcome(now, reference, paid)
         .unwrap();
-    let notes = b
-        .drain()
+    let out = b.drain();
+    let notes = out
         .iter()
         .filter(|o| matches!(o, Output::Notify(Notification::Paid { fee_msat: 10, .. })))
         .count();
     assert_eq!(notes, 1);
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::Notify(Notification::FeeAboveLimit { .. }))));
     assert_eq!(b.customer.committed_msat(&job), 2_010);
     assert!(matches!(
         b.customer.handle_payment_outcome(
@@ -638,6 +641,54 @@ fn a_paid_outcome_is_checked_and_recorded() {
         ),
         Err(customer::Error::UnknownPayment(_))
     ));
+}
+
+#[test]
+fn a_fee_above_the_limit_is_told_once_after_the_payment() {
+    let mut b = Bench::with_limit(10_000);
+    let provider = keys_from_seed(40);
+    let (job, request) = b.public_job(None);
+    b.preimage = 99;
+    let bolt11 = b.invoice(Some(2_000)); // preimage [100; 32]
+    let fb = b.payment_required(&provider, &request, 2_000, Some(bolt11));
+    b.feed(fb);
+    let (hash, max_fee) = match b
+        .out
+        .iter()
+        .find(|o| matches!(o, Output::PayInvoice { .. }))
+    {
+        Some(Output::PayInvoice {
+            payment_hash,
+            max_fee_msat,
+            ..
+        }) => (*payment_hash, *max_fee_msat),
+        _ => panic!("not auto-paid"),
+    };
+    // A wallet that could not be told the limit (NIP-47) spent more on fees.
+    let paid = PaymentOutcome::Paid {
+        preimage: Some([100; 32]),
+        fee_msat: max_fee + 1,
+    };
+    let now = b.now;
+    for _ in 0..2 {
+        b.customer
+            .handle_payment_outcome(now, PaymentRef::Invoice(hash), paid.clone())
+            .unwrap();
+    }
+    let over: Vec<_> = b
+        .drain()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Notify(Notification::FeeAboveLimit {
+                job: j,
+                fee_msat,
+                max_fee_msat,
+                ..
+            }) => Some((j, fee_msat, max_fee_msat)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(over, [(job, max_fee + 1, max_fee)]);
 }
 
 // ---- item 11: bounded state, and no payment in doubt -------------------------------------------

@@ -129,6 +129,21 @@ pub enum Notification {
         /// The routing fee the wallet reported, in millisats.
         fee_msat: u64,
     },
+    /// A payment was made, and its wallet reports a routing fee above the limit it was given
+    /// (`CustomerConfig::max_fee_msat`): a wallet that cannot be told the limit (Nostr Wallet
+    /// Connect has no such field) spent more. Follows the payment's [`Notification::Paid`].
+    FeeAboveLimit {
+        /// The job.
+        job: EventId,
+        /// The provider.
+        provider: PublicKey,
+        /// Which payment.
+        payment: PaymentRef,
+        /// The fee the wallet reported, in millisats.
+        fee_msat: u64,
+        /// The limit it was given, in millisats.
+        max_fee_msat: u64,
+    },
     /// A payment the customer asked for failed; its budget is free again.
     PaymentFailed {
         /// The job.

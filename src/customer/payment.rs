@@ -414,7 +414,9 @@ impl Customer {
             .payments
             .get_mut(&payment)
             .ok_or(Error::UnknownPayment(payment))?;
-        let (job, provider, amount_msat) = (p.job, p.provider, p.amount_msat);
+        let (job, provider, amount_msat, max_fee_msat) =
+            (p.job, p.provider, p.amount_msat, p.max_fee_msat);
+        let mut over_limit = None;
         let note = match outcome {
             PaymentOutcome::Pending => return Ok(()),
             PaymentOutcome::Paid { preimage, fee_msat } => {
@@ -437,6 +439,17 @@ impl Customer {
                     return Ok(());
                 }
                 p.state = PaymentState::Paid { fee_msat };
+                // A wallet that cannot be told the limit (NIP-47 has no such field) may
+                // have spent more: the application must know.
+                if fee_msat > max_fee_msat {
+                    over_limit = Some(Notification::FeeAboveLimit {
+                        job,
+                        provider,
+                        payment,
+                        fee_msat,
+                        max_fee_msat,
+                    });
+                }
                 Notification::Paid {
                     job,
                     provider,
@@ -461,6 +474,9 @@ impl Customer {
         };
         self.dirty = true;
         self.outbox.push_back(Output::Notify(note));
+        if let Some(over) = over_limit {
+            self.outbox.push_back(Output::Notify(over));
+        }
         let _ = now;
         Ok(())
     }

@@ -438,8 +438,9 @@ async fn poll(backend: &BackendInner, settlements: &Settlements) -> bool {
 /// second bound (`QUOTA_EXCEEDED` becomes [`WalletFailure::BudgetExceeded`]).
 ///
 /// NIP-47's `pay_invoice` carries no fee limit: the wallet service decides what it spends on
-/// routing. `max_fee_msat` is therefore checked after the fact on the fee the wallet reports
-/// (a payment that cost more is logged as an error, and it is still paid). Give the
+/// routing. `max_fee_msat` is therefore checked after the fact on the fee the wallet reports:
+/// a payment that cost more is still paid, and the customer tells the application
+/// ([`Notification::FeeAboveLimit`](crate::customer::Notification::FeeAboveLimit)). Give the
 /// connection a budget in the wallet to bound what fees can cost.
 ///
 /// ```no_run
