@@ -29,8 +29,8 @@ use sha2::{Digest, Sha256};
 use support::lnbits::{Lnbits, LnbitsTestWallet};
 use support::zapper::LnbitsZapper;
 use support::{
-    counted_runtime, customer_output, provider_note, relay, result_content, CountingShout, Running,
-    KIND, WAIT,
+    counted_runtime, customer_output, provider_note, relay, requested_invoice, result_content,
+    CountingShout, Running, KIND, WAIT,
 };
 use tokio::sync::mpsc;
 
@@ -265,14 +265,7 @@ async fn the_preimage_of_another_paid_invoice_starts_nothing() {
     let running = Running::start(runtime);
     let mut customer = paying_customer(&url, lnbits, &payer, None).await;
     let job = submit(&mut customer, &provider.keys).await;
-    let bolt11 = customer_output(&mut customer, |o| match o {
-        Output::Notify(CustomerNote::PaymentRequested {
-            bolt11: Some(bolt11),
-            ..
-        }) => Some(bolt11),
-        _ => None,
-    })
-    .await;
+    let bolt11 = requested_invoice(&mut customer).await;
 
     // A real, paid invoice of the same wallet and amount, but not this job's.
     let (other, other_hash) = lnbits.create_invoice(&earner, 21, "another").await;

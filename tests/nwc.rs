@@ -25,7 +25,8 @@ use nostr_dvm::task::FixedPrice;
 use support::lnbits::{Lnbits, LnbitsTestWallet};
 use support::nwc::NwcService;
 use support::{
-    counted_runtime, customer_output, provider_note, relay, result_content, Running, KIND,
+    counted_runtime, customer_output, provider_note, relay, requested_invoice, result_content,
+    Running, KIND,
 };
 use tokio::sync::mpsc;
 
@@ -391,4 +392,63 @@ async fn an_invoice_for_less_than_the_price_is_refused_not_issued() {
     let invoice = nostr_dvm::bolt11::Invoice::parse(&bolt11).unwrap();
     assert_eq!(invoice.amount_msat(), Some(22_000));
     assert_eq!(backend.pending_invoices(), 1);
+}
+
+#[tokio::test]
+async fn a_payment_made_while_the_wallet_relay_was_down_is_found_when_it_is_back() {
+    use support::faults::Proxy;
+
+    let (lnbits, earner, payer) = wallets(1_000).await;
+    let (_relay, url) = relay().await;
+    let (_wallet_relay, wallet_url) = relay().await;
+    let earning = NwcService::start(&wallet_url, &earner, 0).await;
+    // The provider reaches its wallet through a proxy the test cuts; it polls once an hour,
+    // so only the reconnection can make it look the invoice up in time.
+    let proxy = Proxy::start(&wallet_url).await;
+    let provider = NwcProvider::new();
+    let config = ProviderConfig::new([Kind::from(KIND)])
+        .relays([url.clone()])
+        .pricing(FixedPrice(PRICE_MSAT));
+    let backend = NwcBackend::new(&earning.uri_on(proxy.url()))
+        .unwrap()
+        .poll_interval(Duration::from_secs(3_600));
+    let (runtime, mut notes) = counted_runtime(
+        &provider.keys,
+        &provider.runs,
+        &provider.store,
+        config,
+        backend,
+    );
+    let running = Running::start(runtime);
+    let mut config = CustomerConfig::new([url.clone()]);
+    config.auto_pay_limit_msat = None;
+    let mut customer = CustomerRuntime::connect(Keys::generate(), config)
+        .await
+        .unwrap();
+    let job = submit(&mut customer, &provider.keys).await;
+    let bolt11 = requested_invoice(&mut customer).await;
+
+    proxy.cut();
+    lnbits.pay(&payer, &bolt11).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(provider.runs.load(Ordering::SeqCst), 0);
+    proxy.restore();
+    // nostr-sdk reconnects (after its retry interval), the backend sees it and polls.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while provider.runs.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the payment was not found after the reconnection"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    provider_note(&mut notes, |n| {
+        matches!(n, ProviderNote::JobCompleted { job: j } if *j == job).then_some(())
+    })
+    .await;
+    assert_eq!(provider.runs.load(Ordering::SeqCst), 1);
+    assert_eq!(lnbits.balance_msat(&earner).await, PRICE_MSAT);
+
+    running.stop().await;
+    customer.disconnect().await;
 }

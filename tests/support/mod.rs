@@ -288,3 +288,15 @@ pub fn counted_runtime(
         });
     (runtime, rx)
 }
+
+/// Waits for a payment request with an invoice: its BOLT11.
+pub async fn requested_invoice(customer: &mut CustomerRuntime) -> String {
+    customer_output(customer, |o| match o {
+        Output::Notify(nostr_dvm::customer::Notification::PaymentRequested {
+            bolt11: Some(bolt11),
+            ..
+        }) => Some(bolt11),
+        _ => None,
+    })
+    .await
+}

@@ -28,6 +28,9 @@ pub struct NwcService {
     child: Child,
     /// `nostr+walletconnect://<wallet key>?relay=..&secret=..`
     pub uri: String,
+    /// The wallet service's key and the client's secret (hex), for [`uri_on`](Self::uri_on).
+    wallet_key: String,
+    client_secret: String,
 }
 
 impl Drop for NwcService {
@@ -43,6 +46,11 @@ impl NwcService {
     /// when it cannot run.
     pub async fn start(relay: &str, wallet: &LnbitsTestWallet, budget_msat: u64) -> Self {
         Self::spawn(relay, wallet, budget_msat, "up").await
+    }
+
+    /// The connection URI, naming `relay` instead of the service's (a proxy in front of it).
+    pub fn uri_on(&self, relay: &str) -> String {
+        connection_uri(&self.wallet_key, relay, &self.client_secret)
     }
 
     /// A service like [`start`](Self::start)'s with no budget, whose `make_invoice` rounds
@@ -120,6 +128,18 @@ fn start(
     if ready != service_keys.public_key().to_hex() {
         return Err(format!("the service runs under another key: {ready}"));
     }
+    let client_secret = client_keys.secret_key().to_secret_hex();
+    let uri = connection_uri(&ready, relay, &client_secret);
+    Ok(NwcService {
+        child,
+        uri,
+        wallet_key: ready,
+        client_secret,
+    })
+}
+
+/// A connection URI to the wallet `wallet_key` on `relay` with the client secret `secret`.
+fn connection_uri(wallet_key: &str, relay: &str, secret: &str) -> String {
     let relay_param: String = relay
         .bytes()
         .map(|b| match b {
@@ -129,11 +149,7 @@ fn start(
             _ => format!("%{b:02X}"),
         })
         .collect();
-    let uri = format!(
-        "nostr+walletconnect://{ready}?relay={relay_param}&secret={}",
-        client_keys.secret_key().to_secret_hex()
-    );
-    Ok(NwcService { child, uri })
+    format!("nostr+walletconnect://{wallet_key}?relay={relay_param}&secret={secret}")
 }
 
 /// The folder with the service and its npm packages, installed (under a file lock) when
