@@ -370,11 +370,19 @@ async fn poll_on_reconnection(inner: Weak<BackendInner>, client: NWC) {
         let Some(backend) = inner.upgrade() else {
             return;
         };
+        let mut reconnected = false;
         for (relay, status) in statuses {
             let now = status == nostr_sdk::RelayStatus::Connected;
             // A relay seen down and now up: reconnected.
-            if connected.insert(relay, now) == Some(false) && now {
-                backend.invoices.poll_soon();
+            reconnected |= connected.insert(relay, now) == Some(false) && now;
+        }
+        if reconnected {
+            backend.invoices.poll_soon();
+            drop(backend);
+            // A subscription to the notifications that failed at start (the relay was down)
+            // is made now; `nwc` does nothing when it is already made.
+            if let Err(e) = client.subscribe_to_notifications().await {
+                tracing::warn!("NWC notifications: {}", describe(&e));
             }
         }
     }
