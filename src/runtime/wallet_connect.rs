@@ -503,6 +503,25 @@ fn unsure_or_failed(error: &nwc::Error) -> PaymentOutcome {
     }
 }
 
+/// What a failed look-up means for a payment: only `NOT_FOUND` says the wallet never made
+/// it; any other error (rate limited, internal, no answer) says nothing about the payment,
+/// which stays pending. Calling it failed would free its budget while it may be paid, and let
+/// the job be paid again another way (a zap).
+fn looked_up_error(error: &nwc::Error) -> PaymentOutcome {
+    match error_code(error) {
+        Some(ErrorCode::NotFound) => {
+            PaymentOutcome::failed(WalletFailure::NotFound, describe(error))
+        }
+        _ => {
+            tracing::warn!(
+                "NWC payment look-up: {}: looked up again later",
+                describe(error)
+            );
+            PaymentOutcome::Pending
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Wallet for NwcWallet {
     async fn pay_invoice(&self, bolt11: &str, max_fee_msat: u64) -> PaymentOutcome {
@@ -561,7 +580,7 @@ impl Wallet for NwcWallet {
                 }
                 _ => PaymentOutcome::Pending,
             },
-            Err(e) => unsure_or_failed(&e),
+            Err(e) => looked_up_error(&e),
         }
     }
 }
@@ -621,6 +640,36 @@ mod tests {
         );
         assert_eq!(payment_failure(&ErrorCode::Internal), None);
         assert_eq!(payment_failure(&ErrorCode::Other), None);
+        // A look-up: only NOT_FOUND means never made; a refusal of the look-up itself (rate
+        // limited, budget, internal) leaves the payment pending.
+        let wallet_error = |code| {
+            nwc::Error::NIP47(nip47::Error::ErrorCode(nip47::NIP47Error {
+                code,
+                message: "from the wallet".into(),
+            }))
+        };
+        assert!(matches!(
+            looked_up_error(&wallet_error(ErrorCode::NotFound)),
+            PaymentOutcome::Failed {
+                failure: WalletFailure::NotFound,
+                ..
+            }
+        ));
+        for code in [
+            ErrorCode::RateLimited,
+            ErrorCode::QuotaExceeded,
+            ErrorCode::InsufficientBalance,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(
+                looked_up_error(&wallet_error(code)),
+                PaymentOutcome::Pending
+            );
+        }
+        assert_eq!(
+            looked_up_error(&nwc::Error::Timeout),
+            PaymentOutcome::Pending
+        );
         assert_eq!(
             unsure_or_failed(&nwc::Error::PrematureExit),
             PaymentOutcome::Pending
