@@ -32,6 +32,21 @@ struct Bench {
 }
 
 impl Bench {
+    /// The payment hash and fee allowance of the invoice the customer handed to the wallet.
+    fn auto_paid(&self) -> ([u8; 32], u64) {
+        self.out
+            .iter()
+            .find_map(|o| match o {
+                Output::PayInvoice {
+                    payment_hash,
+                    max_fee_msat,
+                    ..
+                } => Some((*payment_hash, *max_fee_msat)),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("not auto-paid: {:?}", self.out))
+    }
+
     fn new(config: impl FnOnce(CustomerConfig) -> CustomerConfig) -> Self {
         let now = Timestamp::from(T0);
         let mut c = config(CustomerConfig::new(["wss://relay.example"]));
@@ -556,14 +571,7 @@ fn a_failed_payment_frees_the_budget_but_its_invoice_is_not_paid_again() {
     let bolt11 = b.invoice(Some(2_000));
     let fb = b.payment_required(&provider, &request, 2_000, Some(bolt11));
     b.feed(fb);
-    let hash = match b
-        .out
-        .iter()
-        .find(|o| matches!(o, Output::PayInvoice { .. }))
-    {
-        Some(Output::PayInvoice { payment_hash, .. }) => *payment_hash,
-        _ => panic!("not auto-paid: {:?}", b.out),
-    };
+    let (hash, _) = b.auto_paid();
     let now = b.now;
     let failed = PaymentOutcome::failed(WalletFailure::PaymentFailed, "no route");
     b.customer
@@ -595,14 +603,7 @@ fn a_paid_outcome_is_checked_and_recorded() {
     let bolt11 = b.invoice(Some(2_000)); // preimage [100; 32]
     let fb = b.payment_required(&provider, &request, 2_000, Some(bolt11));
     b.feed(fb);
-    let hash = match b
-        .out
-        .iter()
-        .find(|o| matches!(o, Output::PayInvoice { .. }))
-    {
-        Some(Output::PayInvoice { payment_hash, .. }) => *payment_hash,
-        _ => panic!("not auto-paid"),
-    };
+    let (hash, _) = b.auto_paid();
     let reference = PaymentRef::Invoice(hash);
     let now = b.now;
     let wrong = PaymentOutcome::Paid {
@@ -652,18 +653,7 @@ fn a_fee_above_the_limit_is_told_once_after_the_payment() {
     let bolt11 = b.invoice(Some(2_000)); // preimage [100; 32]
     let fb = b.payment_required(&provider, &request, 2_000, Some(bolt11));
     b.feed(fb);
-    let (hash, max_fee) = match b
-        .out
-        .iter()
-        .find(|o| matches!(o, Output::PayInvoice { .. }))
-    {
-        Some(Output::PayInvoice {
-            payment_hash,
-            max_fee_msat,
-            ..
-        }) => (*payment_hash, *max_fee_msat),
-        _ => panic!("not auto-paid"),
-    };
+    let (hash, max_fee) = b.auto_paid();
     // A wallet that could not be told the limit (NIP-47) spent more on fees.
     let paid = PaymentOutcome::Paid {
         preimage: Some([100; 32]),
@@ -904,14 +894,7 @@ fn ended_jobs_are_forgotten_after_the_retention_unless_a_payment_is_in_doubt() {
     assert_eq!(b.customer.is_ended(&done), None);
     assert_eq!(b.customer.is_ended(&paying), Some(true));
     assert_eq!(b.customer.job_count(), 1);
-    let hash = match b
-        .out
-        .iter()
-        .find(|o| matches!(o, Output::PayInvoice { .. }))
-    {
-        Some(Output::PayInvoice { payment_hash, .. }) => *payment_hash,
-        _ => panic!("not auto-paid"),
-    };
+    let (hash, _) = b.auto_paid();
     let later = Timestamp::from(T0 + 200);
     b.customer
         .handle_payment_outcome(

@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use nostr_dvm::nip90::{FeedbackStatus, JobFeedback, JobInput, JobRequest};
 use nostr_dvm::nostr::{EventId, Filter, Keys, Kind, Timestamp};
 use nostr_dvm::provider::{Notification as ProviderNote, PaymentProof, PaymentVia, ProviderConfig};
 use nostr_dvm::runtime::{
-    CustomerRuntime, LnbitsBackend, LnbitsWallet, LnurlClient, LnurlError, LnurlPay, MemoryStore,
+    CustomerRuntime, LnbitsBackend, LnbitsWallet, LnurlClient, LnurlError, LnurlPay,
     ProviderRuntime, RuntimeError, Wallet,
 };
 use nostr_dvm::task::FixedPrice;
@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use support::lnbits::{Lnbits, LnbitsTestWallet};
 use support::zapper::LnbitsZapper;
 use support::{
-    counted_runtime, customer_output, provider_note, relay, requested_invoice, result_content,
+    customer_output, provider_note, relay, requested_invoice, result_content, CountedProvider,
     CountingShout, Running, KIND, WAIT,
 };
 use tokio::sync::mpsc;
@@ -41,19 +41,23 @@ const MAX_FEE_MSAT: u64 = 2_000;
 
 /// A priced provider invoicing from `wallet`, reporting its notifications on a channel.
 struct PaidProvider {
-    keys: Keys,
-    runs: Arc<AtomicUsize>,
-    store: Arc<MemoryStore>,
+    counted: CountedProvider,
     /// The LNURL-pay service whose zaps it takes, if any.
     zaps: Option<LnurlPay>,
+}
+
+impl std::ops::Deref for PaidProvider {
+    type Target = CountedProvider;
+
+    fn deref(&self) -> &CountedProvider {
+        &self.counted
+    }
 }
 
 impl PaidProvider {
     fn new() -> Self {
         Self {
-            keys: Keys::generate(),
-            runs: Arc::new(AtomicUsize::new(0)),
-            store: Arc::new(MemoryStore::default()),
+            counted: CountedProvider::new(),
             zaps: None,
         }
     }
@@ -74,7 +78,7 @@ impl PaidProvider {
         let backend = LnbitsBackend::new(lnbits.url(), &wallet.invoice_key)
             .expect("loopback http is accepted")
             .poll_interval(Duration::from_secs(1));
-        counted_runtime(&self.keys, &self.runs, &self.store, config, backend)
+        self.counted.runtime(config, backend)
     }
 }
 

@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use nostr_dvm::task::FixedPrice;
 use support::lnbits::{Lnbits, LnbitsTestWallet};
 use support::nwc::NwcService;
 use support::{
-    counted_runtime, customer_output, provider_note, relay, requested_invoice, result_content,
+    customer_output, provider_note, relay, requested_invoice, result_content, CountedProvider,
     Running, KIND,
 };
 use tokio::sync::mpsc;
@@ -33,36 +33,20 @@ use tokio::sync::mpsc;
 /// The price of a job in these tests: 21 sats.
 const PRICE_MSAT: u64 = 21_000;
 
-/// A priced provider invoicing into the NWC wallet at `uri`.
-struct NwcProvider {
-    keys: Keys,
-    runs: Arc<AtomicUsize>,
-    store: Arc<MemoryStore>,
-}
-
-impl NwcProvider {
-    fn new() -> Self {
-        Self {
-            keys: Keys::generate(),
-            runs: Arc::new(AtomicUsize::new(0)),
-            store: Arc::new(MemoryStore::default()),
-        }
-    }
-
-    /// A runtime of this provider (keys, store and run counter shared by every restart).
-    fn runtime(
-        &self,
-        relay: &str,
-        uri: &str,
-    ) -> (ProviderRuntime, mpsc::UnboundedReceiver<ProviderNote>) {
-        let config = ProviderConfig::new([Kind::from(KIND)])
-            .relays([relay.to_owned()])
-            .pricing(FixedPrice(PRICE_MSAT));
-        let backend = NwcBackend::new(uri)
-            .expect("a connection URI")
-            .poll_interval(Duration::from_secs(1));
-        counted_runtime(&self.keys, &self.runs, &self.store, config, backend)
-    }
+/// A runtime of `provider`, priced, on `relay`, invoicing into the NWC wallet at `uri`
+/// (polled every second).
+fn nwc_runtime(
+    provider: &CountedProvider,
+    relay: &str,
+    uri: &str,
+) -> (ProviderRuntime, mpsc::UnboundedReceiver<ProviderNote>) {
+    let config = ProviderConfig::new([Kind::from(KIND)])
+        .relays([relay.to_owned()])
+        .pricing(FixedPrice(PRICE_MSAT));
+    let backend = NwcBackend::new(uri)
+        .expect("a connection URI")
+        .poll_interval(Duration::from_secs(1));
+    provider.runtime(config, backend)
 }
 
 /// The test LNbits, a provider's empty wallet and a customer's wallet of `sats`.
@@ -87,7 +71,7 @@ struct World {
     url: String,
     earning: NwcService,
     paying: NwcService,
-    provider: NwcProvider,
+    provider: CountedProvider,
     running: Running,
 }
 
@@ -100,8 +84,8 @@ impl World {
         let (relay, url) = relay().await;
         let earning = NwcService::start(&url, &earner, 0).await;
         let paying = NwcService::start(&url, &payer, budget_msat).await;
-        let provider = NwcProvider::new();
-        let (runtime, notes) = provider.runtime(&url, &earning.uri);
+        let provider = CountedProvider::new();
+        let (runtime, notes) = nwc_runtime(&provider, &url, &earning.uri);
         let world = Self {
             lnbits,
             earner,
@@ -244,7 +228,7 @@ async fn a_job_paid_while_its_provider_is_down_is_found_by_lookup_on_restart() {
     assert_eq!(provider.runs.load(Ordering::SeqCst), 0);
 
     // Back up: the restored provider looks its pending invoice up and runs the job once.
-    let (runtime, mut notes) = provider.runtime(&w.url, &w.earning.uri);
+    let (runtime, mut notes) = nwc_runtime(provider, &w.url, &w.earning.uri);
     let running = Running::start(runtime);
     assert_eq!(result_content(&mut customer, job).await, "PAY ME");
     provider_note(&mut notes, |n| {
@@ -405,20 +389,14 @@ async fn a_payment_made_while_the_wallet_relay_was_down_is_found_when_it_is_back
     // The provider reaches its wallet through a proxy the test cuts; it polls once an hour,
     // so only the reconnection can make it look the invoice up in time.
     let proxy = Proxy::start(&wallet_url).await;
-    let provider = NwcProvider::new();
+    let provider = CountedProvider::new();
     let config = ProviderConfig::new([Kind::from(KIND)])
         .relays([url.clone()])
         .pricing(FixedPrice(PRICE_MSAT));
     let backend = NwcBackend::new(&earning.uri_on(proxy.url()))
         .unwrap()
         .poll_interval(Duration::from_secs(3_600));
-    let (runtime, mut notes) = counted_runtime(
-        &provider.keys,
-        &provider.runs,
-        &provider.store,
-        config,
-        backend,
-    );
+    let (runtime, mut notes) = provider.runtime(config, backend);
     let running = Running::start(runtime);
     let mut config = CustomerConfig::new([url.clone()]);
     config.auto_pay_limit_msat = None;

@@ -343,13 +343,8 @@ impl LightningBackend for LnbitsBackend {
     }
 
     fn attach(&self, settlements: Settlements) {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            tracing::error!("LnbitsBackend::attach outside a tokio runtime: no settlements");
-            return;
-        };
-        let inner = Arc::downgrade(&self.inner);
-        let task = handle.spawn(watch(inner, settlements));
-        self.inner.invoices.set_watcher(task);
+        let watcher = watch(Arc::downgrade(&self.inner), settlements);
+        self.inner.invoices.start_watcher("LnbitsBackend", watcher);
     }
 }
 

@@ -126,10 +126,21 @@ impl PendingInvoices {
         self.poll_now.notify_one();
     }
 
-    /// Makes `task` the watcher, aborting the one before.
-    pub(super) fn set_watcher(&self, task: JoinHandle<()>) {
-        if let Ok(mut watcher) = self.watcher.lock() {
-            if let Some(old) = watcher.replace(task) {
+    /// Spawns `watcher` on the current tokio runtime as the backend's watcher, aborting the
+    /// one before (`LightningBackend::attach` is called again on a restart). Outside a
+    /// runtime it logs that `backend` gets no settlements.
+    pub(super) fn start_watcher(
+        &self,
+        backend: &str,
+        watcher: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::error!("{backend}::attach outside a tokio runtime: no settlements");
+            return;
+        };
+        let task: JoinHandle<()> = handle.spawn(watcher);
+        if let Ok(mut slot) = self.watcher.lock() {
+            if let Some(old) = slot.replace(task) {
                 old.abort();
             }
         }

@@ -258,12 +258,8 @@ impl LightningBackend for NwcBackend {
     }
 
     fn attach(&self, settlements: Settlements) {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            tracing::error!("NwcBackend::attach outside a tokio runtime: no settlements");
-            return;
-        };
-        let task = handle.spawn(watch(Arc::downgrade(&self.inner), settlements));
-        self.inner.invoices.set_watcher(task);
+        let watcher = watch(Arc::downgrade(&self.inner), settlements);
+        self.inner.invoices.start_watcher("NwcBackend", watcher);
     }
 }
 

@@ -268,25 +268,45 @@ pub async fn panic_fails_job_and_next_is_served(
     assert_eq!(result_content(customer, job).await, "STILL HERE");
 }
 
-/// A runtime for a provider whose keys, run counter and snapshot store outlive it (restarts
-/// share them): `config`, `backend`, the [`CountingShout`] task, and its notifications.
-pub fn counted_runtime(
-    keys: &nostr_dvm::nostr::Keys,
-    runs: &Arc<std::sync::atomic::AtomicUsize>,
-    store: &Arc<nostr_dvm::runtime::MemoryStore>,
-    config: nostr_dvm::provider::ProviderConfig,
-    backend: impl nostr_dvm::runtime::LightningBackend + 'static,
-) -> (ProviderRuntime, mpsc::UnboundedReceiver<ProviderNote>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let store: Arc<dyn nostr_dvm::runtime::SnapshotStore> = store.clone();
-    let runtime = ProviderRuntime::new(keys.clone(), config)
-        .task(Arc::new(CountingShout(runs.clone())))
-        .lightning(backend)
-        .store_shared(store)
-        .on_notification(move |note| {
-            let _ = tx.send(note.clone());
-        });
-    (runtime, rx)
+/// A provider whose keys, run counter and snapshot store outlive its runtimes (restarts
+/// share them).
+pub struct CountedProvider {
+    /// Its keys.
+    pub keys: nostr_dvm::nostr::Keys,
+    /// How many times its [`CountingShout`] task ran.
+    pub runs: Arc<std::sync::atomic::AtomicUsize>,
+    /// Its snapshot store.
+    pub store: Arc<nostr_dvm::runtime::MemoryStore>,
+}
+
+impl CountedProvider {
+    /// New keys, no runs, an empty store.
+    pub fn new() -> Self {
+        Self {
+            keys: nostr_dvm::nostr::Keys::generate(),
+            runs: Arc::default(),
+            store: Arc::default(),
+        }
+    }
+
+    /// A runtime of this provider with `config`, `backend` and the [`CountingShout`] task,
+    /// and its notifications.
+    pub fn runtime(
+        &self,
+        config: nostr_dvm::provider::ProviderConfig,
+        backend: impl nostr_dvm::runtime::LightningBackend + 'static,
+    ) -> (ProviderRuntime, mpsc::UnboundedReceiver<ProviderNote>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let store: Arc<dyn nostr_dvm::runtime::SnapshotStore> = self.store.clone();
+        let runtime = ProviderRuntime::new(self.keys.clone(), config)
+            .task(Arc::new(CountingShout(self.runs.clone())))
+            .lightning(backend)
+            .store_shared(store)
+            .on_notification(move |note| {
+                let _ = tx.send(note.clone());
+            });
+        (runtime, rx)
+    }
 }
 
 /// Waits for a payment request with an invoice: its BOLT11.
