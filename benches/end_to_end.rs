@@ -18,7 +18,11 @@
 //! 200 and of 2,000 (at most 250 in flight, which `LocalRelay` needs not to drop events), and
 //! gift-wrapped jobs (one customer, one at a time and bursts of 200). Every load goes to each
 //! side in turn, the first of each round alternating, so all see the machine in the same
-//! state. Printed per load and side: jobs/s, p50/p99 latency, CPU per job, and the ratios.
+//! state. Printed per load and side: jobs/s, p50/p99 latency, CPU per job, wake-ups of the
+//! side's threads per job, and the ratios. Latency is timed twice: from the customer's send,
+//! and from the relay's delivery of the request (a client of the load that sends nothing hears
+//! every request when the relay hands it to the provider, and every result): the second leaves
+//! out the time requests wait in the relay, and keeps the time they wait in the provider.
 //! `cargo bench --bench end_to_end` runs [`ROUNDS`] rounds; with `-- --test`, one.
 
 use std::collections::{BTreeMap, HashMap};
@@ -73,6 +77,8 @@ struct Run {
     cpu_per_job: f64,
     sleeps_per_job: f64,
     latencies: Vec<Duration>,
+    /// Each job's latency from the relay's delivery of its request to its result.
+    from_delivery: Vec<Duration>,
 }
 
 /// A multi-thread runtime of 2 workers whose threads are named `name`.
@@ -203,32 +209,44 @@ async fn bare_loop(url: String, keys: Keys, kind: u16, feedback: bool) {
     }
 }
 
-/// A customer: a nostr-sdk client that hears every result, and gift wraps to it.
+/// A customer: a nostr-sdk client that sends requests (the [`listen`]er hears the answers).
 struct Customer {
     keys: Keys,
     client: Client,
 }
 
+/// A client of the load that sends nothing and hears every request and result of `kinds` and
+/// every gift wrap to `to` (the providers, and the customer of the gift-wrapped loads): it
+/// sees each request when the relay delivers it (to the provider and to it at once), so a job
+/// is timed from there too. (A relay does not send an event back to the connection that
+/// published it: the customers cannot hear their own requests.)
+async fn listen(url: &str, kinds: Vec<Kind>, to: Vec<PublicKey>) -> Client {
+    let client = Client::default();
+    client.add_relay(url).await.unwrap();
+    client.connect().await;
+    client.wait_for_connection(Duration::from_secs(5)).await;
+    client
+        .subscribe(Filter::new().kinds(kinds), None)
+        .await
+        .unwrap();
+    let wraps = Filter::new()
+        .kind(Kind::GiftWrap)
+        .pubkeys(to)
+        .since(Timestamp::from(
+            Timestamp::now().as_secs().saturating_sub(3 * 86_400),
+        ));
+    client.subscribe(wraps, None).await.unwrap();
+    client
+}
+
 impl Customer {
-    /// A customer; with `result_kinds`, it hears every result of those kinds (one customer
-    /// does, for all: the relay sends each result to one connection of the load).
-    async fn connect(url: &str, result_kinds: Option<&[Kind]>) -> Self {
+    /// A customer with keys of its own.
+    async fn connect(url: &str) -> Self {
         let keys = Keys::generate();
         let client = Client::default();
         client.add_relay(url).await.unwrap();
         client.connect().await;
         client.wait_for_connection(Duration::from_secs(5)).await;
-        if let Some(kinds) = result_kinds {
-            let results = Filter::new().kinds(kinds.iter().copied());
-            client.subscribe(results, None).await.unwrap();
-        }
-        let wraps = Filter::new()
-            .kind(Kind::GiftWrap)
-            .pubkey(keys.public_key())
-            .since(Timestamp::from(
-                Timestamp::now().as_secs().saturating_sub(3 * 86_400),
-            ));
-        client.subscribe(wraps, None).await.unwrap();
         Self { keys, client }
     }
 
@@ -269,16 +287,22 @@ async fn answered(event: &Event, keys: &Keys) -> Option<EventId> {
 }
 
 /// Sends `jobs` (customer index, event, job id) with at most `window` in flight and waits for
-/// every result: each job's latency from its send to its result.
+/// every result: each job's latency from its send to its result, and from the relay's
+/// delivery of its request (to the provider and to the first customer at once) to its result.
 async fn run_jobs(
     customers: &[Customer],
+    listener: &Client,
     jobs: Vec<(usize, Event, EventId)>,
     window: usize,
-) -> Vec<Duration> {
-    // The first customer hears every result, and gift-wrapped loads come from it alone.
-    let mut listener = customers[0].client.notifications();
+) -> (Vec<Duration>, Vec<Duration>) {
+    // Gift-wrapped loads come from the first customer alone.
+    let mut listener = listener.notifications();
     let mut sent: HashMap<EventId, Instant> = HashMap::new();
+    let mut delivered: HashMap<EventId, Instant> = HashMap::new();
+    // A request event's id -> its job id (a gift wrap's is not its rumor's).
+    let requests: HashMap<EventId, EventId> = jobs.iter().map(|(_, e, id)| (e.id, *id)).collect();
     let mut latencies = Vec::with_capacity(jobs.len());
+    let mut from_delivery = Vec::with_capacity(jobs.len());
     let total = jobs.len();
     let mut queue = jobs.into_iter();
     let send = |(customer, event, id): (usize, Event, EventId),
@@ -303,17 +327,25 @@ async fn run_jobs(
         let RelayPoolNotification::Event { event, .. } = note.expect("the relay pool is up") else {
             continue;
         };
+        if let Some(job) = requests.get(&event.id) {
+            delivered.insert(*job, Instant::now());
+            continue;
+        }
         let Some(job) = answered(&event, &customers[0].keys).await else {
             continue;
         };
         if let Some(at) = sent.remove(&job) {
             latencies.push(at.elapsed());
+            let delivery = delivered
+                .remove(&job)
+                .expect("the relay delivered the request");
+            from_delivery.push(delivery.elapsed());
             if let Some(job) = queue.next() {
                 send(job, &mut sent).await;
             }
         }
     }
-    latencies
+    (latencies, from_delivery)
 }
 
 /// A load: how many jobs, how many in flight, gift-wrapped or not.
@@ -362,6 +394,7 @@ const LOADS: [Load; 5] = [
 fn run_load(
     load_rt: &Runtime,
     customers: &[Customer],
+    listener: &Client,
     side: &Side,
     load: Load,
     n: &mut usize,
@@ -386,7 +419,8 @@ fn run_load(
     });
     let (cpu, sleeps) = threads_usage(side.threads);
     let start = Instant::now();
-    let latencies = load_rt.block_on(run_jobs(customers, jobs, load.window));
+    let (latencies, from_delivery) =
+        load_rt.block_on(run_jobs(customers, listener, jobs, load.window));
     let took = start.elapsed().as_secs_f64();
     let (cpu_after, sleeps_after) = threads_usage(side.threads);
     Run {
@@ -394,6 +428,7 @@ fn run_load(
         cpu_per_job: (cpu_after - cpu) / load.jobs as f64,
         sleeps_per_job: (sleeps_after - sleeps) as f64 / load.jobs as f64,
         latencies,
+        from_delivery,
     }
 }
 
@@ -497,14 +532,19 @@ fn main() {
         ));
         provider_rts.push(rt);
     }
-    let result_kinds: Vec<Kind> = sides.iter().map(|s| Kind::from(s.kind + 1000)).collect();
-    let customers = load_rt.block_on(async {
+    let (customers, listener) = load_rt.block_on(async {
         let mut customers = Vec::new();
         for _ in 0..CUSTOMERS {
-            let hears = customers.is_empty().then_some(result_kinds.as_slice());
-            customers.push(Customer::connect(&url, hears).await);
+            customers.push(Customer::connect(&url).await);
         }
-        customers
+        let kinds = sides
+            .iter()
+            .flat_map(|s| [Kind::from(s.kind), Kind::from(s.kind + 1000)])
+            .collect();
+        let mut to: Vec<PublicKey> = sides.iter().map(|s| s.keys.public_key()).collect();
+        to.push(customers[0].keys.public_key());
+        let listener = listen(&url, kinds, to).await;
+        (customers, listener)
     });
     // Everyone subscribed: one job each to warm up.
     let mut n = 0usize;
@@ -515,7 +555,7 @@ fn main() {
         wrapped: false,
     };
     for side in &sides {
-        run_load(&load_rt, &customers, side, warm, &mut n);
+        run_load(&load_rt, &customers, &listener, side, warm, &mut n);
     }
 
     let mut runs: BTreeMap<(usize, usize), Vec<Run>> = BTreeMap::new();
@@ -525,7 +565,7 @@ fn main() {
                 .map(|i| (i + round + l) % sides.len())
                 .collect();
             for s in order {
-                let run = run_load(&load_rt, &customers, &sides[s], *load, &mut n);
+                let run = run_load(&load_rt, &customers, &listener, &sides[s], *load, &mut n);
                 runs.entry((l, s)).or_default().push(run);
             }
         }
@@ -539,18 +579,24 @@ fn main() {
         println!("{}:", load.name);
         let mut cpu = [0.0; 4];
         let mut p50 = [0.0; 4];
+        let mut delivered_p50 = [0.0; 4];
         for (s, side) in sides.iter().enumerate() {
             let these = &runs[&(l, s)];
             let latencies: Vec<Duration> = these.iter().flat_map(|r| r.latencies.clone()).collect();
+            let from_delivery: Vec<Duration> =
+                these.iter().flat_map(|r| r.from_delivery.clone()).collect();
             cpu[s] = median(these.iter().map(|r| r.cpu_per_job).collect());
             p50[s] = percentile(&latencies, 0.5);
+            delivered_p50[s] = percentile(&from_delivery, 0.5);
             println!(
-                "  {:<16} {:>6.0} jobs/s  p50 {:>6.2} ms  p99 {:>6.2} ms  CPU {:>5.0} us, \
-                 {:>4.1} wake-ups a job  ({})",
+                "  {:<16} {:>6.0} jobs/s  p50 {:>6.2} ms  p99 {:>6.2} ms  (from delivery: p50 \
+                 {:>5.2} ms  p99 {:>6.2} ms)  CPU {:>5.0} us, {:>4.1} wake-ups a job  ({})",
                 side.name,
                 median(these.iter().map(|r| r.jobs_per_sec).collect()),
                 p50[s],
                 percentile(&latencies, 0.99),
+                delivered_p50[s],
+                percentile(&from_delivery, 0.99),
                 cpu[s] * 1e6,
                 median(these.iter().map(|r| r.sleeps_per_job).collect()),
                 if load.wrapped {
@@ -564,11 +610,12 @@ fn main() {
         for sdk in 0..2 {
             println!(
                 "  {} vs bare + feedback: CPU {:.2}x ({:.2} of the {limit}x limit), p50 latency \
-                 {:.2}x; vs bare: CPU {:.2}x, p50 latency {:.2}x",
+                 {:.2}x (from delivery {:.2}x); vs bare: CPU {:.2}x, p50 latency {:.2}x",
                 sides[sdk].name,
                 cpu[sdk] / cpu[3],
                 cpu[sdk] / cpu[3] / limit,
                 p50[sdk] / p50[3],
+                delivered_p50[sdk] / delivered_p50[3],
                 cpu[sdk] / cpu[2],
                 p50[sdk] / p50[2],
             );

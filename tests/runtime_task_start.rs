@@ -1,7 +1,8 @@
 //! Runs first polled on the provider loop (`TaskStart::FirstPollOnLoop`), against a real relay
 //! (`LocalRelay` on 127.0.0.1) with `CustomerRuntime` customers: a run that finishes at once,
 //! one that panics, one that reports partial results first, one that waits (it goes on as a
-//! tokio task and finishes when woken), and one cancelled while it waits.
+//! tokio task and finishes when woken), and one cancelled while it waits; and the loop's
+//! order: the results of runs that finished come before new requests.
 #![cfg(all(feature = "runtime", feature = "test-util"))]
 
 mod support;
@@ -20,8 +21,9 @@ use support::{
 use tokio::sync::{mpsc, Semaphore};
 
 /// Does what its text input says, its runs first polled on the loop: `panic` panics, `partial`
-/// reports two partial results then finishes, `wait` waits for a permit of the gate; anything
-/// else is upper-cased at once.
+/// reports two partial results then finishes, `wait` (and `wait <n>`) waits for a permit of the gate, `stall`
+/// blocks the loop for [`STALL`] (what the docs tell such tasks not to do: here it holds the
+/// loop while inputs pile up); anything else is upper-cased at once.
 struct Scripted(Arc<Semaphore>);
 
 #[async_trait::async_trait]
@@ -38,7 +40,11 @@ impl Task for Scripted {
                 progress.partial("first half");
                 progress.partial("second half");
             }
-            "wait" => self
+            "stall" => {
+                STALLING.store(true, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(STALL);
+            }
+            t if t.starts_with("wait") => self
                 .0
                 .acquire()
                 .await
@@ -53,6 +59,11 @@ impl Task for Scripted {
         TaskStart::FirstPollOnLoop
     }
 }
+
+/// How long a `stall` run blocks the provider loop.
+const STALL: std::time::Duration = std::time::Duration::from_millis(2500);
+/// Set when a `stall` run starts blocking the loop.
+static STALLING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A free provider serving `Scripted` on a new relay, a customer on it, and the provider's
 /// notifications.
@@ -151,4 +162,64 @@ async fn a_run_on_the_loop_cancelled_while_it_waits_is_aborted() {
 
     running.stop().await;
     customer.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_of_finished_runs_come_before_new_requests() {
+    use std::collections::HashSet;
+    let gate = Arc::new(Semaphore::new(0));
+    let (_relay, provider, running, mut customer, mut notes) = setup(gate.clone()).await;
+
+    // Five runs wait at the gate, as tokio tasks.
+    let mut waiting = HashSet::new();
+    for i in 0..5 {
+        let job = submit_text(&mut customer, &provider, &format!("wait {i}")).await;
+        started(&mut notes, job).await;
+        waiting.insert(job);
+    }
+    // The loop is held; meanwhile the five finish (their reports wait in the queue) and
+    // sixteen new requests arrive (they wait in the relay notifications).
+    submit_text(&mut customer, &provider, "stall").await;
+    while !STALLING.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    gate.add_permits(5);
+    let mut new = HashSet::new();
+    for i in 0..16 {
+        new.insert(submit_text(&mut customer, &provider, &format!("new {i}")).await);
+    }
+
+    // When the loop is free again, it publishes the five results before it answers more
+    // than one new request (tokio's select! alone would mostly take the relays' input first).
+    let mut new_before = 0;
+    while !waiting.is_empty() {
+        let job = customer_output(&mut customer, |o| match o {
+            Output::Notify(CustomerNote::Result { job, .. }) => Some(job),
+            _ => None,
+        })
+        .await;
+        if new.contains(&job) {
+            new_before += 1;
+        }
+        waiting.remove(&job);
+    }
+    assert!(
+        new_before <= 1,
+        "{new_before} new requests were answered before the finished runs' results"
+    );
+
+    running.stop().await;
+    customer.disconnect().await;
+}
+
+/// Waits until the provider tells that `job` started.
+async fn started(
+    notes: &mut mpsc::UnboundedReceiver<ProviderNote>,
+    job: nostr_dvm::nostr::EventId,
+) {
+    provider_note(notes, |n| match n {
+        ProviderNote::JobStarted { job: j, .. } if *j == job => Some(()),
+        _ => None,
+    })
+    .await
 }

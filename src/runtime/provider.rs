@@ -468,6 +468,18 @@ impl ProviderRuntime {
         tokio::pin!(sleep);
         let mut sleeping_until: Option<Option<nostr::Timestamp>> = None;
         loop {
+            // The reports of runs that finished meanwhile come before new requests: a job
+            // started is answered before the next is taken (otherwise, with several inputs
+            // ready, tokio's select! picks the relays' most of the time and results wait
+            // behind a burst). At most `REPORTS_A_TURN`, so relay events are never starved.
+            if host.backlog.is_empty() {
+                for _ in 0..REPORTS_A_TURN {
+                    match reports_rx.try_recv() {
+                        Ok(report) => host.report(&mut provider, report),
+                        Err(_) => break,
+                    }
+                }
+            }
             host.drain(&mut provider);
             let mut write_at = None;
             match &mut writer {
@@ -1157,6 +1169,8 @@ async fn relay_worker(
 
 /// How often at least the relay worker reads the events the loop sent and the `OK`s.
 const BOOKS_INTERVAL: Duration = Duration::from_secs(1);
+/// How many ready task reports the provider loop takes each turn before any other input.
+const REPORTS_A_TURN: usize = 64;
 
 /// What woke the relay worker.
 enum Step {
