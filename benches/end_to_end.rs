@@ -15,8 +15,10 @@
 //! Each runs on its own tokio runtime (multi-thread, 2 workers: `#[tokio::main]` on these
 //! machines) whose threads carry its name, so its CPU is read per thread from `/proc`; the relay
 //! and the customers have runtimes of their own. Loads: one job at a time (latency), bursts of
-//! 200 and of 2,000 (at most 250 in flight, which `LocalRelay` needs not to drop events), and
-//! gift-wrapped jobs (one customer, one at a time and bursts of 200). Every load goes to each
+//! 200 and of 2,000 (at most 250 in flight, which `LocalRelay` needs not to drop events, sent
+//! without waiting for the relay's `OK`), a burst of 200 at the relay's pace (each customer
+//! sends its next request when the relay said `OK` to the last, as nostr-sdk's `send_event`
+//! does), and gift-wrapped jobs (one customer, one at a time and bursts of 200). Every load goes to each
 //! side in turn, the first of each round alternating, so all see the machine in the same
 //! state. Printed per load and side: jobs/s, p50/p99 latency, CPU per job, wake-ups of the
 //! side's threads per job, and the ratios. Latency is timed twice: from the customer's send,
@@ -131,7 +133,8 @@ async fn bare_loop(url: String, keys: Keys, kind: u16, feedback: bool) {
     client.connect().await;
     client.wait_for_connection(Duration::from_secs(5)).await;
     let mut notes = client.notifications();
-    let since = Timestamp::now();
+    // Requests sent before it subscribed are still taken (the relay has them).
+    let since = Timestamp::from(Timestamp::now().as_secs().saturating_sub(60));
     client
         .subscribe(Filter::new().kind(Kind::from(kind)).since(since), None)
         .await
@@ -286,28 +289,41 @@ async fn answered(event: &Event, keys: &Keys) -> Option<EventId> {
     event.tags.event_ids().next().copied()
 }
 
-/// Sends `jobs` (customer index, event, job id) with at most `window` in flight and waits for
-/// every result: each job's latency from its send to its result, and from the relay's
-/// delivery of its request (to the provider and to the first customer at once) to its result.
+/// How a load sends its jobs.
+#[derive(Clone, Copy)]
+enum Pace {
+    /// At most this many in flight, sent without waiting for the relay's `OK`: the next job
+    /// goes when a result comes.
+    Window(usize),
+    /// Each customer sends its jobs one after the other, each once the relay said `OK` to the
+    /// one before (as nostr-sdk's `send_event` does): the customers send at the relay's pace.
+    RelayOks,
+}
+
+/// When each job was sent, by job id.
+type SentAt = Arc<std::sync::Mutex<HashMap<EventId, Instant>>>;
+
+/// Sends `jobs` (customer index, event, job id) at `pace` and waits for every result: each
+/// job's latency from its send to its result, and from the relay's delivery of its request
+/// (to the provider and to the listener at once) to its result.
 async fn run_jobs(
     customers: &[Customer],
     listener: &Client,
     jobs: Vec<(usize, Event, EventId)>,
-    window: usize,
+    pace: Pace,
+    label: &str,
 ) -> (Vec<Duration>, Vec<Duration>) {
     // Gift-wrapped loads come from the first customer alone.
     let mut listener = listener.notifications();
-    let mut sent: HashMap<EventId, Instant> = HashMap::new();
+    let sent = SentAt::default();
     let mut delivered: HashMap<EventId, Instant> = HashMap::new();
     // A request event's id -> its job id (a gift wrap's is not its rumor's).
     let requests: HashMap<EventId, EventId> = jobs.iter().map(|(_, e, id)| (e.id, *id)).collect();
     let mut latencies = Vec::with_capacity(jobs.len());
     let mut from_delivery = Vec::with_capacity(jobs.len());
     let total = jobs.len();
-    let mut queue = jobs.into_iter();
-    let send = |(customer, event, id): (usize, Event, EventId),
-                sent: &mut HashMap<EventId, Instant>| {
-        sent.insert(id, Instant::now());
+    let send = |(customer, event, id): (usize, Event, EventId)| {
+        sent.lock().unwrap().insert(id, Instant::now());
         let client = customers[customer].client.clone();
         async move {
             let relays: Vec<_> = client.relays().await.into_keys().collect();
@@ -317,12 +333,36 @@ async fn run_jobs(
                 .unwrap();
         }
     };
-    for job in queue.by_ref().take(window) {
-        send(job, &mut sent).await;
-    }
+    let mut senders = Vec::new();
+    let mut queue = match pace {
+        Pace::Window(window) => {
+            let mut queue = jobs.into_iter();
+            for job in queue.by_ref().take(window) {
+                send(job).await;
+            }
+            Some(queue)
+        }
+        Pace::RelayOks => {
+            let mut by_customer: Vec<Vec<(Event, EventId)>> = vec![Vec::new(); customers.len()];
+            for (customer, event, id) in jobs {
+                by_customer[customer].push((event, id));
+            }
+            for (customer, jobs) in by_customer.into_iter().enumerate() {
+                let client = customers[customer].client.clone();
+                let sent = sent.clone();
+                senders.push(tokio::spawn(async move {
+                    for (event, id) in jobs {
+                        sent.lock().unwrap().insert(id, Instant::now());
+                        client.send_event(&event).await.unwrap();
+                    }
+                }));
+            }
+            None
+        }
+    };
     while latencies.len() < total {
         let Ok(note) = tokio::time::timeout(RESULT_TIMEOUT, listener.recv()).await else {
-            panic!("{} results did not come", total - latencies.len());
+            panic!("{label}: {} results did not come", total - latencies.len());
         };
         let RelayPoolNotification::Event { event, .. } = note.expect("the relay pool is up") else {
             continue;
@@ -334,16 +374,20 @@ async fn run_jobs(
         let Some(job) = answered(&event, &customers[0].keys).await else {
             continue;
         };
-        if let Some(at) = sent.remove(&job) {
+        let at = sent.lock().unwrap().remove(&job);
+        if let Some(at) = at {
             latencies.push(at.elapsed());
             let delivery = delivered
                 .remove(&job)
                 .expect("the relay delivered the request");
             from_delivery.push(delivery.elapsed());
-            if let Some(job) = queue.next() {
-                send(job, &mut sent).await;
+            if let Some(job) = queue.as_mut().and_then(Iterator::next) {
+                send(job).await;
             }
         }
+    }
+    for sender in senders {
+        sender.await.unwrap();
     }
     (latencies, from_delivery)
 }
@@ -353,39 +397,45 @@ async fn run_jobs(
 struct Load {
     name: &'static str,
     jobs: usize,
-    window: usize,
+    pace: Pace,
     wrapped: bool,
 }
 
-const LOADS: [Load; 5] = [
+const LOADS: [Load; 6] = [
     Load {
         name: "one at a time (200 jobs)",
         jobs: 200,
-        window: 1,
+        pace: Pace::Window(1),
         wrapped: false,
     },
     Load {
         name: "burst of 200",
         jobs: 200,
-        window: WINDOW,
+        pace: Pace::Window(WINDOW),
+        wrapped: false,
+    },
+    Load {
+        name: "burst of 200 at the relay's pace",
+        jobs: 200,
+        pace: Pace::RelayOks,
         wrapped: false,
     },
     Load {
         name: "burst of 2,000",
         jobs: 2_000,
-        window: WINDOW,
+        pace: Pace::Window(WINDOW),
         wrapped: false,
     },
     Load {
         name: "gift-wrapped, one at a time (100 jobs)",
         jobs: 100,
-        window: 1,
+        pace: Pace::Window(1),
         wrapped: true,
     },
     Load {
         name: "gift-wrapped, burst of 200",
         jobs: 200,
-        window: WINDOW,
+        pace: Pace::Window(WINDOW),
         wrapped: true,
     },
 ];
@@ -419,8 +469,13 @@ fn run_load(
     });
     let (cpu, sleeps) = threads_usage(side.threads);
     let start = Instant::now();
-    let (latencies, from_delivery) =
-        load_rt.block_on(run_jobs(customers, listener, jobs, load.window));
+    let (latencies, from_delivery) = load_rt.block_on(run_jobs(
+        customers,
+        listener,
+        jobs,
+        load.pace,
+        &format!("{} on {}", load.name, side.name),
+    ));
     let took = start.elapsed().as_secs_f64();
     let (cpu_after, sleeps_after) = threads_usage(side.threads);
     Run {
@@ -514,6 +569,8 @@ fn main() {
             .relays([url.clone()])
             .admission(Admission {
                 max_live_jobs: 4 * WINDOW,
+                // Every job of every round is kept or remembered (2 x `max_jobs` at most).
+                max_jobs: 100_000,
                 rate_limit: None,
                 global_rate_limit: None,
                 ..Admission::default()
@@ -546,12 +603,14 @@ fn main() {
         let listener = listen(&url, kinds, to).await;
         (customers, listener)
     });
-    // Everyone subscribed: one job each to warm up.
+    // The providers subscribe on their own runtimes: give them a moment (a request they miss
+    // would be taken from the relay's store anyway), then one job each to warm up.
+    std::thread::sleep(Duration::from_secs(1));
     let mut n = 0usize;
     let warm = Load {
         name: "warm-up",
         jobs: 20,
-        window: 20,
+        pace: Pace::Window(20),
         wrapped: false,
     };
     for side in &sides {

@@ -743,14 +743,16 @@ fn check_run(setup: &Setup, actions: &[Action]) -> Result<(), TestCaseError> {
             after.sort_by_key(|(id, _)| *id);
             prop_assert_eq!(&after, &state_before, "(d) at {}", ctx());
         }
-        // (f)
-        for o in out {
+        // (f), judged at the time each output was produced (a jump runs the timers due on
+        // the way at their own times: a job may start before its expiration and expire later
+        // in the same step)
+        for (produced, o) in net.timed_outputs_since(mark) {
             match o {
                 Output::RunTask(request) => {
                     let expired = m
                         .expires
                         .get(&request.job)
-                        .is_some_and(|at| *at <= net.now().as_secs());
+                        .is_some_and(|at| *at <= produced.as_secs());
                     prop_assert!(
                         !expired,
                         "(f) task started for expired job {} at {}",
@@ -1056,4 +1058,55 @@ fn a_payment_while_the_result_is_invoiced_is_not_asked_for_again() {
             "{policy:?}"
         );
     }
+}
+
+/// Found by the property above (2026-12-04), a false alarm of the check: a chained request
+/// expiring at t+6 waits for its input; in a jump of 6 s the input subscription's refresh
+/// timer (t+5) brings the input, the job starts before its expiration, and the expiration
+/// timer (t+6) then cancels it. (f) judged the start by the time at the end of the jump; it
+/// now judges each output by the time it was produced.
+#[test]
+fn regression_expired_chained_request_never_starts() {
+    let setup = Setup {
+        seed: 0,
+        policy: PaymentPolicy::PayAfterResult,
+        auto_accept: true,
+        deferred_invoices: false,
+        zaps_only: false,
+        updates: false,
+        claims: false,
+        max_live_jobs: 2,
+        rate_limit: None,
+        cut: 0,
+        pruning: false,
+        save_when_dirty: true,
+    };
+    let free = |chain: Option<u8>, expires_in: Option<u16>| Action::Request {
+        customer: 0,
+        how: How::Plain,
+        price: Price::Free,
+        bid: Bid::None,
+        chain,
+        expires_in,
+        ahead: None,
+    };
+    let actions = [
+        free(None, None),
+        Action::Request {
+            customer: 0,
+            how: How::Plain,
+            price: Price::Priced(0),
+            bid: Bid::Below,
+            chain: None,
+            expires_in: None,
+            ahead: None,
+        },
+        Action::TaskOk(0),
+        free(None, None),
+        Action::Late(5),
+        Action::Crash,
+        free(Some(39), Some(6)),
+        Action::Jump(6),
+    ];
+    check_run(&setup, &actions).unwrap();
 }

@@ -79,6 +79,7 @@ pub enum Output {
 
 /// What happened to a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Notification {
     /// A provider sent feedback.
     Feedback {

@@ -90,6 +90,7 @@ impl core::fmt::Display for RefundReason {
 
 /// Something that happened, for the application's logs and metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Notification {
     /// A request was admitted as a job.
     JobReceived {

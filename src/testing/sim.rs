@@ -667,6 +667,7 @@ impl NetworkBuilder {
             cancelled_tasks: Vec::new(),
             refunds: Vec::new(),
             outputs: Vec::new(),
+            output_times: Vec::new(),
             published: Vec::new(),
             handled: Vec::new(),
             host_errors: Vec::new(),
@@ -756,6 +757,8 @@ pub struct Network {
     cancelled_tasks: Vec<EventId>,
     refunds: Vec<crate::provider::RefundDue>,
     outputs: Vec<Output>,
+    /// When each output was produced (the clock then), in the order of `outputs`.
+    output_times: Vec<Timestamp>,
     published: Vec<Event>,
     handled: Vec<Event>,
     host_errors: Vec<String>,
@@ -889,6 +892,13 @@ impl Network {
         self.outputs.get(mark..).unwrap_or_default()
     }
 
+    /// The outputs produced since `mark`, each with the time it was produced at (one
+    /// [`advance`](Self::advance) runs the timers due on the way, each at its own time).
+    pub fn timed_outputs_since(&self, mark: usize) -> impl Iterator<Item = (Timestamp, &Output)> {
+        let times = self.output_times.get(mark..).unwrap_or_default();
+        times.iter().copied().zip(self.outputs_since(mark))
+    }
+
     /// Every notification the provider produced, in order.
     pub fn notifications(&self) -> impl Iterator<Item = &Notification> {
         self.outputs.iter().filter_map(|o| match o {
@@ -942,6 +952,7 @@ impl Network {
     pub fn step(&mut self) -> bool {
         if let Some(output) = self.provider.poll_output() {
             self.outputs.push(output.clone());
+            self.output_times.push(self.now);
             self.carry_out(output);
             return true;
         }
@@ -1273,6 +1284,7 @@ impl Network {
             cancelled_tasks: self.cancelled_tasks.clone(),
             refunds: self.refunds.clone(),
             outputs: self.outputs.clone(),
+            output_times: self.output_times.clone(),
             published: self.published.clone(),
             handled: self.handled.clone(),
             host_errors: self.host_errors.clone(),
