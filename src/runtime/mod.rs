@@ -58,6 +58,8 @@
 //! - Tasks report results, and the Lightning backend invoices, through a queue of
 //!   [`REPORT_CAPACITY`]: a task's result (or an invoice) waits for room. Progress
 //!   updates, which only say how far a task got, are dropped (and logged) when it is full.
+//!   Each turn the loop takes the reports that are ready (up to 64) before any other input,
+//!   so under a burst the jobs it started are answered before it takes new ones.
 //! - [`Settlements`] hold at most [`SETTLEMENT_CAPACITY`]:
 //!   [`settle`](Settlements::settle) waits for room, and
 //!   [`try_settle`](Settlements::try_settle) hands the settlement back.
