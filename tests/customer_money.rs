@@ -33,6 +33,19 @@ struct Bench {
 
 impl Bench {
     /// The payment hash and fee allowance of the invoice the customer handed to the wallet.
+    /// A public job whose provider asks 2,000 msat with an invoice (preimage `[100; 32]`),
+    /// paid automatically: the job, the invoice's payment hash and the fee limit given.
+    fn auto_paying_2000_msat(&mut self) -> (EventId, [u8; 32], u64) {
+        let provider = keys_from_seed(40);
+        let (job, request) = self.public_job(None);
+        self.preimage = 99;
+        let bolt11 = self.invoice(Some(2_000));
+        let fb = self.payment_required(&provider, &request, 2_000, Some(bolt11));
+        self.feed(fb);
+        let (hash, max_fee) = self.auto_paid();
+        (job, hash, max_fee)
+    }
+
     fn auto_paid(&self) -> ([u8; 32], u64) {
         self.out
             .iter()
@@ -597,13 +610,7 @@ fn a_failed_payment_frees_the_budget_but_its_invoice_is_not_paid_again() {
 #[test]
 fn a_paid_outcome_is_checked_and_recorded() {
     let mut b = Bench::with_limit(10_000);
-    let provider = keys_from_seed(40);
-    let (job, request) = b.public_job(None);
-    b.preimage = 99;
-    let bolt11 = b.invoice(Some(2_000)); // preimage [100; 32]
-    let fb = b.payment_required(&provider, &request, 2_000, Some(bolt11));
-    b.feed(fb);
-    let (hash, _) = b.auto_paid();
+    let (job, hash, _) = b.auto_paying_2000_msat();
     let reference = PaymentRef::Invoice(hash);
     let now = b.now;
     let wrong = PaymentOutcome::Paid {
@@ -647,13 +654,7 @@ fn a_paid_outcome_is_checked_and_recorded() {
 #[test]
 fn a_fee_above_the_limit_is_told_once_after_the_payment() {
     let mut b = Bench::with_limit(10_000);
-    let provider = keys_from_seed(40);
-    let (job, request) = b.public_job(None);
-    b.preimage = 99;
-    let bolt11 = b.invoice(Some(2_000)); // preimage [100; 32]
-    let fb = b.payment_required(&provider, &request, 2_000, Some(bolt11));
-    b.feed(fb);
-    let (hash, max_fee) = b.auto_paid();
+    let (job, hash, max_fee) = b.auto_paying_2000_msat();
     // A wallet that could not be told the limit (NIP-47) spent more on fees.
     let paid = PaymentOutcome::Paid {
         preimage: Some([100; 32]),

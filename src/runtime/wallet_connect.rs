@@ -73,9 +73,7 @@ impl Connection {
             wallet,
         })
     }
-}
 
-impl Connection {
     async fn methods(&self) -> Result<Vec<String>, String> {
         let info = self.client.get_info().await.map_err(|e| describe(&e))?;
         Ok(info
