@@ -39,7 +39,7 @@ use std::collections::{HashMap, HashSet};
 use nostr_dvm::encryption::Scheme;
 use nostr_dvm::job::JobState;
 use nostr_dvm::nip59;
-use nostr_dvm::nip90::{FeedbackStatus, JobInput, JobRequest};
+use nostr_dvm::nip90::{FeedbackStatus, InputType, JobInput, JobRequest};
 use nostr_dvm::nostr::{Event, EventId, Timestamp};
 use nostr_dvm::provider::{Admission, Error, Output, PaymentPolicy, PaymentProof, RateLimit};
 use nostr_dvm::rand_core::RngCore;
@@ -355,9 +355,35 @@ fn took_effect(net: &Network, event: &Event) -> bool {
         }
     } else if kind == nostr_dvm::nip57::ZAP_RECEIPT_KIND {
         net.provider().ledger().seen(Some(&event.id), &[0; 32])
+    } else if net.config().registry.for_result(event.kind).is_some() {
+        // A result handled before is new to a chained job that started waiting for it since
+        // (its input subscription waits for the next refresh): it may feed that job.
+        !feeds_a_waiting_job(net, event)
     } else {
         true
     }
+}
+
+/// Whether `result` answers a request that a job waiting for its inputs names as an input.
+fn feeds_a_waiting_job(net: &Network, result: &Event) -> bool {
+    let answers: Vec<&str> = result
+        .tags
+        .iter()
+        .filter_map(|t| match t.as_slice() {
+            [name, value, ..] if name == "e" => Some(value.as_str()),
+            _ => None,
+        })
+        .collect();
+    net.provider()
+        .jobs()
+        .filter(|(_, state)| **state == JobState::WaitingForInputs)
+        .filter_map(|(id, _)| net.provider().job_request(id))
+        .any(|request| {
+            request
+                .inputs
+                .iter()
+                .any(|i| i.input_type == InputType::Job && answers.contains(&i.data.as_str()))
+        })
 }
 
 fn pick<T: Copy>(items: &[T], i: impl Into<usize>) -> Option<T> {
@@ -1060,14 +1086,9 @@ fn a_payment_while_the_result_is_invoiced_is_not_asked_for_again() {
     }
 }
 
-/// Found by the property above (2026-12-04), a false alarm of the check: a chained request
-/// expiring at t+6 waits for its input; in a jump of 6 s the input subscription's refresh
-/// timer (t+5) brings the input, the job starts before its expiration, and the expiration
-/// timer (t+6) then cancels it. (f) judged the start by the time at the end of the jump; it
-/// now judges each output by the time it was produced.
-#[test]
-fn regression_expired_chained_request_never_starts() {
-    let setup = Setup {
+/// The set-up of the regression tests: pay after result, jobs accepted at once.
+fn pay_after_result(save_when_dirty: bool) -> Setup {
+    Setup {
         seed: 0,
         policy: PaymentPolicy::PayAfterResult,
         auto_accept: true,
@@ -1079,9 +1100,13 @@ fn regression_expired_chained_request_never_starts() {
         rate_limit: None,
         cut: 0,
         pruning: false,
-        save_when_dirty: true,
-    };
-    let free = |chain: Option<u8>, expires_in: Option<u16>| Action::Request {
+        save_when_dirty,
+    }
+}
+
+/// A free plain request of customer 0.
+fn free_request(chain: Option<u8>, expires_in: Option<u16>) -> Action {
+    Action::Request {
         customer: 0,
         how: How::Plain,
         price: Price::Free,
@@ -1089,9 +1114,19 @@ fn regression_expired_chained_request_never_starts() {
         chain,
         expires_in,
         ahead: None,
-    };
+    }
+}
+
+/// Found by the property above (2026-12-04), a false alarm of the check: a chained request
+/// expiring at t+6 waits for its input; in a jump of 6 s the input subscription's refresh
+/// timer (t+5) brings the input, the job starts before its expiration, and the expiration
+/// timer (t+6) then cancels it. (f) judged the start by the time at the end of the jump; it
+/// now judges each output by the time it was produced.
+#[test]
+fn regression_expired_chained_request_never_starts() {
+    let setup = pay_after_result(true);
     let actions = [
-        free(None, None),
+        free_request(None, None),
         Action::Request {
             customer: 0,
             how: How::Plain,
@@ -1102,11 +1137,33 @@ fn regression_expired_chained_request_never_starts() {
             ahead: None,
         },
         Action::TaskOk(0),
-        free(None, None),
+        free_request(None, None),
         Action::Late(5),
         Action::Crash,
-        free(Some(39), Some(6)),
+        free_request(Some(39), Some(6)),
         Action::Jump(6),
     ];
     check_run(&setup, &actions).unwrap();
+}
+
+/// Found by the property above in CI (2026-12-04), a false alarm of (d): a chained request
+/// made within the input subscription's refresh interval waits for that refresh
+/// (`DELETION_REFRESH_SECS`) to bring its input, though the input (another job's result) was
+/// delivered before, for an earlier chained job. The same result delivered again is new to
+/// the waiting job, which rightly starts on it. (d) now expects no effect from a result only
+/// when no waiting job names its request as an input. Every past event is delivered again.
+#[test]
+fn regression_a_result_delivered_again_feeds_a_job_that_waits_for_it() {
+    let setup = pay_after_result(false);
+    let free = |chain: Option<u8>| free_request(chain, None);
+    for i in 0..8 {
+        let actions = [
+            free(None),
+            Action::TaskOk(0),
+            free(Some(0)),
+            free(Some(0)),
+            Action::Duplicate(i),
+        ];
+        check_run(&setup, &actions).unwrap();
+    }
 }
