@@ -800,3 +800,78 @@ fn a_takeover_whose_answer_is_lost_is_handed_out_when_the_store_reconnects() {
         "handed out once it was received"
     );
 }
+
+/// Waits until `n` sessions wait for a lock (a transaction holds what they need).
+fn wait_for_lock_waiters(url: &str, n: i64) {
+    let mut client = sql(url);
+    for _ in 0..400 {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiting >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{n} sessions never waited for a lock");
+}
+
+/// A job its owner forgets while another process claims it (the request delivered again to
+/// both): the claim waits for the forgetting transaction and then must see the forgotten id.
+/// Under READ COMMITTED a claim that checked the forgotten ids when its statement started
+/// (before the forget committed) and inserted once the deleted row was gone would win the
+/// job, and run it a second time. The owner's forget is held open in the middle (a plain
+/// session holds its meta row), so the claim comes exactly between its writes and its commit.
+#[test]
+fn a_claim_racing_the_owners_forget_of_the_job_loses() {
+    let server = TestPostgres::start();
+    let url = server.url();
+    let owner = PostgresStore::connect(&url, "owner").unwrap();
+    let other = PostgresStore::connect(&url, "other").unwrap();
+    owner.load().unwrap();
+    other.load().unwrap();
+    let (jobs, meta) = fifty_jobs();
+    let job = &jobs[0];
+    assert_eq!(owner.claim(std::slice::from_ref(job)).unwrap(), [true]);
+    owner.apply(&[update(1, vec![], &meta)]).unwrap();
+
+    let mut holder = sql(&url);
+    let mut hold = holder.transaction().unwrap();
+    hold.query("SELECT 1 FROM meta WHERE owner = 'owner' FOR UPDATE", &[])
+        .unwrap();
+    let claimed = std::thread::scope(|s| {
+        let forget = s.spawn(|| {
+            owner
+                .apply(&[update(
+                    2,
+                    vec![StoreChange::Forgotten {
+                        job: job.id(),
+                        until: Timestamp::from(T0 + 10_000),
+                    }],
+                    &meta,
+                )])
+                .unwrap();
+        });
+        // The forget deleted the job's row and wrote its forgotten id, and waits at its meta.
+        wait_for_lock_waiters(&url, 1);
+        let claim = s.spawn(|| other.claim(std::slice::from_ref(job)).unwrap());
+        // The claim waits for the deleted row.
+        wait_for_lock_waiters(&url, 2);
+        hold.commit().unwrap();
+        forget.join().unwrap();
+        claim.join().unwrap()
+    });
+    assert_eq!(claimed, [false], "the forgotten job was claimed again");
+    let rows: i64 = sql(&url)
+        .query_one(
+            "SELECT count(*) FROM jobs WHERE id = $1",
+            &[&job.id().to_bytes().as_slice()],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "a row of the forgotten job is stored");
+}

@@ -117,8 +117,9 @@ impl PostgresSettings {
 ///   written. A process only writes the rows it owns: a change to a job id, forgotten id or
 ///   event another process owns changes nothing.
 /// - **Claims.** A job is stored by the first process to claim it; a claim of an id stored
-///   (or forgotten) by another process is lost. A process's own id wins again, so a claim
-///   retried after a lost answer gives the same result.
+///   (or forgotten) by another process is lost, also one made while the owner forgets the
+///   job (the claim waits for that transaction and then sees the forgotten id). A process's
+///   own id wins again, so a claim retried after a lost answer gives the same result.
 /// - **Leases.** All lease times come from the database's clock, one clock for the fleet.
 ///   [`renew`](RecordStore::renew) renews this process's lease and takes over every other
 ///   node whose lease expired (`FOR UPDATE SKIP LOCKED`: two survivors never take the same
@@ -533,10 +534,39 @@ impl RecordStore for PostgresStore {
                      WHERE NOT EXISTS (SELECT 1 FROM forgotten WHERE id = $1)
                      ON CONFLICT (id) DO UPDATE SET owner = jobs.owner
                          WHERE jobs.owner = excluded.owner
-                     RETURNING id",
+                     RETURNING xmax = 0",
                     &row.params(&self.node),
                 )?;
-                won[i] = !claimed.is_empty();
+                let inserted = match claimed.first() {
+                    None => {
+                        // Stored (or forgotten) by another process.
+                        continue;
+                    }
+                    Some(row) => get::<bool>(row, 0)?,
+                };
+                // Under READ COMMITTED the forgotten ids were read when the statement began.
+                // An insert that waited for a transaction deleting the job's row (its owner
+                // forgetting it) went on once the row was gone: the forgotten id that
+                // transaction wrote is seen only now, by a new statement. The job ran
+                // already: the row just inserted goes, and the claim is lost.
+                if inserted
+                    && !tx_query(
+                        &mut tx,
+                        statements,
+                        "SELECT 1 FROM forgotten WHERE id = $1",
+                        &[&row.id],
+                    )?
+                    .is_empty()
+                {
+                    execute(
+                        &mut tx,
+                        statements,
+                        "DELETE FROM jobs WHERE id = $1 AND owner = $2",
+                        &[&row.id, &self.node],
+                    )?;
+                    continue;
+                }
+                won[i] = true;
             }
             tx.commit()?;
             Ok(won)
