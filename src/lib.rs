@@ -96,6 +96,9 @@
 //! | `test-util` | no | `testing`: a Lightning node signing real BOLT11 invoices and a zapper signing real receipts, for tests, fuzzing and benches |
 //! | `runtime` | no | `runtime`: a tokio + nostr-sdk driver that runs a `Provider` with `Task`s over real relays (and a `Customer` helper); the only place with a clock and a network |
 //! | `lnbits`, `nwc` | no | real money for the runtime: LNbits's HTTP API, or any Nostr Wallet Connect (NIP-47) wallet |
+//! | `lnurl` | no | lightning addresses and LNURL-pay for the runtime (HTTPS through rustls) |
+//! | `sqlite` | with `runtime` | `SqliteStore`: a provider's records in one SQLite file |
+//! | `postgres` | no | `PostgresStore`: a fleet of provider processes on one PostgreSQL database (TLS to remote hosts) |
 //!
 //! [NIP-90]: https://github.com/nostr-protocol/nips/blob/master/90.md
 #![forbid(unsafe_code)]

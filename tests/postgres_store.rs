@@ -875,3 +875,58 @@ fn a_claim_racing_the_owners_forget_of_the_job_loses() {
         .get(0);
     assert_eq!(rows, 0, "a row of the forgotten job is stored");
 }
+
+/// TLS to the database: the server's certificate must chain to a trusted root and name the
+/// host connected to. A server that takes TLS only: with its CA trusted and the host name it
+/// names, the store connects (`sslmode=require`, and libpq's `verify-full`) and works; with
+/// the CA unknown, or another name for the same server, or in the clear, it does not.
+#[test]
+fn over_tls_the_servers_certificate_and_host_name_are_verified() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "nostr-dvm test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let server = TestPostgres::start_with_tls(&server_cert.pem(), &server_key.serialize_pem());
+    let url = |host: &str, mode: &str| {
+        format!(
+            "host={host} hostaddr=127.0.0.1 port={} user=dvm dbname=postgres sslmode={mode}",
+            server.port()
+        )
+    };
+    let trusted = || PostgresSettings::default().trust_root_pem(ca.pem());
+
+    let store = PostgresStore::connect_with(&url("localhost", "require"), "a", trusted()).unwrap();
+    assert!(format!("{store:?}").contains("\"tls\""), "{store:?}");
+    store.load().unwrap();
+    let (jobs, meta) = fifty_jobs();
+    assert_eq!(store.claim(&jobs[..1]).unwrap(), [true]);
+    store.apply(&[update(1, vec![], &meta)]).unwrap();
+    assert!(stored_job(&store.load().unwrap().unwrap(), &jobs[0].id()).is_some());
+    PostgresStore::connect_with(&url("localhost", "verify-full"), "b", trusted()).unwrap();
+
+    let refused = |url: String, settings: PostgresSettings| {
+        PostgresStore::connect_with(&url, "c", settings)
+            .expect_err("connected")
+            .to_string()
+    };
+    let unknown = refused(url("localhost", "require"), PostgresSettings::default());
+    assert!(unknown.contains("UnknownIssuer"), "{unknown}");
+    let other_name = refused(url("127.0.0.1", "require"), trusted());
+    assert!(other_name.contains("not valid for name"), "{other_name}");
+    let clear = refused(url("localhost", "disable"), trusted());
+    assert!(clear.contains("no encryption"), "{clear}");
+    let no_roots = refused(
+        url("localhost", "require"),
+        PostgresSettings::default().trust_root_pem("no certificate here"),
+    );
+    assert!(no_roots.contains("no certificate"), "{no_roots}");
+}

@@ -103,6 +103,8 @@ mod outbox;
 mod pending_invoices;
 #[cfg(feature = "postgres")]
 mod postgres_store;
+#[cfg(feature = "postgres")]
+mod postgres_tls;
 mod provider;
 mod record_store;
 mod resubscribe;

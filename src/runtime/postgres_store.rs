@@ -11,6 +11,8 @@ use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Row, Statement, Transaction};
 
+use super::postgres_tls::{self, Transport};
+
 use super::record_store::RecordStore;
 use super::RuntimeError;
 use crate::provider::{JobRecord, ProviderSnapshot, SpentKey, StoreChange, StoreUpdate};
@@ -80,13 +82,15 @@ const MIGRATION_LOCK: i64 = 0x6e6f_7374_7264_766d;
 #[non_exhaustive]
 pub struct PostgresSettings {
     lease: Duration,
+    roots: Vec<Vec<u8>>,
 }
 
 impl Default for PostgresSettings {
-    /// A lease of 30 seconds.
+    /// A lease of 30 seconds; TLS trusts the webpki roots.
     fn default() -> Self {
         Self {
             lease: Duration::from_secs(30),
+            roots: Vec::new(),
         }
     }
 }
@@ -98,6 +102,15 @@ impl PostgresSettings {
     /// hands the jobs of a dead process on sooner. Not zero.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
+        self
+    }
+
+    /// Trusts the certificates of `pem` (one or more PEM `CERTIFICATE` blocks: a private CA,
+    /// a cloud provider's database CA bundle) as roots for the server's certificate, besides
+    /// the webpki roots. A bundle with no certificate, or a bad one, makes
+    /// [`PostgresStore::connect_with`] fail.
+    pub fn trust_root_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.roots.push(pem.into());
         self
     }
 }
@@ -153,12 +166,18 @@ impl PostgresSettings {
 /// [`RecordStore`] methods from a plain thread or through `tokio::task::spawn_blocking`, as
 /// the bundled runtime does.
 ///
-/// **No TLS.** It connects in the clear (`NoTls`): run the database on the same host (a
-/// Unix socket, `host=/path` in the URL) or on a private network.
+/// **TLS.** A server on another host is reached only by TLS (rustls), its certificate
+/// chain and host name verified against the webpki roots and the roots added with
+/// [`PostgresSettings::trust_root_pem`]; a server on this host (a Unix socket, `localhost`,
+/// a loopback address) in the clear. The URL's `sslmode` overrides this: `disable` (in the
+/// clear), `prefer` (TLS when the server offers it), `require`, and libpq's `verify-ca` and
+/// `verify-full`, which mean `require` here (the host name is always verified). Client
+/// certificates are not supported.
 ///
 /// Its [`Debug`](fmt::Debug) output and its errors never show the URL's password.
 pub struct PostgresStore {
     config: Config,
+    transport: Transport,
     /// The URL without its password, for errors and `Debug`.
     target: String,
     node: String,
@@ -214,6 +233,7 @@ impl PostgresStore {
         node: &str,
         settings: PostgresSettings,
     ) -> Result<Self, RuntimeError> {
+        let (url, explicit_tls) = postgres_tls::normalized_url(url);
         let mut config: Config = url.parse().map_err(|e| {
             RuntimeError::Store(format!("invalid PostgreSQL URL: {}", describe(&e)))
         })?;
@@ -221,6 +241,8 @@ impl PostgresStore {
             config.connect_timeout(Duration::from_secs(10));
         }
         let target = redacted(&config);
+        let transport = postgres_tls::transport(&mut config, explicit_tls, &settings.roots)
+            .map_err(|e| RuntimeError::Store(format!("{target}: {e}")))?;
         if node.is_empty() {
             return Err(RuntimeError::Store(format!("{target}: empty node name")));
         }
@@ -229,6 +251,7 @@ impl PostgresStore {
         }
         let store = Self {
             config,
+            transport,
             target,
             node: node.to_owned(),
             lease: settings.lease,
@@ -289,7 +312,10 @@ impl PostgresStore {
     }
 
     fn open(&self) -> Result<Client, Failure> {
-        let mut client = self.config.connect(NoTls)?;
+        let mut client = match &self.transport {
+            Transport::Plain => self.config.connect(NoTls)?,
+            Transport::Tls(tls) => self.config.connect(tls.clone())?,
+        };
         // A statement that hangs (a lock, a dead network) must not hold the writer longer
         // than the lease it is meant to keep.
         client.batch_execute(&format!(
@@ -372,6 +398,7 @@ impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
             .field("target", &self.target)
+            .field("transport", &self.transport.name())
             .field("node", &self.node)
             .field("lease", &self.lease)
             .finish_non_exhaustive()

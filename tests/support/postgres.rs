@@ -17,6 +17,8 @@ pub struct TestPostgres {
     port: u16,
     as_postgres: bool,
     fsync: bool,
+    /// TLS only (the server's certificate and key are in its data directory).
+    tls: bool,
     running: bool,
 }
 
@@ -34,7 +36,18 @@ impl TestPostgres {
         Self::start_with(false)
     }
 
+    /// Starts a new, durable cluster that takes TCP connections by TLS only, with the
+    /// certificate chain `cert_pem` and its private key `key_pem` (connections in the clear
+    /// are refused; `pg_hba.conf` says `hostnossl ... reject`).
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_configured(true, Some((cert_pem, key_pem)))
+    }
+
     fn start_with(fsync: bool) -> Self {
+        Self::start_configured(fsync, None)
+    }
+
+    fn start_configured(fsync: bool, tls: Option<(&str, &str)>) -> Self {
         let bin = server_binaries();
         let as_postgres = running_as_root();
         let dir =
@@ -46,6 +59,7 @@ impl TestPostgres {
             port: 0,
             as_postgres,
             fsync,
+            tls: tls.is_some(),
             running: false,
         };
         if as_postgres {
@@ -67,6 +81,27 @@ impl TestPostgres {
                 "--no-sync".as_ref(),
             ],
         );
+        if let Some((cert, key)) = tls {
+            let files = [
+                ("server.crt", cert),
+                ("server.key", key),
+                (
+                    "pg_hba.conf",
+                    "local all all trust\n\
+                     hostssl all all 127.0.0.1/32 trust\n\
+                     hostnossl all all 0.0.0.0/0 reject\n",
+                ),
+            ];
+            for (name, text) in files {
+                let path = data.join(name);
+                std::fs::write(&path, text).expect("writes a TLS file of the cluster");
+                // PostgreSQL refuses a key that others may read.
+                run(Command::new("chmod").arg("600").arg(&path));
+                if as_postgres {
+                    run(Command::new("chown").arg("postgres").arg(&path));
+                }
+            }
+        }
         // Another process may take the free port before the server does: try a few.
         let mut last = String::new();
         for _ in 0..5 {
@@ -144,6 +179,9 @@ impl TestPostgres {
         );
         if !self.fsync {
             options.push_str(" -c fsync=off");
+        }
+        if self.tls {
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
         }
         let log = self.dir.join("server.log");
         let data = self.data();
