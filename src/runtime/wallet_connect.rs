@@ -26,8 +26,10 @@ use nostr::nips::nip47::{
     NostrWalletConnectURI, Notification, NotificationResult, PayInvoiceRequest, TransactionState,
 };
 use nostr::{EventId, PublicKey};
+use nostr_sdk::pool::monitor::{Monitor, MonitorNotification};
 use nwc::prelude::{NostrWalletConnectOptions, NWC};
 use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
 
 use super::pending_invoices::PendingInvoices;
 use super::{InvoiceRequest, LightningBackend, PendingInvoice, Settlements, Wallet};
@@ -51,10 +53,16 @@ pub enum NwcError {
     InvalidUri,
 }
 
+/// How many relay status changes wait for the watcher before the oldest are dropped (it
+/// then polls, as for a reconnection).
+const MONITOR_CAPACITY: usize = 64;
+
 /// A parsed connection: the `nwc` client and what may be shown of it.
 #[derive(Clone)]
 struct Connection {
     client: NWC,
+    /// Every status change of the wallet's relays (a reconnection, however brief, included).
+    monitor: Monitor,
     /// The wallet service's key: how logs and `Debug` name the wallet.
     wallet: PublicKey,
 }
@@ -67,9 +75,13 @@ impl Connection {
             return Err(NwcError::InvalidUri);
         }
         let wallet = uri.public_key;
-        let options = NostrWalletConnectOptions::new().timeout(timeout);
+        let monitor = Monitor::new(MONITOR_CAPACITY);
+        let options = NostrWalletConnectOptions::new()
+            .timeout(timeout)
+            .monitor(monitor.clone());
         Ok(Self {
             client: NWC::with_opts(uri, options),
+            monitor,
             wallet,
         })
     }
@@ -283,6 +295,8 @@ async fn watch(inner: Weak<BackendInner>, settlements: Settlements) {
         return;
     };
     let client = backend.connection.client.clone();
+    // Before the first subscription: a reconnection from now on is seen.
+    let changes = backend.connection.monitor.subscribe();
     drop(backend);
     if let Err(e) = client.subscribe_to_notifications().await {
         tracing::warn!("NWC notifications: {}", describe(&e));
@@ -349,35 +363,40 @@ async fn watch(inner: Weak<BackendInner>, settlements: Settlements) {
     tokio::select! {
         () = notified => {}
         () = polled => {}
-        () = poll_on_reconnection(inner, client) => {}
+        () = poll_on_reconnection(inner, client, changes) => {}
     }
 }
 
 /// Asks for a poll each time a relay of the wallet connects again (what was paid while the
-/// connection was down, notifications included, is found then), looking every
-/// [`RECONNECTION_POLL`](super::RECONNECTION_POLL); ends when the backend is dropped.
-async fn poll_on_reconnection(inner: Weak<BackendInner>, client: NWC) {
-    let mut connected: HashMap<nostr::RelayUrl, bool> = HashMap::new();
+/// connection was down, notifications included, is found then): every status change of the
+/// wallet's relays comes from the pool's monitor, so a drop and a reconnection in quick
+/// succession are both seen. Changes missed because the watcher lagged count as a
+/// reconnection. Ends when the backend is dropped.
+async fn poll_on_reconnection(
+    inner: Weak<BackendInner>,
+    client: NWC,
+    mut changes: broadcast::Receiver<MonitorNotification>,
+) {
     loop {
-        tokio::time::sleep(super::RECONNECTION_POLL).await;
-        let statuses = client.status().await;
+        let connected = match changes.recv().await {
+            Ok(MonitorNotification::StatusChanged { status, .. }) => {
+                status == nostr_sdk::RelayStatus::Connected
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => true,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if !connected {
+            continue;
+        }
         let Some(backend) = inner.upgrade() else {
             return;
         };
-        let mut reconnected = false;
-        for (relay, status) in statuses {
-            let now = status == nostr_sdk::RelayStatus::Connected;
-            // A relay seen down and now up: reconnected.
-            reconnected |= connected.insert(relay, now) == Some(false) && now;
-        }
-        if reconnected {
-            backend.invoices.poll_soon();
-            drop(backend);
-            // A subscription to the notifications that failed at start (the relay was down)
-            // is made now; `nwc` does nothing when it is already made.
-            if let Err(e) = client.subscribe_to_notifications().await {
-                tracing::warn!("NWC notifications: {}", describe(&e));
-            }
+        backend.invoices.poll_soon();
+        drop(backend);
+        // A subscription to the notifications that failed at start (the relay was down) is
+        // made now; `nwc` does nothing when it is already made.
+        if let Err(e) = client.subscribe_to_notifications().await {
+            tracing::warn!("NWC notifications: {}", describe(&e));
         }
     }
 }
