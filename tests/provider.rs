@@ -697,6 +697,45 @@ fn chained_job_waits_for_its_input_result() {
     );
 }
 
+/// A chained job whose input is another job of this provider starts as soon as that job's
+/// result is made: the provider feeds its own result to the jobs waiting for it, rather than
+/// wait for a relay to send it back (many never echo an event to the connection that
+/// published it, and the input subscription is only sent again with the next refresh).
+#[test]
+fn a_chained_job_starts_on_this_providers_own_result_at_once() {
+    let mut h = Harness::new(|c| c);
+    let first = h.request(|b| b.param("step", "1"));
+    assert_eq!(run_tasks(&h.send(first.clone())), [first.id]);
+    let second = h.request(|b| b.input(JobInput::job(first.id, None)));
+    assert!(run_tasks(&h.send(second.clone())).is_empty());
+    assert_eq!(h.state(&second.id), JobState::WaitingForInputs);
+    h.provider
+        .handle_task_result(h.now(), first.id, Ok(TaskOutput::new("step one done")))
+        .unwrap();
+    let out = h.drain();
+    assert_eq!(results(&out, None).len(), 1, "the first job's result");
+    let task = out
+        .iter()
+        .find_map(|o| match o {
+            Output::RunTask(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("the chained job did not start");
+    assert_eq!(task.job, second.id);
+    assert_eq!(
+        task.texts().collect::<Vec<_>>(),
+        ["hello world", "step one done"]
+    );
+    // The same result delivered by a relay later changes nothing.
+    let echo = published(&out)
+        .into_iter()
+        .find(|e| e.kind.as_u16() == KIND + 1000)
+        .unwrap()
+        .clone();
+    assert!(run_tasks(&h.send(echo)).is_empty());
+    assert_eq!(h.state(&second.id), JobState::Running);
+}
+
 #[test]
 fn admission_limits_refuse_without_replying() {
     let blocked = keys_from_seed(30);

@@ -1,7 +1,6 @@
 //! A job's life after admission: inputs, payment, the task, its result, and the end; the
 //! timer index and the per-job bookkeeping every other part uses.
 
-use crate::relay::RelayCommand;
 use nostr::{EventId, Timestamp};
 
 use super::{
@@ -198,10 +197,7 @@ impl Provider {
             _ => {
                 // Pay after the result: it goes out now, payment-required follows it, and a
                 // zap of the result pays too.
-                self.outbox.push_back(Output::Relay(RelayCommand::Publish {
-                    relays: self.job_relays(id),
-                    event,
-                }));
+                self.publish_result(now, id, event);
                 self.bindings.insert(seen_id, id);
                 if let Some(job) = self.job_mut(&id) {
                     job.result_id = Some(Box::new(seen_id));

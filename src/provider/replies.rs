@@ -110,16 +110,27 @@ impl Provider {
 
     /// Publishes a built result and ends the job as delivered.
     pub(super) fn deliver(&mut self, now: Timestamp, id: EventId, event: Event, paid: bool) {
-        self.outbox.push_back(Output::Relay(RelayCommand::Publish {
-            relays: self.job_relays(id),
-            event,
-        }));
+        self.publish_result(now, id, event);
         self.dirty = true;
         if self.config.success_feedback {
             let _ = self.send_feedback(now, id, FeedbackStatus::Success, None, None, false);
         }
         self.finish(now, id, JobState::Delivered { paid });
         self.notify(Notification::JobCompleted { job: id });
+    }
+
+    /// Publishes a job's result, and hands it to the chained jobs of this provider that wait
+    /// for it as their input: a relay may never send it back to the connection that
+    /// published it, and the input subscription is sent again only with the next refresh.
+    pub(super) fn publish_result(&mut self, now: Timestamp, id: EventId, event: Event) {
+        let awaited = self.dependents.contains_key(&id);
+        self.outbox.push_back(Output::Relay(RelayCommand::Publish {
+            relays: self.job_relays(id),
+            event: event.clone(),
+        }));
+        if awaited && self.config.registry.for_result(event.kind).is_some() {
+            self.on_result_event(now, event);
+        }
     }
 
     /// The NIP-44 length prefixes replies may use ([`ProviderConfig::nip44_extended_prefix`](super::ProviderConfig::nip44_extended_prefix)).
