@@ -16,7 +16,7 @@ use nostr_dvm::customer::{
     CustomerConfig, Delivery, Notification as CustomerNote, Output, PaymentOutcome, WalletFailure,
 };
 use nostr_dvm::nip90::{JobInput, JobRequest};
-use nostr_dvm::nostr::{EventId, Keys, Kind};
+use nostr_dvm::nostr::{EventId, Keys, Kind, PublicKey};
 use nostr_dvm::provider::{Notification as ProviderNote, ProviderConfig};
 use nostr_dvm::runtime::{
     CustomerRuntime, MemoryStore, NwcBackend, NwcWallet, ProviderRuntime, Wallet,
@@ -76,6 +76,18 @@ struct World {
 }
 
 impl World {
+    /// A customer paying from the paying wallet, without auto-pay: it pays when the test
+    /// says so.
+    async fn paying_customer(&self) -> CustomerRuntime {
+        let mut config = CustomerConfig::new([self.url.clone()]);
+        config.auto_pay_limit_msat = None;
+        let mut customer = CustomerRuntime::connect(Keys::generate(), config)
+            .await
+            .expect("the customer connects");
+        customer.set_wallet(Arc::new(NwcWallet::new(&self.paying.uri).expect("a URI")));
+        customer
+    }
+
     async fn start(
         fund_sats: u64,
         budget_msat: u64,
@@ -119,6 +131,20 @@ async fn submit(customer: &mut CustomerRuntime, provider: &Keys) -> EventId {
         .submit(request, Delivery::To(provider.public_key()))
         .await
         .expect("the request goes out")
+}
+
+/// The next payment request with a valid invoice the customer gets: its job and provider.
+async fn next_payment_request(customer: &mut CustomerRuntime) -> (EventId, PublicKey) {
+    customer_output(customer, |o| match o {
+        Output::Notify(CustomerNote::PaymentRequested {
+            job,
+            provider,
+            bolt11: Some(_),
+            ..
+        }) => Some((job, provider)),
+        _ => None,
+    })
+    .await
 }
 
 /// Waits until the customer paid the price (its wallet, never a payment handed out to the
@@ -199,23 +225,9 @@ async fn a_wallet_without_the_funds_refuses_with_a_typed_error_and_nothing_runs(
 async fn a_job_paid_while_its_provider_is_down_is_found_by_lookup_on_restart() {
     let (w, _notes) = World::start(1_000, 0).await;
     let (lnbits, earner, provider) = (w.lnbits, &w.earner, &w.provider);
-    // No auto-pay: the customer pays when the test says so.
-    let mut config = CustomerConfig::new([w.url.clone()]);
-    config.auto_pay_limit_msat = None;
-    let mut customer = CustomerRuntime::connect(Keys::generate(), config)
-        .await
-        .expect("the customer connects");
-    customer.set_wallet(Arc::new(NwcWallet::new(&w.paying.uri).expect("a URI")));
+    let mut customer = w.paying_customer().await;
     let job = submit(&mut customer, &provider.keys).await;
-    let provider_pk = customer_output(&mut customer, |o| match o {
-        Output::Notify(CustomerNote::PaymentRequested {
-            provider,
-            bolt11: Some(_),
-            ..
-        }) => Some(provider),
-        _ => None,
-    })
-    .await;
+    let (_, provider_pk) = next_payment_request(&mut customer).await;
     w.running.stop().await;
 
     customer.pay(job, provider_pk).await.expect("a payment");
@@ -238,6 +250,72 @@ async fn a_job_paid_while_its_provider_is_down_is_found_by_lookup_on_restart() {
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(provider.runs.load(Ordering::SeqCst), 1);
     assert_eq!(lnbits.balance_msat(earner).await, PRICE_MSAT);
+
+    running.stop().await;
+    customer.disconnect().await;
+}
+
+/// Several invoices paid while the provider was down, one left unpaid: on restart its poll
+/// looks the pending invoices up (several at a time), runs each paid job once, and leaves the
+/// unpaid one waiting.
+#[tokio::test]
+async fn invoices_paid_while_the_provider_is_down_are_all_found_on_restart() {
+    const JOBS: usize = 4;
+    let (w, _notes) = World::start(1_000, 0).await;
+    let (lnbits, earner, provider) = (w.lnbits, &w.earner, &w.provider);
+    let mut customer = w.paying_customer().await;
+    let mut jobs = Vec::new();
+    for n in 0..JOBS {
+        let request =
+            JobRequest::builder(Kind::from(KIND)).input(JobInput::text(format!("job {n}")));
+        let job = customer
+            .submit(request, Delivery::To(provider.keys.public_key()))
+            .await
+            .expect("the request goes out");
+        jobs.push(job);
+    }
+    let mut asked = std::collections::HashSet::new();
+    while asked.len() < JOBS {
+        asked.insert(next_payment_request(&mut customer).await.0);
+    }
+    w.running.stop().await;
+
+    let paid = &jobs[..JOBS - 1];
+    for job in paid {
+        customer
+            .pay(*job, provider.keys.public_key())
+            .await
+            .expect("a payment");
+        customer_output(&mut customer, |o| match o {
+            Output::Notify(CustomerNote::Paid { job: j, .. }) if j == *job => Some(()),
+            Output::Notify(CustomerNote::PaymentFailed { reason, .. }) => panic!("{reason}"),
+            _ => None,
+        })
+        .await;
+    }
+    assert_eq!(provider.runs.load(Ordering::SeqCst), 0);
+
+    let (runtime, _notes) = nwc_runtime(provider, &w.url, &w.earning.uri);
+    let running = Running::start(runtime);
+    // The results come in the order the look-ups answered.
+    let mut results = std::collections::HashMap::new();
+    while results.len() < paid.len() {
+        let (job, content) = customer_output(&mut customer, |o| match o {
+            Output::Notify(CustomerNote::Result { job, content, .. }) => Some((job, content)),
+            _ => None,
+        })
+        .await;
+        results.insert(job, content);
+    }
+    for (n, job) in paid.iter().enumerate() {
+        assert_eq!(results.get(job), Some(&format!("JOB {n}")));
+    }
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(provider.runs.load(Ordering::SeqCst), JOBS - 1);
+    assert_eq!(
+        lnbits.balance_msat(earner).await,
+        PRICE_MSAT * (JOBS as u64 - 1)
+    );
 
     running.stop().await;
     customer.disconnect().await;

@@ -21,6 +21,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use nostr::nips::nip47::{
     self, ErrorCode, LookupInvoiceRequest, LookupInvoiceResponse, MakeInvoiceRequest,
     NostrWalletConnectURI, Notification, NotificationResult, PayInvoiceRequest, TransactionState,
@@ -52,6 +53,9 @@ pub enum NwcError {
     )]
     InvalidUri,
 }
+
+/// How many `lookup_invoice` requests a poll of the pending invoices has under way at once.
+const LOOKUPS_AT_ONCE: usize = 8;
 
 /// How many relay status changes wait for the watcher before the oldest are dropped (it
 /// then polls, as for a reconnection).
@@ -405,15 +409,27 @@ async fn poll_on_reconnection(
 /// stopped.
 async fn poll(backend: &BackendInner, settlements: &Settlements) -> bool {
     let now = super::now().as_secs();
-    for hash in backend.invoices.hashes() {
-        let Some((job, expires)) = backend.invoices.get(&hash) else {
-            continue;
-        };
-        let lookup = LookupInvoiceRequest {
-            payment_hash: Some(hex::encode(hash)),
-            invoice: None,
-        };
-        let forget = match backend.connection.client.lookup_invoice(lookup).await {
+    let lookups = backend
+        .invoices
+        .hashes()
+        .into_iter()
+        .filter_map(|hash| {
+            let (job, expires) = backend.invoices.get(&hash)?;
+            Some((hash, job, expires))
+        })
+        .map(|(hash, job, expires)| async move {
+            let lookup = LookupInvoiceRequest {
+                payment_hash: Some(hex::encode(hash)),
+                invoice: None,
+            };
+            let answer = backend.connection.client.lookup_invoice(lookup).await;
+            (hash, job, expires, answer)
+        });
+    // A few at a time: each is a round trip through the wallet's relay, and one at a time a
+    // provider with many unpaid invoices would find a payment only at the end of a long round.
+    let mut answers = futures_util::stream::iter(lookups).buffer_unordered(LOOKUPS_AT_ONCE);
+    while let Some((hash, job, expires, answer)) = answers.next().await {
+        let forget = match answer {
             Ok(transaction) if settled(&transaction) => {
                 match proven_preimage(transaction.preimage.as_deref(), &hash) {
                     Some(preimage) => {
