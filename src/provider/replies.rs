@@ -123,13 +123,16 @@ impl Provider {
     /// for it as their input: a relay may never send it back to the connection that
     /// published it, and the input subscription is sent again only with the next refresh.
     pub(super) fn publish_result(&mut self, now: Timestamp, id: EventId, event: Event) {
-        let awaited = self.dependents.contains_key(&id);
+        // A copy only when a job waits for it (a gift wrap is no input).
+        let input = (self.dependents.contains_key(&id)
+            && self.config.registry.for_result(event.kind).is_some())
+        .then(|| event.clone());
         self.outbox.push_back(Output::Relay(RelayCommand::Publish {
             relays: self.job_relays(id),
-            event: event.clone(),
+            event,
         }));
-        if awaited && self.config.registry.for_result(event.kind).is_some() {
-            self.on_result_event(now, event);
+        if let Some(input) = input {
+            self.on_result_event(now, input);
         }
     }
 

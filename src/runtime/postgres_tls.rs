@@ -32,12 +32,21 @@ impl Transport {
 /// `url` with libpq's `sslmode=verify-full` and `sslmode=verify-ca` (which the client does not
 /// parse) read as `require`, since the certificate is always verified, host name included;
 /// and whether the URL names an `sslmode` at all.
+///
+/// Only the options are read: in a `postgres://` URL the query after `?` (a password that
+/// happens to hold `sslmode=` changes nothing), in the `key=value` form the whole text.
 pub(super) fn normalized_url(url: &str) -> (String, bool) {
-    let explicit = url.contains("sslmode=");
-    let url = url
+    let start = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        url.find('?').unwrap_or(url.len())
+    } else {
+        0
+    };
+    let (head, options) = url.split_at(start);
+    let explicit = options.contains("sslmode=");
+    let options = options
         .replace("sslmode=verify-full", "sslmode=require")
         .replace("sslmode=verify-ca", "sslmode=require");
-    (url, explicit)
+    (format!("{head}{options}"), explicit)
 }
 
 /// Sets `config`'s TLS mode and returns the transport to connect with. The URL's `sslmode`
@@ -126,6 +135,11 @@ mod tests {
         // One remote host among local ones is enough.
         assert_eq!(
             decided("postgres://u@localhost,db.example.com/fleet"),
+            (SslMode::Require, "tls")
+        );
+        // A password that holds the text does not turn TLS off.
+        assert_eq!(
+            decided("postgres://u:xsslmode=disable@db.example.com/fleet"),
             (SslMode::Require, "tls")
         );
         assert_eq!(
